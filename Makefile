@@ -1,0 +1,35 @@
+# petloop: two set-up commands for a fresh machine.
+#   make demo   installs into .venv and runs the main job
+#   make test   installs into .venv and runs the linter and the tests
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.petloop-installed
+DEMO_OUT ?= demo_out
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# torch and torchvision go in first, pinned together (constraints.txt); then petloop and the
+# rest, under the same constraints so pip keeps them.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/petloop demo --out $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check petloop tests bench
+
+test: lint
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/phantom_timing.py
+
+clean:
+	rm -rf $(DEMO_OUT) .pytest_cache

@@ -1,0 +1,16 @@
+"""Synthetic whole-body PET/CT phantoms (CT, PET in SUV, lesion and organ labels)."""
+
+from petloop.phantom.generate import (
+    DEFAULT_SHAPE,
+    DEFAULT_SPACING,
+    FULL_SHAPE,
+    PhantomCase,
+    PhantomConfig,
+    generate_case,
+    write_phantoms,
+)
+
+__all__ = [
+    "DEFAULT_SHAPE", "DEFAULT_SPACING", "FULL_SHAPE", "PhantomCase", "PhantomConfig",
+    "generate_case", "write_phantoms",
+]

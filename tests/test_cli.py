@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from typer.testing import CliRunner
+
+from petloop.cli import app
+from petloop.io.clicks import Clicks, read_clicks, write_clicks
+from petloop.io.layouts import find_cases
+from petloop.io.volume import Volume, read_volume, write_volume
+
+runner = CliRunner()
+SMALL = ["--shape", "48", "48", "64", "--spacing", "4", "4", "6"]
+
+
+def test_help_lists_the_jobs():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in ("phantom", "cases", "resample-ct", "clicks", "demo"):
+        assert name in result.output
+
+
+def test_phantom_command_writes_each_layout(tmp_path):
+    for layout in ("autopet", "nnunet", "gc"):
+        out = tmp_path / layout
+        result = runner.invoke(app, ["phantom", "--out", str(out), "--cases", "3", "--seed", "2",
+                                     "--layout", layout, "--negative-fraction", "0.34", *SMALL])
+        assert result.exit_code == 0, result.output
+        found = find_cases(out)
+        assert len(found) == 3
+        assert {f.tracer for f in found} == {"fdg", "psma"}
+        info = json.loads(found[0].meta.read_text())
+        assert {"tracer", "patient_weight_kg", "lesions", "organ_suv_mean"} <= set(info)
+        for les in info["lesions"]:
+            assert {"centre_mm", "volume_ml", "suvmax", "site"} <= set(les)
+        assert json.loads((out / "phantom_config.json").read_text())["seed"] == 2
+    a = read_volume(find_cases(tmp_path / "autopet")[1].pet)
+    b = read_volume(find_cases(tmp_path / "gc")[1].pet)
+    np.testing.assert_array_equal(a.array, b.array)
+
+
+def test_phantom_preview_and_cases_listing(tmp_path):
+    out = tmp_path / "ph"
+    result = runner.invoke(app, ["phantom", "--out", str(out), "--cases", "2", "--preview",
+                                 *SMALL])
+    assert result.exit_code == 0, result.output
+    png = (out / "preview.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    result = runner.invoke(app, ["cases", str(out), "--json"])
+    rows = json.loads(result.output)
+    assert [r["tracer"] for r in rows] == ["fdg", "psma"]
+    assert all(r["label"] and r["organs"] for r in rows)
+
+
+def test_phantom_bad_options(tmp_path):
+    result = runner.invoke(app, ["phantom", "--out", str(tmp_path), "--tracer", "fgd"])
+    assert result.exit_code == 2 and "tracer must be one of" in result.output
+    result = runner.invoke(app, ["phantom", "--out", str(tmp_path), "--negative-fraction", "2"])
+    assert result.exit_code == 2 and "negative fraction" in result.output
+
+
+def test_clicks_convert(tmp_path):
+    src = write_clicks(Clicks(((1, 2, 3),), ((3, 2, 1),)), tmp_path / "a.json")
+    write_volume(Volume(np.zeros((4, 4, 4), np.float32)), tmp_path / "pet.nii.gz")
+    result = runner.invoke(app, ["clicks", "convert", str(src), str(tmp_path / "b.json"),
+                                 "--image", str(tmp_path / "pet.nii.gz")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b.json").read_text())["type"] == "Multiple points"
+    assert read_clicks(tmp_path / "b.json") == read_clicks(src)
+    small = Volume(np.zeros((2, 2, 2), np.float32))
+    write_volume(small, tmp_path / "small.nii.gz")
+    result = runner.invoke(app, ["clicks", "convert", str(src), str(tmp_path / "c.json"),
+                                 "--image", str(tmp_path / "small.nii.gz")])
+    assert result.exit_code == 2
+    assert "a.json: tumor point 0 [1, 2, 3] lies outside" in result.output
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_resample_ct_command(tmp_path):
+    ct = Volume(np.full((10, 10, 10), 40, np.int16), (2, 2, 2), (0, 0, 0))
+    pet = Volume(np.zeros((5, 5, 5), np.float32), (4, 4, 4), (1, 1, 1))
+    write_volume(ct, tmp_path / "ct.nii.gz")
+    write_volume(pet, tmp_path / "pet.nii.gz")
+    result = runner.invoke(app, ["resample-ct", "--ct", str(tmp_path / "ct.nii.gz"), "--pet",
+                                 str(tmp_path / "pet.nii.gz"), "--out",
+                                 str(tmp_path / "ctres.nii.gz")])
+    assert result.exit_code == 0, result.output
+    res = read_volume(tmp_path / "ctres.nii.gz")
+    assert res.same_grid(pet) and np.allclose(res.array[:4, :4, :4], 40)
+    far = Volume(np.zeros((5, 5, 5), np.float32), (4, 4, 4), (0, 0, 900))
+    write_volume(far, tmp_path / "far.nii.gz")
+    result = runner.invoke(app, ["resample-ct", "--ct", str(tmp_path / "ct.nii.gz"), "--pet",
+                                 str(tmp_path / "far.nii.gz"), "--out",
+                                 str(tmp_path / "x.nii.gz")])
+    assert result.exit_code == 2 and "do not overlap" in result.output

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import cc3d
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from petloop.phantom import PhantomConfig, generate_case
+from petloop.phantom.anatomy import draw_anatomy, render_regions
+from petloop.phantom.lesions import LesionSpec, render_lesions
+from petloop.phantom.physics import ct_map, draw_imaging
+from petloop.phantom.regions import ORGAN_IDS, R
+from petloop.phantom.shapes import Grid
+
+N_PER_TRACER = 8
+
+
+@pytest.fixture(scope="module")
+def cohort():
+    """Default-size phantoms of both tracers (a quarter of them negative controls)."""
+    out = {}
+    for tracer in ("fdg", "psma"):
+        cfg = PhantomConfig(seed=5, tracer=tracer, negative_fraction=0.25)
+        out[tracer] = [generate_case(cfg, i) for i in range(N_PER_TRACER)]
+    return out
+
+
+def test_same_seed_same_case_other_seed_other_case():
+    cfg = PhantomConfig(seed=3, shape=(48, 48, 64), spacing=(4.0, 4.0, 6.0))
+    a, b = generate_case(cfg, 2), generate_case(cfg, 2)
+    for name in ("ct", "pet", "label", "organs"):
+        np.testing.assert_array_equal(getattr(a.case, name).array, getattr(b.case, name).array)
+    assert a.info == b.info
+    c = generate_case(PhantomConfig(seed=4, shape=(48, 48, 64), spacing=(4.0, 4.0, 6.0)), 2)
+    assert not np.array_equal(a.case.pet.array, c.case.pet.array)
+
+
+def test_default_case_geometry(cohort):
+    case = cohort["fdg"][0].case
+    assert case.pet.shape == (96, 96, 128)
+    assert case.pet.spacing == pytest.approx((2.0364, 2.0364, 3.0))
+    assert case.ct.same_grid(case.pet) and case.label.same_grid(case.pet)
+    assert case.pet.array.dtype == np.float32 and case.ct.array.dtype == np.int16
+    assert case.label.array.dtype == np.uint8 and set(np.unique(case.label.array)) <= {0, 1}
+
+
+def test_negative_fraction_and_lesion_counts(cohort):
+    for tracer, cases in cohort.items():
+        negatives = [c for c in cases if c.info["negative_control"]]
+        assert len(negatives) == N_PER_TRACER // 4, tracer
+        for c in negatives:
+            assert c.info["n_lesions"] == 0 and not c.case.label.array.any()
+        positives = [c for c in cases if not c.info["negative_control"]]
+        counts = [c.info["n_lesions"] for c in positives]
+        assert min(counts) >= 1
+        assert 2 <= np.mean(counts) <= 15, counts
+    # the label is the union of the listed lesions, and their volumes add up
+    for c in cohort["fdg"] + cohort["psma"]:
+        voxels = int(c.case.label.array.sum())
+        assert voxels == sum(x["voxels"] for x in c.info["lesions"])
+        ml = voxels * c.case.pet.voxel_volume_ml
+        assert c.info["total_lesion_volume_ml"] == pytest.approx(ml, abs=1e-3)
+        n_cc = cc3d.connected_components(c.case.label.array, connectivity=26, return_N=True)[1]
+        assert n_cc == c.info["n_components"] <= c.info["n_lesions"]
+
+
+def test_lesion_volume_distribution(cohort):
+    lesions = [x for cs in cohort.values() for c in cs for x in c.info["lesions"]]
+    assert len(lesions) >= 20
+    diam = np.array([x["diameter_mm"] for x in lesions])
+    vol = np.array([x["volume_ml"] for x in lesions])
+    assert diam.min() >= 4.0 and diam.max() <= 50.0
+    # mostly small lesions, a few large ones: a long right tail
+    assert np.median(vol) < 1.5 < vol.max()
+    assert (vol < 0.5).mean() > 0.2
+    # irregular shapes, but of the size drawn: within a factor of the sphere's volume
+    sphere = np.pi / 6 * diam**3 / 1000
+    ratio = vol / sphere
+    assert np.median(ratio) == pytest.approx(1.0, abs=0.6)
+    sites = {x["site"] for x in lesions}
+    assert {"lymph_node", "bone", "lung", "liver"} <= sites
+    assert any(x["site"] == "near_hot_organ" for x in lesions)
+
+
+def _organ_median(case, organ):
+    mask = ndimage.binary_erosion(case.organs.array == ORGAN_IDS[organ], iterations=1)
+    mask &= case.label.array == 0
+    return float(np.median(case.pet.array[mask]))
+
+
+def test_organ_uptake_per_tracer(cohort):
+    fdg = {o: np.mean([_organ_median(c.case, o) for c in cohort["fdg"]])
+           for o in ("liver", "brain", "kidneys", "urinary_bladder", "spleen", "lungs")}
+    psma = {o: np.mean([_organ_median(c.case, o) for c in cohort["psma"]])
+            for o in ("liver", "brain", "kidneys", "urinary_bladder", "head_glands", "spleen")}
+    assert 1.5 < fdg["liver"] < 3.0
+    assert fdg["brain"] > 2.5 * fdg["liver"]
+    assert fdg["urinary_bladder"] > 3 * fdg["liver"]
+    assert fdg["lungs"] < 0.5 * fdg["liver"]
+    assert fdg["spleen"] < fdg["liver"] * 1.2
+    assert psma["kidneys"] > 15 and psma["kidneys"] > 2 * psma["liver"]
+    assert psma["head_glands"] > 6
+    assert psma["brain"] < 1.0 < fdg["brain"]
+    assert psma["liver"] > fdg["liver"]
+    # FDG myocardium varies between patients from background to very hot
+    heart = [c.info["organ_suv_mean"]["heart"] for c in cohort["fdg"]]
+    assert max(heart) > 2 * min(heart)
+
+
+def test_liver_noise_and_psf(cohort):
+    cvs = []
+    for c in cohort["fdg"]:
+        mask = ndimage.binary_erosion(c.case.organs.array == ORGAN_IDS["liver"], iterations=2)
+        mask &= ndimage.binary_dilation(c.case.label.array, iterations=4) == 0
+        vals = c.case.pet.array[mask]
+        cvs.append(vals.std() / vals.mean())
+    assert 0.06 < np.median(cvs) < 0.25
+    # partial-volume loss: the scanner blur lowers the measured SUVmax of small hot lesions
+    small = [x for cs in cohort.values() for c in cs for x in c.info["lesions"]
+             if x["diameter_mm"] < 8 and x["suv_peak_true"] > 4]
+    large = [x for cs in cohort.values() for c in cs for x in c.info["lesions"]
+             if x["diameter_mm"] > 20 and x["suv_peak_true"] > 4]
+    assert small and large
+    recovery_small = np.median([x["suvmax"] / x["suv_peak_true"] for x in small])
+    recovery_large = np.median([x["suvmax"] / x["suv_peak_true"] for x in large])
+    assert recovery_small < 0.8 and recovery_small < recovery_large - 0.15
+
+
+def test_ct_numbers_and_organs(cohort):
+    c = next(c for c in cohort["psma"])  # PSMA patients are male
+    ct, org = c.case.ct.array, c.case.organs.array
+    assert set(np.unique(org)) == set(range(11))
+    lung = ndimage.binary_erosion(org == ORGAN_IDS["lungs"], iterations=2)
+    assert -900 < np.median(ct[lung]) < -750
+    liver = ndimage.binary_erosion(org == ORGAN_IDS["liver"], iterations=2)
+    assert 30 < np.median(ct[liver]) < 130
+    assert ct.max() > 600  # cortical bone
+    assert ct.min() <= -990  # air around the body
+    females = [x for x in cohort["fdg"] if x.info["sex"] == "female"]
+    for f in females:
+        assert not (f.case.organs.array == ORGAN_IDS["prostate"]).any()
+
+
+def test_lesions_change_ct_only_in_lung_and_bone():
+    grid = Grid.fit((64, 64, 96), (4.0, 4.0, 6.0))
+    anatomy = draw_anatomy(np.random.default_rng(1), "male")
+    regions = render_regions(anatomy, grid)
+    imaging = draw_imaging(np.random.default_rng(2), "fdg")
+    ct = ct_map(regions, imaging)
+    before = ct.copy()
+    activity = np.ones(grid.shape, np.float32)
+    big = (80.0, 80.0, 80.0)
+    specs = [LesionSpec(i + 1, site, None, centre, 60.0, (((0, 0, 0), big),), (0, 0, 0), 0.2,
+                        9.0, False, 500.0, 7 + i)
+             for i, (site, centre) in enumerate([("lung", (-74, 12, 462)),
+                                                 ("liver", (-55, 8, 642)),
+                                                 ("bone", (0, 60, 600))])]
+    ids = render_lesions(grid, specs, regions, activity, ct)
+    changed = ct != before
+    assert changed.any()
+    assert np.isin(regions[changed], [R["lung"], R["cortical_bone"], R["marrow"]]).all()
+    assert ((ids == 2) & (regions == R["liver"])).sum() > 10
+    assert not (changed & (regions == R["liver"])).any()
+    assert activity[ids > 0].min() > 1.0
