@@ -25,9 +25,10 @@ def _coronal(a: np.ndarray) -> np.ndarray:
 
 
 def preview_cases(cases: Sequence[Case], out: str | Path, suv_max: float = 10.0) -> Path:
-    """Write one row per case: PET MIP, CT coronal, CT axial (liver level), organs."""
+    """Write one row per case: PET MIP, CT coronal, CT axial (liver level), organs, and an
+    axial PET/CT fusion through the largest lesion (or the liver)."""
     n = len(cases)
-    fig, axes = plt.subplots(n, 4, figsize=(13, 4.6 * n), squeeze=False)
+    fig, axes = plt.subplots(n, 5, figsize=(16, 4.6 * n), squeeze=False)
     for row, case in zip(axes, cases, strict=True):
         pet, ct = case.pet.array, case.ct.array
         sx, sy, sz = case.pet.spacing
@@ -62,6 +63,19 @@ def preview_cases(cases: Sequence[Case], out: str | Path, suv_max: float = 10.0)
             row[3].imshow(np.ma.masked_equal(org, 0), cmap="tab10", vmin=1, vmax=10,
                           alpha=0.6, aspect=aspect, interpolation="nearest")
             row[3].set_title("organ label (coronal)", fontsize=9)
+        kf = k
+        if case.label is not None and case.label.array.any():
+            kf = int(np.argmax(case.label.array.sum(axis=(0, 1))))
+        ct_ax = np.flipud(ct[:, :, kf].T)[::-1]
+        pet_ax = np.flipud(pet[:, :, kf].T)[::-1]
+        row[4].imshow(ct_ax, cmap="gray", vmin=-400, vmax=600, aspect=sy / sx,
+                      interpolation="nearest")
+        row[4].imshow(np.ma.masked_less(pet_ax, 0.5), cmap="hot", vmin=0, vmax=suv_max,
+                      alpha=0.55, aspect=sy / sx, interpolation="nearest")
+        if case.label is not None and case.label.array[:, :, kf].any():
+            row[4].contour(np.flipud(case.label.array[:, :, kf].T)[::-1], levels=[0.5],
+                           colors="cyan", linewidths=0.7)
+        row[4].set_title(f"PET/CT axial k={kf} (lesions in cyan)", fontsize=9)
         for ax in row:
             ax.set_xticks([])
             ax.set_yticks([])
