@@ -89,7 +89,8 @@ def phantom(
             fail(str(exc))
     table = Table(title=f"{cases} phantom case(s) in {out} ({layout} layout)")
     for col in ("case", "tracer", "weight kg", "lesions", "lesion ml", "SUVmax", "liver SUV"):
-        table.add_column(col, justify="right" if col not in ("case", "tracer") else "left")
+        table.add_column(col, justify="right" if col not in ("case", "tracer") else "left",
+                         no_wrap=col == "case")
     for info in summary:
         suvmax = max((x["suvmax"] for x in info["lesions"]), default=0.0)
         table.add_row(info["case_id"], info["tracer"], f"{info['patient_weight_kg']:.0f}",
@@ -127,7 +128,7 @@ def list_cases(
         return
     table = Table(title=f"{len(rows)} case(s) in {data}")
     for col in ("case", "layout", "tracer", "label", "organs", "clicks"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "case")
     for r in rows:
         table.add_row(r["case"], r["layout"], str(r["tracer"]), *("yes" if r[k] else "-" for k in
                                                                   ("label", "organs", "clicks")))
