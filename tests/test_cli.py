@@ -94,3 +94,40 @@ def test_resample_ct_command(tmp_path):
                                  str(tmp_path / "far.nii.gz"), "--out",
                                  str(tmp_path / "x.nii.gz")])
     assert result.exit_code == 2 and "do not overlap" in result.output
+
+
+def test_clicks_simulate_and_heatmaps(tmp_path, small_cases):
+    case = next(c for c in small_cases if c.label.array.any())
+    write_volume(case.label, tmp_path / "SEG.nii.gz")
+    write_volume(case.pet, tmp_path / "fdg_x_0001.nii.gz")
+    result = runner.invoke(app, ["clicks", "simulate", "--label", str(tmp_path / "SEG.nii.gz"),
+                                 "--pet", str(tmp_path / "fdg_x_0001.nii.gz"), "--out",
+                                 str(tmp_path / "c.json"), "--format", "gc"])
+    assert result.exit_code == 0, result.output
+    from petloop.clicks.simulate import simulate_clicks
+
+    clicks = read_clicks(tmp_path / "c.json")
+    assert clicks == simulate_clicks(case.label.array, case.pet.array)
+    assert json.loads((tmp_path / "c.json").read_text())["type"] == "Multiple points"
+    result = runner.invoke(app, ["clicks", "heatmaps", "--clicks", str(tmp_path / "c.json"),
+                                 "--reference", str(tmp_path / "fdg_x_0001.nii.gz"), "--out-dir",
+                                 str(tmp_path / "hm"), "--step", "2"])
+    assert result.exit_code == 0, result.output
+    fg = read_volume(tmp_path / "hm" / "fdg_x_0002.nii.gz")
+    bg = read_volume(tmp_path / "hm" / "fdg_x_0003.nii.gz")
+    assert fg.same_grid(case.pet) and fg.array.dtype == np.float32
+    from petloop.clicks.encode import encode_clicks
+
+    exp_fg, exp_bg = encode_clicks(clicks, case.pet.shape, step=2)
+    np.testing.assert_array_equal(fg.array, exp_fg)
+    np.testing.assert_array_equal(bg.array, exp_bg)
+
+
+def test_clicks_heatmaps_rejects_clicks_outside(tmp_path):
+    write_volume(Volume(np.zeros((4, 4, 4), np.float32)), tmp_path / "pet.nii.gz")
+    write_clicks(Clicks(((1, 1, 9),), ()), tmp_path / "c.json")
+    result = runner.invoke(app, ["clicks", "heatmaps", "--clicks", str(tmp_path / "c.json"),
+                                 "--reference", str(tmp_path / "pet.nii.gz"), "--out-dir",
+                                 str(tmp_path / "hm")])
+    assert result.exit_code == 2 and "tumor point 0 [1, 1, 9] lies outside" in result.output
+    assert not (tmp_path / "hm").exists()
