@@ -1,0 +1,231 @@
+"""Interactive evaluation: metrics at every click step, per case, per model, per tracer.
+
+Predictions for a case are files ``<case>_step{k}.nii.gz`` (also ``.nii`` or ``.mha``),
+``k = 0..10``, on the grid of the case's ground truth. Step k is the prediction made with the
+first k tumour and first k background clicks.
+
+The ranking numbers are the official ones: Dice, FPV and FNV at the last step and their AUCs
+over the steps, each averaged over the cases where it is defined (NaN skipped, as the
+official script's pandas mean does), with the number of cases behind each mean. Negative
+controls (empty ground truth) have Dice and FNV undefined and count for FPV only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from petloop.io.layouts import CaseFiles
+from petloop.io.volume import Volume, VolumeError, read_volume
+from petloop.metrics.official import MaskError, auc, binarize, compute_metrics
+
+N_STEPS = 11
+PRED_SUFFIXES = (".nii.gz", ".nii", ".mha")
+METRICS = ("dice", "fpv", "fnv")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    model: str
+    case: str
+    tracer: str
+    negative: bool
+    step: int
+    dice: float
+    fpv: float
+    fnv: float
+
+
+@dataclass
+class Evaluation:
+    """All records of one or more models, and what was missing."""
+
+    records: list[StepRecord] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    n_steps: int = N_STEPS
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(r.model for r in self.records))
+
+    def select(self, model: str | None = None, tracer: str | None = None,
+               negative: bool | None = None) -> list[StepRecord]:
+        return [r for r in self.records
+                if (model is None or r.model == model) and (tracer is None or r.tracer == tracer)
+                and (negative is None or r.negative == negative)]
+
+
+def prediction_path(pred_dir: Path, case: str, step: int) -> Path | None:
+    for suffix in PRED_SUFFIXES:
+        p = pred_dir / f"{case}_step{step}{suffix}"
+        if p.is_file():
+            return p
+    return None
+
+
+def load_mask(path: Path, reference: Volume, reference_name: str, label: int | None = None,
+              what: str = "prediction") -> np.ndarray:
+    vol = read_volume(path)
+    if not vol.same_grid(reference):
+        raise MaskError(
+            f"{what} {path} is on another grid than {reference_name}: {vol.geometry()} versus "
+            f"{reference.geometry()}")
+    return binarize(vol.array, label, name=f"{what} {path}")
+
+
+def evaluate_model(cases: Sequence[CaseFiles], pred_dir: str | Path, model: str,
+                   n_steps: int = N_STEPS, label: int | None = None,
+                   progress=None) -> Evaluation:
+    """Metrics of every step of every case; missing step files are listed, not skipped
+    silently (a case with a missing step has no AUC)."""
+    pred_dir = Path(pred_dir)
+    ev = Evaluation(n_steps=n_steps)
+    for files in cases:
+        if files.label is None:
+            raise MaskError(f"case {files.case_id} has no ground-truth label to evaluate against")
+        gt_vol = read_volume(files.label)
+        gt = binarize(gt_vol.array, label, name=f"ground truth {files.label}")
+        tracer = files.tracer or "unknown"
+        negative = not gt.any()
+        for step in range(n_steps):
+            path = prediction_path(pred_dir, files.case_id, step)
+            if path is None:
+                ev.missing.append(f"{model}: {pred_dir / f'{files.case_id}_step{step}.nii.gz'}")
+                continue
+            pred = load_mask(path, gt_vol, f"the ground truth {files.label}")
+            m = compute_metrics(gt, pred, gt_vol.spacing)
+            ev.records.append(StepRecord(model, files.case_id, tracer, negative, step, m.dice,
+                                         m.fpv, m.fnv))
+        if progress is not None:
+            progress()
+    return ev
+
+
+def merge(evaluations: Iterable[Evaluation]) -> Evaluation:
+    out = Evaluation()
+    for ev in evaluations:
+        out.records.extend(ev.records)
+        out.missing.extend(ev.missing)
+        out.n_steps = ev.n_steps
+    return out
+
+
+# summaries ------------------------------------------------------------------------------------
+def _mean_sd_n(values: Sequence[float]) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def per_step(records: Sequence[StepRecord], n_steps: int) -> dict[str, list[dict]]:
+    """For each metric, per step: mean, sd and the number of cases where it is defined."""
+    out: dict[str, list[dict]] = {}
+    for metric in METRICS:
+        rows = []
+        for step in range(n_steps):
+            mean, sd, n = _mean_sd_n([getattr(r, metric) for r in records if r.step == step])
+            rows.append({"step": step, "mean": mean, "sd": sd, "n": n})
+        out[metric] = rows
+    return out
+
+
+def case_curves(records: Sequence[StepRecord], n_steps: int) -> dict[str, dict[str, list]]:
+    """case -> metric -> values over the steps (NaN where a step is missing)."""
+    curves: dict[str, dict[str, list]] = {}
+    for r in records:
+        c = curves.setdefault(r.case, {m: [math.nan] * n_steps for m in METRICS})
+        for m in METRICS:
+            c[m][r.step] = getattr(r, m)
+    return curves
+
+
+def ranking(records: Sequence[StepRecord], n_steps: int) -> dict[str, dict]:
+    """The six official numbers: final Dice/FPV/FNV and their AUCs, means over defined cases.
+
+    A case with a missing step has no AUC; it is counted in ``incomplete_cases``."""
+    curves = case_curves(records, n_steps)
+    steps_seen: dict[str, int] = {}
+    for r in records:
+        steps_seen[r.case] = steps_seen.get(r.case, 0) + 1
+    complete = {case for case, n in steps_seen.items() if n == n_steps}
+    out: dict = {}
+    for m in METRICS:
+        mean, _, n = _mean_sd_n([c[m][-1] for c in curves.values()])
+        out[f"{m}_final"] = {"mean": mean, "n": n}
+        mean, _, n = _mean_sd_n([auc(c[m]) for case, c in curves.items() if case in complete])
+        out[f"{m}_auc"] = {"mean": mean, "n": n}
+    out["cases"] = len(curves)
+    out["incomplete_cases"] = len(curves) - len(complete)
+    return out
+
+
+def summarize(ev: Evaluation) -> dict:
+    """Everything the report needs, per model: all cases, per tracer, negative controls."""
+    summary: dict = {"n_steps": ev.n_steps, "models": {}, "missing": list(ev.missing)}
+    for model in ev.models:
+        recs = ev.select(model)
+        cases = {r.case: r for r in recs}
+        entry = {
+            "cases": len(cases),
+            "negative_controls": sum(r.negative for r in cases.values()),
+            "per_step": per_step(recs, ev.n_steps),
+            "ranking": ranking(recs, ev.n_steps),
+            "tracers": {},
+        }
+        for tracer in sorted({r.tracer for r in recs}):
+            sub = [r for r in recs if r.tracer == tracer]
+            entry["tracers"][tracer] = {
+                "cases": len({r.case for r in sub}),
+                "per_step": per_step(sub, ev.n_steps),
+                "ranking": ranking(sub, ev.n_steps),
+            }
+        negatives = [r for r in recs if r.negative]
+        if negatives:
+            entry["negative_fpv"] = per_step(negatives, ev.n_steps)["fpv"]
+        summary["models"][model] = entry
+    return summary
+
+
+def records_csv(records: Sequence[StepRecord]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["model", "case", "tracer", "negative_control", "step", "dice", "fpv_ml",
+                     "fnv_ml"])
+    for r in records:
+        writer.writerow([r.model, r.case, r.tracer, int(r.negative), r.step,
+                         *("NaN" if math.isnan(v) else repr(float(v))
+                           for v in (r.dice, r.fpv, r.fnv))])
+    return buf.getvalue()
+
+
+def to_json_safe(obj):
+    """NaN -> None, recursively, so the JSON is standard."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) else obj
+    if isinstance(obj, dict):
+        return {k: to_json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_safe(v) for v in obj]
+    if isinstance(obj, StepRecord):
+        return to_json_safe(asdict(obj))
+    return obj
+
+
+def check_inputs(cases: Sequence[CaseFiles]) -> None:
+    for files in cases:
+        if files.label is None:
+            raise MaskError(f"case {files.case_id} has no ground-truth label ({files.pet.parent})")
+
+
+__all__ = [
+    "Evaluation", "MaskError", "StepRecord", "VolumeError", "case_curves", "check_inputs",
+    "evaluate_model", "load_mask", "merge", "per_step", "prediction_path", "ranking",
+    "records_csv", "summarize", "to_json_safe",
+]

@@ -1,0 +1,58 @@
+"""Plots of an interactive evaluation: mean Dice, FPV and FNV against the number of clicks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from petloop.io.atomic import atomic_path  # noqa: E402
+
+LABELS = {"dice": "Dice", "fpv": "false positive volume (ml)",
+          "fnv": "false negative volume (ml)"}
+
+
+def plot_curves(summary: dict, out: str | Path, title: str = "", tracer: str | None = None) -> Path:
+    """One panel per metric, one line per model (mean) with a band of its 95 % confidence
+    interval (mean +- 1.96 SD / sqrt(n)). ``tracer`` restricts to that tracer's cases."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for n, (model, entry) in enumerate(summary["models"].items()):
+        source = entry if tracer is None else entry["tracers"].get(tracer)
+        if source is None:
+            continue
+        color = colors[n % len(colors)]
+        for ax, metric in zip(axes, ("dice", "fpv", "fnv"), strict=True):
+            rows = source["per_step"][metric]
+            steps = np.array([r["step"] for r in rows])
+            mean = np.array([r["mean"] for r in rows], dtype=float)
+            sd = np.array([r["sd"] for r in rows], dtype=float)
+            cnt = np.array([max(r["n"], 1) for r in rows], dtype=float)
+            half = 1.96 * np.nan_to_num(sd) / np.sqrt(cnt)
+            n_cases = max(r["n"] for r in rows)
+            ax.plot(steps, mean, "-o", color=color, ms=3.5, label=f"{model} (n={n_cases})")
+            ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.18, lw=0)
+    for ax, metric in zip(axes, ("dice", "fpv", "fnv"), strict=True):
+        ax.set_xlabel("clicks (tumour + background pairs)")
+        ax.set_ylabel(LABELS[metric])
+        ax.set_xticks(range(summary["n_steps"]))
+        ax.grid(alpha=0.3)
+        if metric == "dice":
+            ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]), top=min(1.0, ax.get_ylim()[1] + 0.02))
+        else:
+            ax.set_ylim(bottom=0)
+        ax.set_title(LABELS[metric].split(" (")[0].capitalize() + " (mean, 95 % CI band)",
+                     fontsize=10)
+    axes[0].legend(fontsize=8, loc="lower right")
+    suffix = f" ({tracer.upper()} cases)" if tracer else ""
+    fig.suptitle((title or "Interactive evaluation") + suffix)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return out

@@ -1,0 +1,90 @@
+"""Readable tables of an interactive evaluation (as the paper's Tables 2 and 3) and reports."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from petloop.metrics.report import LesionReport
+
+HEAD = {"dice": "Dice", "fpv": "FPV (ml)", "fnv": "FNV (ml)"}
+BETTER_HIGH = {"dice": True, "fpv": False, "fnv": False}
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "NaN" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def step_table(summary: dict, tracer: str | None = None, title: str = "") -> Table:
+    """Rows: clicks 0..10. Column groups: Dice, FPV, FNV, one column per model in each;
+    the best value of each row and metric in bold."""
+    models = [m for m, e in summary["models"].items() if tracer is None or tracer in e["tracers"]]
+    table = Table(title=title or "Mean over cases per click step", title_justify="left")
+    table.add_column("clicks", justify="right")
+    for metric in ("dice", "fpv", "fnv"):
+        for n, model in enumerate(models):
+            header = f"{HEAD[metric]}\n{model}" if n == 0 else f"\n{model}"
+            table.add_column(header, justify="right")
+    for step in range(summary["n_steps"]):
+        cells = [str(step)]
+        for metric in ("dice", "fpv", "fnv"):
+            vals = []
+            for model in models:
+                entry = summary["models"][model]
+                src = entry if tracer is None else entry["tracers"][tracer]
+                vals.append(src["per_step"][metric][step]["mean"])
+            finite = [v for v in vals if not math.isnan(v)]
+            best = (max if BETTER_HIGH[metric] else min)(finite) if finite else None
+            for v in vals:
+                text = _fmt(v)
+                cells.append(f"[bold]{text}[/bold]" if len(models) > 1 and v == best else text)
+        table.add_row(*cells)
+    return table
+
+
+def ranking_table(summary: dict) -> Table:
+    """The six official ranking numbers per model, with the cases behind each mean."""
+    table = Table(title="Ranking numbers (mean over cases where defined; n in brackets)",
+                  title_justify="left")
+    table.add_column("model")
+    for key in ("dice_final", "fpv_final", "fnv_final", "dice_auc", "fpv_auc", "fnv_auc"):
+        metric, kind = key.split("_")
+        table.add_column(f"{HEAD[metric].split(' ')[0]} {'step 10' if kind == 'final' else 'AUC'}",
+                         justify="right")
+    table.add_column("cases (neg.)", justify="right")
+    for model, entry in summary["models"].items():
+        r = entry["ranking"]
+        cells = [model]
+        for key in ("dice_final", "fpv_final", "fnv_final", "dice_auc", "fpv_auc", "fnv_auc"):
+            cells.append(f"{_fmt(r[key]['mean'])} ({r[key]['n']})")
+        cells.append(f"{entry['cases']} ({entry['negative_controls']})")
+        table.add_row(*cells)
+    return table
+
+
+def negative_table(summary: dict) -> Table | None:
+    rows = {m: e["negative_fpv"] for m, e in summary["models"].items() if "negative_fpv" in e}
+    if not rows:
+        return None
+    table = Table(title="Negative controls: mean false positive volume (ml) per click step",
+                  title_justify="left")
+    table.add_column("clicks", justify="right")
+    for model in rows:
+        table.add_column(model, justify="right")
+    for step in range(summary["n_steps"]):
+        table.add_row(str(step), *(_fmt(rows[m][step]["mean"]) for m in rows))
+    return table
+
+
+def report_table(report: LesionReport, title: str = "") -> Table:
+    table = Table(title=title or (f"{report.count} lesion(s); TMTV {report.tmtv_ml:.2f} ml; "
+                                  f"total TLG {report.total_tlg:.1f}; SUVmax "
+                                  f"{report.suv_max:.2f}"), title_justify="left")
+    for col in ("lesion", "volume ml", "SUVmax", "SUVmean", "SUVpeak", "TLG", "hottest (i,j,k)"):
+        table.add_column(col, justify="right")
+    for les in report.lesions:
+        table.add_row(str(les.id), f"{les.volume_ml:.3f}", f"{les.suv_max:.2f}",
+                      f"{les.suv_mean:.2f}", f"{les.suv_peak:.2f}", f"{les.tlg:.2f}",
+                      ",".join(map(str, les.hottest_voxel)))
+    return table

@@ -1,0 +1,154 @@
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from typer.testing import CliRunner
+
+from petloop.cli import app
+from petloop.io.layouts import Case, find_cases, write_case
+from petloop.io.volume import read_volume, write_volume
+from petloop.metrics.interactive import evaluate_model, merge, summarize
+from petloop.metrics.official import auc, compute_metrics
+from petloop.phantom import PhantomConfig, generate_case
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = root / "data"
+    cfg = PhantomConfig(seed=9, tracer="mixed", shape=(48, 48, 64), spacing=(4.0, 4.0, 6.0),
+                        negative_fraction=0.0, lesions=(2, 4))
+    cases = [generate_case(cfg, i).case for i in range(2)]
+    neg = generate_case(PhantomConfig(seed=9, tracer="fdg", shape=(48, 48, 64),
+                                      spacing=(4.0, 4.0, 6.0), negative_fraction=1.0), 5).case
+    cases.append(neg)
+    for c in cases:
+        write_case(c, data, "gc")
+    # two "models": A grows towards the truth with the clicks, B is the truth dilated
+    for model in ("A", "B"):
+        for c in cases:
+            gt = c.label.array.astype(bool)
+            fp_blob = np.zeros_like(gt)
+            fp_blob[2:5, 2:5, 2:5] = True
+            for k in range(11):
+                if model == "A":
+                    pred = ndimage.binary_erosion(gt, iterations=max(0, 2 - k // 4))
+                    if k < 3:
+                        pred = pred | fp_blob
+                else:
+                    pred = ndimage.binary_dilation(gt)
+                if c is cases[1] and model == "A" and k == 7:
+                    continue  # one missing step
+                write_volume(c.label.with_array(pred.astype(np.uint8)),
+                             root / model / f"{c.case_id}_step{k}.nii.gz")
+    return root, cases
+
+
+def test_records_match_direct_metrics(dataset):
+    root, cases = dataset
+    files = find_cases(root / "data")
+    ev = evaluate_model(files, root / "A", "A")
+    assert len(ev.records) == 3 * 11 - 1
+    assert len(ev.missing) == 1 and f"{cases[1].case_id}_step7" in ev.missing[0]
+    for r in ev.records[:15]:
+        case = next(c for c in cases if c.case_id == r.case)
+        pred = read_volume(root / "A" / f"{r.case}_step{r.step}.nii.gz").array.astype(bool)
+        m = compute_metrics(case.label.array.astype(bool), pred, case.label.spacing)
+        assert (r.dice == m.dice or (math.isnan(r.dice) and math.isnan(m.dice)))
+        assert r.fpv == m.fpv
+
+
+def test_summary_ranking_handles_nan_and_missing(dataset):
+    root, cases = dataset
+    files = find_cases(root / "data")
+    ev = merge([evaluate_model(files, root / m, m) for m in ("A", "B")])
+    s = summarize(ev)
+    a = s["models"]["A"]
+    assert a["cases"] == 3 and a["negative_controls"] == 1
+    # Dice at step 10 is defined for the two positive cases only
+    r = a["ranking"]
+    assert r["dice_final"]["n"] == 2 and r["fpv_final"]["n"] == 3
+    # the case with a missing step has no AUC
+    assert r["incomplete_cases"] == 1 and r["dice_auc"]["n"] == 1 and r["fpv_auc"]["n"] == 2
+    recs = [x for x in ev.records if x.model == "A" and x.case == cases[0].case_id]
+    expected_auc = auc([x.dice for x in sorted(recs, key=lambda x: x.step)])
+    assert r["dice_auc"]["mean"] == pytest.approx(expected_auc)
+    dice10 = [x.dice for x in ev.records if x.model == "A" and x.step == 10 and not x.negative]
+    assert a["per_step"]["dice"][10]["mean"] == pytest.approx(np.mean(dice10))
+    assert set(a["tracers"]) == {"fdg", "psma"}
+    assert len(a["negative_fpv"]) == 11
+    assert a["per_step"]["fpv"][0]["mean"] > a["per_step"]["fpv"][10]["mean"]
+
+
+def test_evaluate_command(dataset, tmp_path):
+    root, _ = dataset
+    out = tmp_path / "ev"
+    result = runner.invoke(app, ["evaluate", "--data", str(root / "data"), "--pred",
+                                 f"A={root / 'A'}", "--pred", f"B={root / 'B'}", "--out",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Ranking numbers" in result.output and "FDG cases" in result.output
+    assert "missing" in result.output
+    rows = list(csv.DictReader((out / "metrics_per_step.csv").open()))
+    assert len(rows) == 2 * 33 - 1
+    assert {r["dice"] for r in rows if r["negative_control"] == "1"} == {"NaN"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["models"]["A"]["per_step"]["dice"][0]["mean"] is not None
+    assert summary["models"]["A"]["negative_fpv"][0]["n"] == 1
+    for name in ("curves.png", "curves_fdg.png", "curves_psma.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_rejects_a_prediction_on_another_grid(dataset, tmp_path):
+    root, cases = dataset
+    bad = tmp_path / "bad"
+    c = cases[0]
+    for k in range(11):
+        vol = c.label
+        from petloop.io.volume import Volume
+
+        write_volume(Volume(vol.array, (1.0, 1.0, 1.0), vol.origin), bad /
+                     f"{c.case_id}_step{k}.nii.gz")
+    single = tmp_path / "single"
+    write_case(Case(c.case_id, c.ct, c.pet, c.label, None, None, c.tracer), single, "gc")
+    result = runner.invoke(app, ["evaluate", "--data", str(single), "--pred", str(bad), "--out",
+                                 str(tmp_path / "o")])
+    assert result.exit_code == 2 and "is on another grid than the ground truth" in result.output
+
+
+def test_metrics_and_report_commands(dataset, tmp_path):
+    root, cases = dataset
+    c = cases[0]
+    gt = root / "data" / c.case_id / "labels" / f"{c.case_id}.mha"
+    pred = root / "B" / f"{c.case_id}_step0.nii.gz"
+    result = runner.invoke(app, ["metrics", "--gt", str(gt), "--pred", str(pred), "--json"])
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.output)
+    assert 0 < m["dice"] < 1 and m["fpv"] == 0
+    neg = cases[2]
+    neg_gt = root / "data" / neg.case_id / "labels" / f"{neg.case_id}.mha"
+    result = runner.invoke(app, ["metrics", "--gt", str(neg_gt), "--pred", str(neg_gt),
+                                 "--json"])
+    assert json.loads(result.output)["dice"] is None
+    result = runner.invoke(app, ["metrics", "--gt", str(neg_gt), "--pred", str(neg_gt)])
+    assert "Dice NaN" in result.output
+    pet = root / "data" / c.case_id / "images" / "pet" / f"{c.case_id}.mha"
+    result = runner.invoke(app, ["report", "--pet", str(pet), "--mask", str(gt), "--json",
+                                 str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv")])
+    assert result.exit_code == 0, result.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["lesion_count"] >= 1 and rep["tmtv_ml"] > 0
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == rep["lesion_count"] + 1
+    organs = root / "data" / c.case_id / "organs" / f"{c.case_id}.mha"
+    result = runner.invoke(app, ["report", "--pet", str(pet), "--mask", str(organs)])
+    assert result.exit_code == 2 and "is not binary" in result.output
+    result = runner.invoke(app, ["report", "--pet", str(pet), "--mask", str(organs), "--label",
+                                 "3"])
+    assert result.exit_code == 0 and "lesion(s)" in result.output
