@@ -7,9 +7,10 @@ first image axis (x), ``k`` along the slices (z). This is the order nibabel's ar
 order of click points in autoPET click files, so a click ``(i, j, k)`` addresses
 ``array[i, j, k]`` directly. ``spacing`` and the columns of ``direction`` follow the same order.
 
-SimpleITK's numpy view is indexed ``[k, j, i]``; :func:`_from_itk_order` and
-:func:`_to_itk_order` are the only functions in petloop that reverse the axes. Everything else
-(phantoms, clicks, metrics) works on ``Volume.array`` in ``(i, j, k)`` order.
+SimpleITK's numpy view (and so nnU-Net's arrays) is indexed ``[k, j, i]``;
+:func:`_from_itk_order`, :func:`_to_itk_order` and, for points, :func:`points_to_array_order`
+and :func:`points_from_array_order` are the only functions in petloop that reverse the axes.
+Everything else (phantoms, clicks, metrics) works on ``Volume.array`` in ``(i, j, k)`` order.
 
 Physical coordinates follow ITK (LPS): ``x = origin + direction @ (spacing * index)``.
 """
@@ -37,6 +38,15 @@ def _from_itk_order(array_kji: np.ndarray) -> np.ndarray:
 
 def _to_itk_order(array_ijk: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array_ijk.transpose(2, 1, 0))
+
+
+def points_to_array_order(points_ijk) -> np.ndarray:
+    """Click points ``(i, j, k)`` as indices of SimpleITK's (and nnU-Net's) ``[k, j, i]`` arrays."""
+    return np.asarray(points_ijk, dtype=np.int64).reshape(-1, 3)[:, ::-1]
+
+
+def points_from_array_order(points_kji) -> np.ndarray:
+    return np.asarray(points_kji, dtype=np.int64).reshape(-1, 3)[:, ::-1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,6 +126,17 @@ class Volume:
         }
 
     # SimpleITK ------------------------------------------------------------------------------
+    def itk_array(self) -> np.ndarray:
+        """The voxels in SimpleITK's (and nnU-Net's) ``[k, j, i]`` order."""
+        return _to_itk_order(self.array)
+
+    def with_itk_array(self, array_kji: np.ndarray) -> Volume:
+        """A volume on this grid from an array in ``[k, j, i]`` order."""
+        return self.with_array(_from_itk_order(array_kji))
+
+    def itk_spacing(self) -> tuple[float, float, float]:
+        return tuple(reversed(self.spacing))  # type: ignore[return-value]
+
     @classmethod
     def from_sitk(cls, image: sitk.Image) -> Volume:
         if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:

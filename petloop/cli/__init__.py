@@ -1,0 +1,71 @@
+"""The ``petloop`` command line: one subcommand per job (one module per area).
+
+Environment variables are read in this package and nowhere else in petloop.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+app = typer.Typer(
+    name="petloop",
+    help="Interactive, click-guided lesion segmentation in whole-body PET/CT.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+CLICKS_HELP = """Clicks: simulate them as the challenge does, convert click files, write heatmaps.
+
+Click files hold integer voxel indices [i, j, k] of the PET image, in click order, in one of two
+JSON forms:
+
+* simple: `{"tumor": [[i, j, k], ...], "background": [[i, j, k], ...]}`
+
+* gc (grand-challenge): `{"version": {"major": 1, "minor": 0}, "type": "Multiple points",
+"points": [{"point": [i, j, k], "name": "tumor"}, {"point": [i, j, k], "name": "background"}]}`
+
+Step k of an interactive run uses the first k tumor and the first k background clicks.
+"""
+clicks_app = typer.Typer(help=CLICKS_HELP, no_args_is_help=True, rich_markup_mode="markdown")
+app.add_typer(clicks_app, name="clicks")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err_console,
+                    transient=False)
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+# the command modules register themselves on ``app``
+from petloop.cli import clicks as _clicks  # noqa: E402,F401
+from petloop.cli import data as _data  # noqa: E402,F401
+from petloop.cli import metrics as _metrics  # noqa: E402,F401
+from petloop.cli import nnunet as _nnunet  # noqa: E402,F401
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,134 @@
+"""Phantoms, dataset listing, CT resampling and the demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from petloop.cli import app, console, fail, progress
+
+
+@app.command()
+def phantom(
+    out: Annotated[Path, typer.Option(help="Folder to write the cases to.")],
+    cases: Annotated[int, typer.Option(min=1, help="Number of cases.")] = 4,
+    tracer: Annotated[str, typer.Option(help="fdg, psma or mixed (alternating).")] = "mixed",
+    seed: Annotated[int, typer.Option(help="Random seed; case n of a seed is always the same.")]
+    = 0,
+    shape: Annotated[tuple[int, int, int], typer.Option(help="Voxels along i, j, k.")] = (96, 96,
+                                                                                            128),
+    spacing: Annotated[tuple[float, float, float], typer.Option(help="Voxel size in mm.")] = (
+        2.0364, 2.0364, 3.0),
+    layout: Annotated[str, typer.Option(help="autopet, nnunet or gc.")] = "autopet",
+    negative_fraction: Annotated[float, typer.Option(help="Fraction of negative controls.")] = 0.2,
+    lesions: Annotated[tuple[int, int] | None, typer.Option(
+        help="Lesions per positive case as MIN MAX (default: drawn per tracer).")] = None,
+    preview: Annotated[bool, typer.Option(
+        "--preview", help="Also write preview.png (PET MIP, CT, organs) of the first cases.")]
+    = False,
+) -> None:
+    """Generate synthetic whole-body PET/CT cases with lesion and organ labels."""
+    from petloop.phantom import PhantomConfig, write_phantoms
+
+    try:
+        config = PhantomConfig(seed=seed, tracer=tracer, shape=shape, spacing=spacing,
+                               negative_fraction=negative_fraction, lesions=lesions)
+    except ValueError as exc:
+        fail(str(exc))
+    summary = []
+    with progress() as bar:
+        task = bar.add_task(f"phantoms -> {out}", total=cases)
+
+        def on_case(index: int, info: dict) -> None:
+            summary.append(info)
+            bar.advance(task)
+
+        try:
+            files = write_phantoms(config, out, cases, layout=layout, on_case=on_case)
+        except ValueError as exc:
+            fail(str(exc))
+    table = Table(title=f"{cases} phantom case(s) in {out} ({layout} layout)")
+    for col in ("case", "tracer", "weight kg", "lesions", "lesion ml", "SUVmax", "liver SUV"):
+        table.add_column(col, justify="right" if col not in ("case", "tracer") else "left",
+                         no_wrap=col == "case")
+    for info in summary:
+        suvmax = max((x["suvmax"] for x in info["lesions"]), default=0.0)
+        table.add_row(info["case_id"], info["tracer"], f"{info['patient_weight_kg']:.0f}",
+                      str(info["n_lesions"]), f"{info['total_lesion_volume_ml']:.1f}",
+                      f"{suvmax:.1f}" if info["lesions"] else "-",
+                      f"{info['organ_suv_mean'].get('liver', 0):.2f}")
+    console.print(table)
+    if preview:
+        from petloop.phantom.preview import preview_cases
+
+        shown = [f.load() for f in files[: min(len(files), 4)]]
+        path = preview_cases(shown, Path(out) / "preview.png")
+        console.print(f"preview: {path}")
+
+
+@app.command("cases")
+def list_cases(
+    data: Annotated[Path, typer.Argument(help="Dataset folder (autopet, nnunet or gc layout).")],
+    layout: Annotated[str, typer.Option(help="auto, autopet, nnunet or gc.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+    = False,
+) -> None:
+    """List the cases petloop finds in a dataset folder, and what each one has."""
+    from petloop.io.layouts import LayoutError, find_cases
+
+    try:
+        found = find_cases(data, layout)
+    except (LayoutError, ValueError) as exc:
+        fail(str(exc))
+    rows = [{"case": f.case_id, "layout": f.layout, "tracer": f.tracer, "ct": str(f.ct),
+             "pet": str(f.pet), "label": bool(f.label), "organs": bool(f.organs),
+             "clicks": bool(f.clicks)} for f in found]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{len(rows)} case(s) in {data}")
+    for col in ("case", "layout", "tracer", "label", "organs", "clicks"):
+        table.add_column(col, no_wrap=col == "case")
+    for r in rows:
+        table.add_row(r["case"], r["layout"], str(r["tracer"]), *("yes" if r[k] else "-" for k in
+                                                                  ("label", "organs", "clicks")))
+    console.print(table)
+
+
+@app.command("resample-ct")
+def resample_ct(
+    ct: Annotated[Path, typer.Option(help="CT image (.nii.gz, .nii or .mha).")],
+    pet: Annotated[Path, typer.Option(help="PET image whose grid the CT is resampled onto.")],
+    out: Annotated[Path, typer.Option(help="Output CT on the PET grid (CTres).")],
+) -> None:
+    """Resample a CT onto the PET grid (linear, -1024 HU outside), as CTres files are made."""
+    from petloop.io.volume import VolumeError, read_volume, resample_to, write_volume
+
+    try:
+        pet_vol = read_volume(pet)
+        res = resample_to(read_volume(ct), pet_vol, moving_name=f"CT {ct}",
+                          reference_name=f"PET {pet}")
+        write_volume(res, out)
+    except VolumeError as exc:
+        fail(str(exc))
+    console.print(f"wrote {out} {list(res.shape)} at {list(res.spacing)} mm")
+
+
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo's output.")] = Path("demo_out"),
+    cases: Annotated[int, typer.Option(min=1, help="Number of phantom cases.")] = 4,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 2026,
+) -> None:
+    """Generate a small mixed FDG/PSMA phantom set and preview it."""
+    phantom(out=out / "phantoms", cases=cases, tracer="mixed", seed=seed, shape=(96, 96, 128),
+            spacing=(2.0364, 2.0364, 3.0), layout="autopet", negative_fraction=0.25,
+            lesions=None, preview=True)
+
+

@@ -1,0 +1,147 @@
+"""Metrics, interactive evaluation and lesion reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from petloop.cli import app, console, err_console, fail, progress
+
+
+@app.command("metrics")
+def metrics_cmd(
+    gt: Annotated[Path, typer.Option(help="Ground-truth lesion mask.")],
+    pred: Annotated[Path, typer.Option(help="Predicted lesion mask on the same grid.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (NaN as null).")] = False,
+    label: Annotated[int | None, typer.Option(
+        help="Class of both masks to evaluate when they are not binary.")] = None,
+) -> None:
+    """Dice, false positive volume and false negative volume (ml) of one pair of masks, as the
+    challenge computes them."""
+    from petloop.io.volume import VolumeError, read_volume
+    from petloop.metrics.interactive import load_mask
+    from petloop.metrics.official import MaskError, binarize, compute_metrics
+
+    try:
+        gt_vol = read_volume(gt)
+        g = binarize(gt_vol.array, label, name=f"ground truth {gt}")
+        p = load_mask(pred, gt_vol, f"the ground truth {gt}", label)
+        m = compute_metrics(g, p, gt_vol.spacing)
+    except (MaskError, VolumeError) as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps(m.to_json()))
+        return
+    fmt = lambda v: "NaN" if v != v else f"{v:.6g}"  # noqa: E731
+    console.print(f"Dice {fmt(m.dice)}\nFPV  {fmt(m.fpv)} ml\nFNV  {fmt(m.fnv)} ml")
+
+
+@app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option(help="Cases with ground truth (any layout).")],
+    pred: Annotated[list[str], typer.Option(
+        help="Predictions folder with <case>_step{k}.nii.gz, as NAME=DIR or DIR; repeat to "
+             "compare models.")],
+    out: Annotated[Path, typer.Option(help="Folder for the CSV, JSON and plots.")],
+    steps: Annotated[int, typer.Option(min=1, help="Number of click steps (0..steps-1).")] = 11,
+    layout: Annotated[str, typer.Option(help="auto, autopet, nnunet or gc.")] = "auto",
+    label: Annotated[int | None, typer.Option(help="Class to evaluate in non-binary masks.")]
+    = None,
+) -> None:
+    """Interactive evaluation: Dice, FPV and FNV at every click step, the official ranking
+    numbers, per-tracer tables and plots."""
+    from petloop.io.atomic import write_json_atomic, write_text_atomic
+    from petloop.io.layouts import LayoutError, find_cases
+    from petloop.io.volume import VolumeError
+    from petloop.metrics.interactive import (
+        MaskError,
+        evaluate_model,
+        merge,
+        records_csv,
+        summarize,
+        to_json_safe,
+    )
+    from petloop.metrics.plots import plot_curves
+    from petloop.metrics.tables import negative_table, ranking_table, step_table
+
+    runs = []
+    for item in pred:
+        name, sep, folder = item.partition("=")
+        if not sep:
+            name, folder = Path(item).name, item
+        if not Path(folder).is_dir():
+            fail(f"{folder}: no such predictions folder")
+        runs.append((name, Path(folder)))
+    try:
+        cases = find_cases(data, layout)
+        evaluations = []
+        with progress() as bar:
+            for name, folder in runs:
+                task = bar.add_task(f"evaluating {name}", total=len(cases))
+                evaluations.append(evaluate_model(cases, folder, name, steps, label,
+                                                  progress=lambda t=task: bar.advance(t)))
+    except (LayoutError, MaskError, VolumeError) as exc:
+        fail(str(exc))
+    ev = merge(evaluations)
+    summary = summarize(ev)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "metrics_per_step.csv", records_csv(ev.records))
+    write_json_atomic(out / "summary.json", to_json_safe(summary))
+    plots = [plot_curves(summary, out / "curves.png")]
+    tracers = sorted({r.tracer for r in ev.records})
+    for tracer in tracers:
+        console.print(step_table(summary, tracer, f"{tracer.upper()} cases: mean per click step"))
+    if len(tracers) > 1:
+        console.print(step_table(summary, None, "All cases: mean per click step"))
+        plots += [plot_curves(summary, out / f"curves_{t}.png", tracer=t) for t in tracers]
+    console.print(ranking_table(summary))
+    neg = negative_table(summary)
+    if neg is not None:
+        console.print(neg)
+    if ev.missing:
+        err_console.print(f"[yellow]{len(ev.missing)} prediction file(s) missing[/yellow] "
+                          "(listed in summary.json), e.g.:")
+        for line in ev.missing[:5]:
+            err_console.print(f"  {line}")
+    console.print(f"wrote {out / 'metrics_per_step.csv'}, {out / 'summary.json'}, "
+                  + ", ".join(str(p) for p in plots))
+
+
+@app.command()
+def report(
+    pet: Annotated[Path, typer.Option(help="PET image in SUV.")],
+    mask: Annotated[Path, typer.Option(help="Lesion mask on the PET grid.")],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report as "
+                                                  "JSON to this file.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write one row per lesion "
+                                                 "as CSV to this file.")] = None,
+    label: Annotated[int | None, typer.Option(help="Class to report in a non-binary mask.")]
+    = None,
+) -> None:
+    """Lesion report: count, volume, SUVmax, SUVmean, SUVpeak and TLG per lesion; TMTV and
+    total TLG."""
+    from petloop.io.atomic import write_json_atomic, write_text_atomic
+    from petloop.io.volume import VolumeError, read_volume
+    from petloop.metrics.interactive import load_mask
+    from petloop.metrics.official import MaskError
+    from petloop.metrics.report import lesion_report, report_csv
+    from petloop.metrics.tables import report_table
+
+    try:
+        pet_vol = read_volume(pet)
+        m = load_mask(mask, pet_vol, f"the PET {pet}", label, what="mask")
+        rep = lesion_report(pet_vol, m)
+    except (MaskError, VolumeError) as exc:
+        fail(str(exc))
+    console.print(report_table(rep))
+    if json_out is not None:
+        write_json_atomic(json_out, rep.to_json())
+        console.print(f"wrote {json_out}")
+    if csv_out is not None:
+        write_text_atomic(csv_out, report_csv(rep))
+        console.print(f"wrote {csv_out}")
+
+

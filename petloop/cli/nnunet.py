@@ -1,0 +1,138 @@
+"""Datasets, organ labels and training with nnU-Net."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from petloop.cli import app, console, err_console, fail, progress
+
+dataset_app = typer.Typer(help="nnU-Net datasets: build (write, plan and preprocess).",
+                          no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+
+WorkDir = Annotated[Path | None, typer.Option(
+    help="petloop work directory holding nnUNet_raw, nnUNet_preprocessed and nnUNet_results "
+         "(default: $PETLOOP_WORKDIR or ./petloop_work; nnU-Net's own variables win).")]
+
+
+def nnunet_paths(workdir: Path | None):
+    from petloop.nnunet.paths import NnunetPaths
+
+    root = workdir or Path(os.environ.get("PETLOOP_WORKDIR", "petloop_work"))
+    return NnunetPaths.under(root, dict(os.environ))
+
+
+@dataset_app.command("build")
+def dataset_build(
+    data: Annotated[Path, typer.Option(help="Cases in any layout petloop reads.")],
+    dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (1-999).")],
+    name: Annotated[str, typer.Option(help="Dataset name (DatasetXXX_NAME).")] = "PetLoop",
+    planner: Annotated[str, typer.Option(help="cpu, resenc_m, resenc_l or default.")] = "cpu",
+    task: Annotated[str, typer.Option(help="lesions, or organs (CT only, organs as target: "
+                                      "single-channel pretraining).")] = "lesions",
+    plans_from: Annotated[str | None, typer.Option(
+        help="Take the plans of a built dataset (DatasetXXX_Name/PLANS) instead of planning.")]
+    = None,
+    processes: Annotated[int, typer.Option(min=1, help="Worker processes for nnU-Net.")] = 2,
+    workdir: WorkDir = None,
+) -> None:
+    """Write an nnU-Net raw dataset (CT, PET, lesion and organ labels, clicks), then run nnU-Net's
+    planning and preprocessing in-process."""
+    from petloop.io.layouts import LayoutError
+    from petloop.io.volume import VolumeError
+    from petloop.nnunet.dataset import BuildConfig, build_dataset
+    from petloop.nnunet.paths import dataset_name
+
+    if not 1 <= dataset_id <= 999:
+        fail(f"dataset id must be 1-999, got {dataset_id}")
+    paths = nnunet_paths(workdir)
+    config = BuildConfig(dataset_id, name, planner, num_processes=processes, task=task,
+                         plans_from=plans_from)
+    with progress() as bar:
+        task_ids: dict[str, int] = {}
+
+        def report(step: str, done: int, total: int) -> None:
+            if step not in task_ids:
+                task_ids[step] = bar.add_task(step, total=total)
+            bar.update(task_ids[step], completed=done)
+
+        try:
+            built = build_dataset(data, paths, config, report)
+        except (LayoutError, VolumeError, ValueError) as exc:
+            fail(str(exc))
+    console.print(f"built {dataset_name(dataset_id, name)}: {built.cases} cases "
+                  f"({built.with_organs} with organ labels, {built.simulated_clicks} with "
+                  f"simulated clicks), plans {built.plans_identifier}\n  raw: {built.raw}\n  "
+                  f"preprocessed: {built.preprocessed}")
+
+
+@app.command()
+def organs(
+    ct: Annotated[Path, typer.Option(help="CT image.")],
+    out: Annotated[Path, typer.Option(help="Organ label to write (classes 1-10).")],
+    device: Annotated[str, typer.Option(help="gpu or cpu (TotalSegmentator's).")] = "gpu",
+    fast: Annotated[bool, typer.Option("--fast", help="TotalSegmentator's fast mode.")] = False,
+) -> None:
+    """Organ labels for a real CT with TotalSegmentator (optional extra), mapped to petloop's 10
+    organ classes."""
+    from petloop.nnunet.organs import OrgansError, run_totalsegmentator
+
+    try:
+        run_totalsegmentator(ct, out, device=device, fast=fast)
+    except OrgansError as exc:
+        fail(str(exc))
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def train(
+    dataset: Annotated[int, typer.Option(help="nnU-Net dataset id (built with petloop).")],
+    recipe: Annotated[str, typer.Option(help="v0, v1, v2, v3, v4, pretrain, or an nnU-Net "
+                                        "trainer name.")] = "v4",
+    fold: Annotated[str, typer.Option(help="0-4 or all.")] = "all",
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: nnU-Net's).")]
+    = None,
+    iters: Annotated[int | None, typer.Option(min=1, help="Iterations per epoch.")] = None,
+    val_iters: Annotated[int | None, typer.Option(min=1, help="Validation iterations per "
+                                                  "epoch.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="Click schedule instead of the recipe's "
+                                                 "(name or 11 probabilities).")] = None,
+    pretrained: Annotated[Path | None, typer.Option(help="Checkpoint to start from (fewer input "
+                                                    "channels are expanded).")] = None,
+    plans: Annotated[str, typer.Option(help="Plans identifier.")] = "petloopCPUPlans",
+    configuration: Annotated[str, typer.Option(help="Plans configuration.")] = "3d_fullres",
+    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    num_gpus: Annotated[int, typer.Option(min=1, help="GPUs (nnU-Net's DDP).")] = 1,
+    validate: Annotated[bool, typer.Option("--validate", help="Run nnU-Net's final "
+                                           "validation.")] = False,
+    resume: Annotated[bool, typer.Option("--continue", help="Continue from the last "
+                                         "checkpoint.")] = False,
+    workdir: WorkDir = None,
+) -> None:
+    """Train a recipe with nnU-Net (v0-v4 as in the paper) on a petloop-built dataset."""
+    from petloop.clicks.schedules import ScheduleError
+    from petloop.nnunet.train import (
+        TrainConfig,
+        TrainingError,
+        TrainOptions,
+        dataset_folder_name,
+    )
+    from petloop.nnunet.train import train as run
+
+    paths = nnunet_paths(workdir)
+    if device == "cpu":
+        os.environ.setdefault("nnUNet_n_proc_DA", "0" if (os.cpu_count() or 1) <= 2 else "2")
+    options = TrainOptions(epochs, iters, val_iters, lr, schedule,
+                           str(pretrained) if pretrained else None)
+    try:
+        config = TrainConfig(dataset, dataset_folder_name(dataset, paths), recipe, fold,
+                             configuration, plans, device, num_gpus, validate, resume, options)
+        out = run(config, paths)
+    except (TrainingError, ScheduleError) as exc:
+        fail(str(exc))
+    err_console.print(f"trained {recipe}: {out}")

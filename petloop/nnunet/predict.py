@@ -1,0 +1,110 @@
+"""Prediction with a trained nnU-Net model folder, clicks built as the model was trained.
+
+nnU-Net's own predictor does the work (folds ensembled, sliding window, optional mirroring);
+petloop only builds the input channels: CT and PET go through nnU-Net's preprocessing, and the
+click channels are added in the mode the model's dataset.json declares
+(:mod:`petloop.nnunet.clickspace`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from petloop.clicks.encode import gaussian_heatmap
+from petloop.io.clicks import Clicks
+from petloop.io.volume import Volume, points_to_array_order
+from petloop.nnunet.clickspace import click_encoding, clicks_in_preprocessed
+
+
+@dataclass
+class Preprocessed:
+    """One case after nnU-Net's preprocessing, kept so that only the clicks change per click."""
+
+    data: np.ndarray  # (2, ...) preprocessed CT and PET (or 4 channels, published mode)
+    properties: dict
+    reference: Volume  # the PET grid
+
+
+def load_predictor(model_folder: str | Path, folds: Sequence = ("all",),
+                   checkpoint: str = "checkpoint_final.pth", device: str = "cpu",
+                   mirroring: bool = False, tile_step_size: float = 0.5):
+    import torch
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    from petloop.nnunet.paths import register_trainers
+
+    register_trainers()
+    predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True,
+                                use_mirroring=mirroring, perform_everything_on_device=False,
+                                device=torch.device(device), verbose=False,
+                                verbose_preprocessing=False, allow_tqdm=False)
+    folds = [f if f == "all" else int(f) for f in folds]
+    predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=folds,
+                                                   checkpoint_name=checkpoint)
+    return predictor
+
+
+def _published_channels(clicks: Clicks, pet: Volume) -> list[np.ndarray]:
+    shape = pet.shape
+    out = []
+    for pts in (clicks.tumor, clicks.background):
+        h = gaussian_heatmap(pts, shape, sigma=3.0)  # raw, as the published models saw them
+        out.append(pet.with_array(h).itk_array())
+    return out
+
+
+def preprocess(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None) -> Preprocessed:
+    """nnU-Net's preprocessing of CT and PET (plus, for published models, the click channels,
+    which then depend on the clicks: call again for new clicks)."""
+    enc = click_encoding(predictor.dataset_json)
+    channels = [ct.itk_array().astype(np.float32), pet.itk_array().astype(np.float32)]
+    if enc is not None and enc.mode == "published":
+        channels += _published_channels(clicks or Clicks(), pet)
+    data = np.stack(channels)
+    props = {"spacing": list(pet.itk_spacing())}
+    pp = predictor.configuration_manager.preprocessor_class(verbose=False)
+    data, _, props = pp.run_case_npy(data, None, props, predictor.plans_manager,
+                                     predictor.configuration_manager, predictor.dataset_json)
+    return Preprocessed(data, props, pet)
+
+
+def network_input(predictor, pre: Preprocessed, clicks: Clicks | None) -> np.ndarray:
+    enc = click_encoding(predictor.dataset_json)
+    if enc is None or enc.mode == "published":
+        return pre.data
+    shape = pre.data.shape[1:]
+    pc = clicks_in_preprocessed(clicks or Clicks(), pre.properties,
+                                predictor.plans_manager.transpose_forward, shape)
+    fg, bg = enc.render(pc, shape)
+    return np.concatenate([pre.data, fg[None], bg[None]]).astype(np.float32)
+
+
+def logits_to_mask(predictor, logits, pre: Preprocessed) -> Volume:
+    from nnunetv2.inference.export_prediction import (
+        convert_predicted_logits_to_segmentation_with_correct_shape,
+    )
+
+    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits, predictor.plans_manager, predictor.configuration_manager,
+        predictor.label_manager, pre.properties, return_probabilities=False)
+    return pre.reference.with_itk_array(np.asarray(seg, dtype=np.uint8))
+
+
+def predict(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None) -> Volume:
+    """One prediction: the lesion mask on the PET grid."""
+    import torch
+
+    if clicks is not None:
+        clicks.check_inside(pet.shape, "clicks")
+    pre = preprocess(predictor, ct, pet, clicks)
+    x = torch.from_numpy(network_input(predictor, pre, clicks))
+    logits = predictor.predict_sliding_window_return_logits(x)
+    return logits_to_mask(predictor, logits, pre)
+
+
+__all__ = ["Preprocessed", "load_predictor", "network_input", "points_to_array_order",
+           "predict", "preprocess"]
