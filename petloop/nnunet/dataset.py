@@ -12,6 +12,7 @@ crop and resampling).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -126,6 +127,9 @@ def plan_and_preprocess(paths: NnunetPaths, config: BuildConfig) -> str:
 
     extract_fingerprint_dataset(config.dataset_id, num_processes=config.num_processes,
                                 check_dataset_integrity=True, clean=True, verbose=False)
+    # nnU-Net's VRAM estimate sets torch's threads to nnUNet_n_proc_DA, which fails at 0
+    if os.environ.get("nnUNet_n_proc_DA") == "0":
+        os.environ["nnUNet_n_proc_DA"] = "1"
     if config.plans_from:
         from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import (  # noqa: E501
             move_plans_between_datasets,
@@ -136,6 +140,8 @@ def plan_and_preprocess(paths: NnunetPaths, config: BuildConfig) -> str:
             raise LayoutError(f"{paths.preprocessed / source / plans_identifier}.json: no such "
                               "plans to take over")
         move_plans_between_datasets(source, config.dataset_id, plans_identifier)
+        shutil.copyfile(paths.raw / config.folder_name / "dataset.json",
+                        paths.preprocessed / config.folder_name / "dataset.json")
     else:
         _, plans_identifier = plan_experiment_dataset(config.dataset_id,
                                                       planner_class(config.planner))

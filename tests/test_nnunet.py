@@ -1,0 +1,354 @@
+"""nnU-Net integration: dataset build, click channels, recipes, fine-tuning, compatibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import blosc2
+import numpy as np
+import pytest
+import torch
+
+from petloop.clicks.schedules import ClickSchedule
+from petloop.io.clicks import Clicks
+from petloop.io.layouts import find_cases
+from petloop.nnunet.clickspace import (
+    ClickChannels,
+    ClickEncoding,
+    ClickSource,
+    click_encoding,
+    from_preprocessed,
+    to_preprocessed,
+)
+from petloop.nnunet.dataset import BuildConfig, build_dataset
+from petloop.nnunet.paths import NnunetPaths
+from petloop.nnunet.pretrained import CheckpointMismatch, load_pretrained
+from petloop.nnunet.train import TrainConfig, TrainingError, TrainOptions, train
+from petloop.phantom import PhantomConfig, write_phantoms
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+SHAPE, SPACING = (48, 48, 64), (4.0, 4.0, 6.0)
+QUICK = TrainOptions(epochs=1, iterations=2, val_iterations=1)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    """Five small phantoms built into a lesion dataset and a CT-only organ dataset."""
+    root = tmp_path_factory.mktemp("nnunet")
+    cfg = PhantomConfig(seed=21, tracer="fdg", shape=SHAPE, spacing=SPACING,
+                        negative_fraction=0.2, lesions=(2, 4))
+    write_phantoms(cfg, root / "phantoms", 5)
+    paths = NnunetPaths(root / "raw", root / "pre", root / "res")
+    lesions = build_dataset(root / "phantoms", paths, BuildConfig(901, "Tiny"))
+    organs = build_dataset(root / "phantoms", paths,
+                           BuildConfig(902, "TinyOrgans", task="organs",
+                                       plans_from=f"Dataset901_Tiny/{lesions.plans_identifier}"))
+    os.environ["nnUNet_n_proc_DA"] = "0"  # training data loading in-process
+    return root, paths, lesions, organs
+
+
+def _cases(built):
+    data = built.preprocessed / f"{built.plans_identifier}_3d_fullres"
+    return sorted(p.name[:-4] for p in data.glob("*.pkl")), data
+
+
+def test_build_writes_raw_preprocessed_clicks_and_organs(work):
+    root, paths, lesions, organs = work
+    assert lesions.cases == 5 and lesions.with_organs == 5 and lesions.simulated_clicks == 5
+    raw = json.loads((lesions.raw / "dataset.json").read_text())
+    assert raw["channel_names"] == {"0": "CT", "1": "PET"}
+    plans = json.loads((lesions.preprocessed / f"{lesions.plans_identifier}.json").read_text())
+    conf = plans["configurations"]["3d_fullres"]
+    assert conf["normalization_schemes"] == ["CTNormalization", "CTNormalization"]
+    assert max(conf["architecture"]["arch_kwargs"]["features_per_stage"]) <= 128
+    ids, data = _cases(lesions)
+    organ_dir = lesions.preprocessed / "petloop" / "organs" / data.name
+    for case in ids:
+        seg = blosc2.open(str(data / f"{case}_seg.b2nd"), mode="r")[:]
+        org = blosc2.open(str(organ_dir / f"{case}.b2nd"), mode="r")[:]
+        assert org.shape == seg.shape[1:] and set(np.unique(org)) <= set(range(11))
+        assert (org == 3).any()  # liver
+    assert json.loads((organs.raw / "dataset.json").read_text())["labels"]["head_glands"] == 10
+
+
+def test_a_click_on_a_lesion_lands_on_it_after_preprocessing(work):
+    _, _, lesions, _ = work
+    ids, data = _cases(lesions)
+    clicks_dir = lesions.preprocessed / "petloop" / "clicks"
+    tf = json.loads((lesions.preprocessed / f"{lesions.plans_identifier}.json")
+                    .read_text())["transpose_forward"]
+    checked = 0
+    for case in ids:
+        clicks = Clicks(**json.loads((clicks_dir / f"{case}_clicks.json").read_text()))
+        props = pickle.loads((data / f"{case}.pkl").read_bytes())
+        seg = blosc2.open(str(data / f"{case}_seg.b2nd"), mode="r")[:][0]
+        pts = to_preprocessed(clicks.tumor, props, tf, seg.shape)
+        for p in pts:
+            assert seg[tuple(p)] == 1
+            checked += 1
+    assert checked >= 10
+
+
+def test_coordinate_map_through_transpose_crop_and_resampling():
+    props = {"bbox_used_for_cropping": [[2, 30], [5, 45], [0, 20]],
+             "shape_after_cropping_and_before_resampling": [28, 40, 20],
+             "shape_after_resampling": [56, 40, 10]}
+    tf = (2, 0, 1)
+    rng = np.random.default_rng(0)
+    # transposed axes (0, 1, 2) are array axes (2, 0, 1) = (i, k, j); points inside the crop
+    a, b, c = rng.integers(2, 30, 30), rng.integers(5, 45, 30), rng.integers(0, 20, 30)
+    ijk = np.stack([a, c, b], axis=1)
+    pre = to_preprocessed(ijk, props, tf, props["shape_after_resampling"])
+    assert pre.min() >= 0 and np.all(pre < np.array(props["shape_after_resampling"]))
+    back = from_preprocessed(pre, props, tf)
+    # the up-sampled axis is exact, the down-sampled one within a voxel of the original grid
+    assert np.abs(back - ijk).max() <= 1
+    assert np.array_equal(back[:, 0], ijk[:, 0])  # i was up-sampled twofold: exact
+
+
+def test_click_channels_render_the_patch_only():
+    image = np.random.default_rng(1).random((2, 40, 30, 20)).astype(np.float32)
+    clicks = Clicks(((5, 5, 5), (20, 10, 3)), ((39, 29, 19),))
+    enc = ClickEncoding()
+    arr = ClickChannels(image, clicks, enc)
+    dense = np.asarray(arr)
+    assert dense.shape == (4, 40, 30, 20) and dense[2].max() >= 1.0  # peak 1, plus reflections
+    patch = arr[(slice(None), slice(3, 27), slice(0, 16), slice(2, 20))]
+    np.testing.assert_array_equal(patch, dense[:, 3:27, 0:16, 2:20])
+
+
+def test_drawn_click_counts_follow_the_schedule(work):
+    _, _, lesions, _ = work
+    ids, data = _cases(lesions)
+    case = next(c for c in ids if len(json.loads(
+        (lesions.preprocessed / "petloop" / "clicks" / f"{c}_clicks.json").read_text())["tumor"])
+        == 10)
+    props = pickle.loads((data / f"{case}.pkl").read_bytes())
+    shape = blosc2.open(str(data / f"{case}.b2nd"), mode="r").shape[1:]
+    schedule = ClickSchedule.get("birth_v4")
+    source = ClickSource(lesions.preprocessed / "petloop" / "clicks", ClickEncoding(), schedule,
+                         (0, 1, 2))
+    np.random.seed(0)  # noqa: NPY002 - the workers' global state, as in training
+    n = 3000
+    counts = np.bincount([len(source.sample(case, props, shape, None).tumor) for _ in range(n)],
+                         minlength=11)
+    expected = n * np.asarray(schedule.probs)
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < 29.6, counts
+
+
+def test_intensity_augmentation_leaves_click_channels_alone():
+    from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
+
+    from petloop.nnunet.augment import CTMisalignment, ImageChannelsOnly
+
+    img = torch.rand(4, 16, 16, 16)
+    t = ImageChannelsOnly(GaussianNoiseTransform(noise_variance=(0.5, 0.5)), 2)
+    out = t(image=img.clone(), segmentation=torch.zeros(1, 16, 16, 16))["image"]
+    assert not torch.equal(out[:2], img[:2])
+    assert torch.equal(out[2:], img[2:])
+    shifted = CTMisalignment(p_rotation=0, p_shift=1.0)(image=img.clone())["image"]
+    assert torch.equal(shifted[1:], img[1:])
+
+
+@pytest.fixture(scope="module")
+def trained(work):
+    root, paths, lesions, organs = work
+    out = {}
+    plans = lesions.plans_identifier
+    pre = train(TrainConfig(902, "Dataset902_TinyOrgans", "pretrain", plans=plans,
+                            options=QUICK), paths)
+    out["pretrain"] = pre
+    ckpt = str(pre / "checkpoint_final.pth")
+    for recipe in ("v0", "v2", "v3", "v4"):
+        opts = TrainOptions(**{**QUICK.__dict__, "pretrained": ckpt if recipe != "v0" else None})
+        out[recipe] = train(TrainConfig(901, "Dataset901_Tiny", recipe, plans=plans,
+                                        options=opts), paths)
+    v0 = str(out["v0"] / "checkpoint_final.pth")
+    out["v1"] = train(TrainConfig(901, "Dataset901_Tiny", "v1", plans=plans,
+                                  options=TrainOptions(**{**QUICK.__dict__, "pretrained": v0})),
+                      paths)
+    return out
+
+
+def test_every_recipe_trains_and_predicts_through_nnunet(work, trained):
+    from petloop.nnunet.predict import load_predictor, predict
+
+    root, paths, _, _ = work
+    case = find_cases(root / "phantoms")[0].load()
+    for recipe in ("v0", "v1", "v2", "v3", "v4"):
+        folder = trained[recipe]
+        assert (folder / "checkpoint_final.pth").is_file()
+        model = folder.parent
+        ds = json.loads((model / "dataset.json").read_text())
+        assert click_encoding(ds).mode == "fixed"
+        predictor = load_predictor(model)
+        mask = predict(predictor, case.ct, case.pet, Clicks(((24, 24, 32),), ()))
+        assert mask.same_grid(case.pet) and set(np.unique(mask.array)) <= {0, 1}
+    log = "".join(p.read_text() for p in trained["v4"].glob("training_log_*.txt"))
+    assert "expanded" in log and "organ-head tensors from the segmentation head" in log
+    options = json.loads((trained["v1"] / "petloop_train.json").read_text())["options"]
+    assert options["pretrained"].endswith("checkpoint_final.pth")
+
+
+def test_bad_training_input_fails_before_training(work, tmp_path):
+    _, paths, lesions, _ = work
+    plans = lesions.plans_identifier
+    with pytest.raises(TrainingError, match="unknown recipe 'v9'"):
+        train(TrainConfig(901, "Dataset901_Tiny", "v9", plans=plans), paths)
+    with pytest.raises(Exception, match="sum to"):
+        train(TrainConfig(901, "Dataset901_Tiny", "v4", plans=plans,
+                          options=TrainOptions(schedule="0.5,0.5,0.5,0,0,0,0,0,0,0,0")), paths)
+    with pytest.raises(TrainingError, match="no such checkpoint"):
+        train(TrainConfig(901, "Dataset901_Tiny", "v2", plans=plans,
+                          options=TrainOptions(pretrained=str(tmp_path / "x.pth"))), paths)
+    with pytest.raises(TrainingError, match="needs organ labels"):
+        train(TrainConfig(902, "Dataset902_TinyOrgans", "v4", plans=plans), paths)
+
+
+def _tiny_resenc(input_channels, organ):
+    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+
+    from petloop.nnunet.network import ResidualEncoderUNetOrgan
+
+    cls = ResidualEncoderUNetOrgan if organ else ResidualEncoderUNet
+    return cls(input_channels, 3, [8, 16, 32], torch.nn.Conv3d, 3, [1, 2, 2], [1, 1, 1], 2,
+               [1, 1], conv_bias=True, norm_op=torch.nn.InstanceNorm3d,
+               norm_op_kwargs={"affine": True}, nonlin=torch.nn.LeakyReLU,
+               deep_supervision=False)
+
+
+def test_channel_expansion_and_mismatch():
+    single = _tiny_resenc(1, organ=False)
+    net = _tiny_resenc(4, organ=True)
+    report = load_pretrained(net, {"network_weights": single.state_dict()})
+    w1 = single.state_dict()["encoder.stem.convs.0.conv.weight"]
+    w4 = net.state_dict()["encoder.stem.convs.0.conv.weight"]
+    assert torch.equal(w4[:, 0], w1[:, 0]) and torch.equal(w4[:, 1], w1[:, 0])
+    assert not w4[:, 2:].any()
+    assert "encoder.stem.convs.0.conv.weight" in report.expanded
+    other = _tiny_resenc(4, organ=False)
+    other.load_state_dict({**other.state_dict(), "decoder.seg_layers.0.weight":
+                           torch.zeros_like(other.state_dict()["decoder.seg_layers.0.weight"])})
+    wrong = {k: v for k, v in single.state_dict().items() if "stages.1" not in k}
+    with pytest.raises(CheckpointMismatch, match="does not fit this network"):
+        load_pretrained(_tiny_resenc(4, organ=True), {"network_weights": wrong})
+
+
+@pytest.mark.skipif(not (REFERENCE / "nnUNetResEncUNetLPlansMultiTalent.json").exists(),
+                    reason="public reference plans not present")
+def test_published_trainers_build_the_published_networks():
+    from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from petloop.nnunet.trainers import autoPET3_Trainer, nnUNetTrainer_finetune
+
+    pm = PlansManager(str(REFERENCE / "nnUNetResEncUNetLPlansMultiTalent.json"))
+    cm = pm.get_configuration("3d_fullres")
+    organ = autoPET3_Trainer.build_network_architecture(pm, cm, 4, 2, True)
+    plain = nnUNetTrainer_finetune.build_network_architecture(pm, cm, 4, 2, True)
+    kwargs = dict(cm.network_arch_init_kwargs)
+    for k in cm.network_arch_init_kwargs_req_import:
+        if kwargs[k] is not None:
+            import pydoc
+
+            kwargs[k] = pydoc.locate(kwargs[k])
+    reference = ResidualEncoderUNet(4, num_classes=2, deep_supervision=True, **kwargs)
+    ref_keys = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in plain.state_dict().items()} == ref_keys
+    organ_keys = {k: tuple(v.shape) for k, v in organ.state_dict().items()}
+    extra = {k: s for k, s in organ_keys.items() if k not in ref_keys}
+    assert {k: s for k, s in organ_keys.items() if k in ref_keys} == ref_keys
+    feats = [32, 64, 128, 256, 320]  # decoder stage widths, lowest resolution first: 320..32
+    expected = {}
+    for i, c in enumerate(reversed(feats)):
+        expected[f"decoder.organ_seg_layers.{i}.weight"] = (11, c, 1, 1, 1)
+        expected[f"decoder.organ_seg_layers.{i}.bias"] = (11,)
+    assert extra == expected
+    assert organ.state_dict()["encoder.stem.convs.0.conv.weight"].shape[1] == 4
+
+
+def test_a_published_style_model_folder_predicts_in_petloop(tmp_path, small_cases):
+    """A model folder as BIRTH publishes it (autoPET3_Trainer, channels CT/PET/FG/BG, raw
+    Gaussian click channels) loads through nnU-Net's predictor and predicts."""
+    from petloop.nnunet.predict import load_predictor, predict
+
+    case = small_cases[0]
+    folder = tmp_path / "autoPET3_Trainer__ResEncL_Plan__3d_fullres"
+    arch = {"n_stages": 3, "features_per_stage": [8, 16, 32],
+            "conv_op": "torch.nn.modules.conv.Conv3d", "kernel_sizes": [[3, 3, 3]] * 3,
+            "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]], "n_blocks_per_stage": [1, 1, 1],
+            "n_conv_per_stage_decoder": [1, 1], "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+            "norm_op_kwargs": {"eps": 1e-5, "affine": True}, "dropout_op": None,
+            "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}}
+    stats = {"max": 1000.0, "mean": 50.0, "median": 40.0, "min": -1000.0,
+             "percentile_00_5": -900.0, "percentile_99_5": 900.0, "std": 200.0}
+    plans = {
+        "dataset_name": "Dataset723_AutoPET", "plans_name": "ResEncL_Plan",
+        "original_median_spacing_after_transp": list(SPACING[::-1]),
+        "original_median_shape_after_transp": list(SHAPE[::-1]),
+        "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2],
+        "transpose_backward": [0, 1, 2], "experiment_planner_used": "nnUNetPlannerResEncL",
+        "label_manager": "LabelManager",
+        "foreground_intensity_properties_per_channel": {str(c): stats for c in range(4)},
+        "configurations": {"3d_fullres": {
+            "data_identifier": "x", "preprocessor_name": "DefaultPreprocessor",
+            "batch_size": 2, "patch_size": [32, 32, 32], "median_image_size_in_voxels":
+            list(SHAPE[::-1]), "spacing": list(SPACING[::-1]),
+            "normalization_schemes": ["CTNormalization", "ZScoreNormalization",
+                                      "ZScoreNormalization", "ZScoreNormalization"],
+            "use_mask_for_norm": [False] * 4,
+            "resampling_fn_data": "resample_data_or_seg_to_shape",
+            "resampling_fn_seg": "resample_data_or_seg_to_shape",
+            "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0,
+                                          "force_separate_z": None},
+            "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0,
+                                         "force_separate_z": None},
+            "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+            "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0,
+                                                   "force_separate_z": None},
+            "architecture": {"network_class_name":
+                             "dynamic_network_architectures.architectures.unet."
+                             "ResidualEncoderUNet", "arch_kwargs": arch,
+                             "_kw_requires_import": ["conv_op", "norm_op", "dropout_op",
+                                                     "nonlin"]},
+            "batch_dice": False}}}
+    (folder / "fold_0").mkdir(parents=True)
+    (folder / "plans.json").write_text(json.dumps(plans))
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "CT", "1": "PET", "2": "FG", "3": "BG"},
+        "labels": {"background": 0, "tumor": 1}, "numTraining": 1, "file_ending": ".nii.gz"}))
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from petloop.nnunet.trainers import autoPET3_Trainer
+
+    pm = PlansManager(plans)
+    net = autoPET3_Trainer.build_network_architecture(pm, pm.get_configuration("3d_fullres"), 4,
+                                                      2, False)
+    torch.save({"network_weights": net.state_dict(), "trainer_name": "autoPET3_Trainer",
+                "inference_allowed_mirroring_axes": (0, 1, 2),
+                "init_args": {"configuration": "3d_fullres"}},
+               folder / "fold_0" / "checkpoint_final.pth")
+    predictor = load_predictor(folder, folds=(0,))
+    assert click_encoding(predictor.dataset_json).mode == "published"
+    mask = predict(predictor, case.ct, case.pet, Clicks(((10, 10, 10),), ((20, 20, 20),)))
+    assert mask.same_grid(case.pet)
+
+
+def test_totalsegmentator_mapping_and_missing_tool(tmp_path):
+    from petloop.nnunet.organs import OrgansError, map_totalsegmentator, run_totalsegmentator
+
+    total = np.array([[[0, 1, 2, 3, 5, 21, 10, 14, 90, 51, 6, 22, 4, 7, 50]]])
+    glands = np.array([[[7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 10, 9]]])
+    out = map_totalsegmentator(total, glands)
+    assert out.tolist() == [[[10, 1, 2, 2, 3, 4, 5, 5, 6, 7, 8, 9, 0, 10, 10]]]
+    try:
+        import totalsegmentator  # noqa: F401
+    except ImportError:
+        with pytest.raises(OrgansError, match="TotalSegmentator is not installed"):
+            run_totalsegmentator(tmp_path / "ct.nii.gz", tmp_path / "o.nii.gz")
