@@ -61,6 +61,7 @@ from petloop.cli import clicks as _clicks  # noqa: E402,F401
 from petloop.cli import data as _data  # noqa: E402,F401
 from petloop.cli import metrics as _metrics  # noqa: E402,F401
 from petloop.cli import nnunet as _nnunet  # noqa: E402,F401
+from petloop.cli import tracer as _tracer  # noqa: E402,F401
 
 
 def main() -> None:  # pragma: no cover - console entry point

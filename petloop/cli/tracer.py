@@ -1,0 +1,83 @@
+"""Tracer classification: train and predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from petloop.cli import app, console, err_console, fail, progress
+
+tracer_app = typer.Typer(help="Tracer classification (FDG or PSMA) from PET MIPs.",
+                         no_args_is_help=True)
+app.add_typer(tracer_app, name="tracer")
+DEFAULT_WEIGHTS = Path("models/phantom/tracer_classifier.pt")
+
+
+@tracer_app.command("train")
+def tracer_train(
+    data: Annotated[Path, typer.Option(help="Cases of known tracer (any layout).")],
+    out: Annotated[Path, typer.Option(help="Weights file to write (.pt); a .json goes beside.")],
+    epochs: Annotated[int, typer.Option(min=1, help="At most this many epochs.")] = 12,
+    patience: Annotated[int, typer.Option(min=1, help="Early stopping patience (epochs).")]
+    = 4,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-4,
+    val_fraction: Annotated[float, typer.Option(help="Share of cases held out.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    half: Annotated[bool, typer.Option("--half", help="Save in half precision.")] = False,
+) -> None:
+    """Train the MIP classifier with a validation split and early stopping."""
+    from petloop.io.layouts import LayoutError
+    from petloop.tracer.classifier import TracerError
+    from petloop.tracer.train import (
+        TracerTrainConfig,
+        describe,
+        load_examples,
+        save_weights,
+        train_classifier,
+    )
+
+    config = TracerTrainConfig(epochs, 8, lr, val_fraction, patience, seed, device)
+    try:
+        with progress() as bar:
+            task = bar.add_task("MIPs", total=None)
+            examples = load_examples(data, lambda i, n: bar.update(task, completed=i, total=n))
+            ep = bar.add_task("training (epochs)", total=epochs)
+
+            def on_epoch(epoch: int, row: dict) -> None:
+                bar.update(ep, completed=epoch + 1)
+                err_console.print(f"epoch {epoch}: train loss {row['train_loss']:.4f}, "
+                                  f"val loss {row['val_loss']:.4f}, "
+                                  f"val accuracy {row['val_accuracy']:.3f}")
+
+            model, history, (train, val) = train_classifier(examples, config, on_epoch)
+    except (TracerError, LayoutError) as exc:
+        fail(str(exc))
+    save_weights(model, out, describe(config, data, history, train, val), half=half)
+    console.print(f"wrote {out} ({len(train)} training, {len(val)} validation cases)")
+
+
+@tracer_app.command("predict")
+def tracer_predict(
+    pet: Annotated[Path, typer.Option(help="PET image in SUV.")],
+    weights: Annotated[Path, typer.Option(help="Classifier weights.")] = DEFAULT_WEIGHTS,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the tracer (fdg or psma) and its probability."""
+    from petloop.io.volume import VolumeError, read_volume
+    from petloop.tracer.classifier import TracerClassifier, TracerError
+
+    try:
+        volume = read_volume(pet)
+        result = TracerClassifier(weights, device).predict(volume, str(pet))
+    except (TracerError, VolumeError) as exc:
+        fail(str(exc))
+    if as_json:
+        print(json.dumps({"tracer": result.tracer, "probability": result.probability,
+                          "probability_psma": result.probability_psma}))
+    else:
+        console.print(f"{result.tracer} (probability {result.probability:.3f})")
