@@ -22,3 +22,13 @@ def test_json_written_whole(tmp_path):
     target = write_json_atomic(tmp_path / "sub" / "a.json", {"a": 1})
     assert target.read_text() == '{\n  "a": 1\n}\n'
     assert [p.name for p in target.parent.iterdir()] == ["a.json"]
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    target = write_json_atomic(tmp_path / "p.json", {})
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

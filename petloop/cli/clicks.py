@@ -10,6 +10,11 @@ import typer
 from petloop.cli import clicks_app, console, fail
 
 
+def _wrote(path: Path, clicks, form: str) -> None:
+    console.print(f"wrote {path}: {len(clicks.tumor)} tumor and {len(clicks.background)} "
+                  f"background clicks ({form} form)")
+
+
 @clicks_app.command("convert")
 def clicks_convert(
     src: Annotated[Path, typer.Argument(help="Click file in either JSON form.")],
@@ -28,8 +33,7 @@ def clicks_convert(
         write_clicks(clicks, dst, form=to)
     except (ClickFileError, VolumeError, ValueError) as exc:
         fail(str(exc))
-    console.print(f"wrote {dst}: {len(clicks.tumor)} tumor and {len(clicks.background)} "
-                  f"background clicks ({to} form)")
+    _wrote(dst, clicks, to)
 
 
 @clicks_app.command("simulate")
@@ -61,8 +65,7 @@ def clicks_simulate(
         write_clicks(clicks, out, form=to)
     except (VolumeError, ValueError) as exc:
         fail(str(exc))
-    console.print(f"wrote {out}: {len(clicks.tumor)} tumor and {len(clicks.background)} "
-                  f"background clicks ({to} form)")
+    _wrote(out, clicks, to)
 
 
 @clicks_app.command("heatmaps")

@@ -14,6 +14,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _default_mode()
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success.
@@ -30,6 +39,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _FILE_MODE)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp_path, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -50,3 +60,12 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(target: str | os.PathLike, obj: object, indent: int | None = 2) -> Path:
     return write_text_atomic(target, json.dumps(obj, indent=indent) + "\n")
+
+
+def write_figure(fig, target: str | os.PathLike, dpi: int = 90) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    atomic_write(target, lambda p: fig.savefig(p, dpi=dpi, format="png"))
+    plt.close(fig)
+    return Path(target)

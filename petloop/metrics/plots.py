@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from petloop.io.atomic import atomic_path  # noqa: E402
+from petloop.io.atomic import write_figure  # noqa: E402
 
 LABELS = {"dice": "Dice", "fpv": "false positive volume (ml)",
           "fnv": "false negative volume (ml)"}
@@ -51,8 +51,4 @@ def plot_curves(summary: dict, out: str | Path, title: str = "", tracer: str | N
     suffix = f" ({tracer.upper()} cases)" if tracer else ""
     fig.suptitle((title or "Interactive evaluation") + suffix)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return out
+    return write_figure(fig, out, dpi=90)

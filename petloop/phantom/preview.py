@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from petloop.io.atomic import atomic_path  # noqa: E402
+from petloop.io.atomic import write_figure  # noqa: E402
 from petloop.io.layouts import Case  # noqa: E402
 
 
@@ -80,8 +80,4 @@ def preview_cases(cases: Sequence[Case], out: str | Path, suv_max: float = 10.0)
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
-    return out
+    return write_figure(fig, out, dpi=80)
