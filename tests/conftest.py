@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from petloop.io.volume import Volume
-from petloop.phantom import PhantomConfig, generate_case
+from petloop.nnunet.dataset import BuildConfig, build_dataset
+from petloop.nnunet.paths import NnunetPaths
+from petloop.nnunet.train import TrainConfig, TrainOptions, train
+from petloop.phantom import PhantomConfig, generate_case, write_phantoms
 
 SMALL = (48, 48, 64)
 SMALL_SPACING = (4.0, 4.0, 6.0)
@@ -29,3 +34,45 @@ def geometry_volume() -> Volume:
     c, s = np.float32(np.cos(0.3)), np.float32(np.sin(0.3))
     direction = (float(c), float(-s), 0.0, float(s), float(c), 0.0, 0.0, 0.0, 1.0)
     return Volume(arr, (2.03125, 1.5, 3.0), (-401.5, 12.25, -1000.0), direction)
+
+
+NN_SHAPE, NN_SPACING = (48, 48, 64), (4.0, 4.0, 6.0)
+QUICK = TrainOptions(epochs=1, iterations=2, val_iterations=1)
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory):
+    """Five small phantoms built into a lesion dataset and a CT-only organ dataset."""
+    root = tmp_path_factory.mktemp("nnunet")
+    cfg = PhantomConfig(seed=21, tracer="fdg", shape=NN_SHAPE, spacing=NN_SPACING,
+                        negative_fraction=0.2, lesions=(2, 4))
+    write_phantoms(cfg, root / "phantoms", 5)
+    paths = NnunetPaths(root / "raw", root / "pre", root / "res")
+    lesions = build_dataset(root / "phantoms", paths, BuildConfig(901, "Tiny"))
+    organs = build_dataset(root / "phantoms", paths,
+                           BuildConfig(902, "TinyOrgans", task="organs",
+                                       plans_from=f"Dataset901_Tiny/{lesions.plans_identifier}"))
+    os.environ["nnUNet_n_proc_DA"] = "0"  # training data loading in-process
+    return root, paths, lesions, organs
+
+
+@pytest.fixture(scope="session")
+def trained(work):
+    root, paths, lesions, organs = work
+    out = {}
+    plans = lesions.plans_identifier
+    pre = train(TrainConfig(902, "Dataset902_TinyOrgans", "pretrain", plans=plans,
+                            options=QUICK), paths)
+    out["pretrain"] = pre
+    ckpt = str(pre / "checkpoint_final.pth")
+    for recipe in ("v0", "v2", "v3", "v4"):
+        opts = TrainOptions(**{**QUICK.__dict__, "pretrained": ckpt if recipe != "v0" else None})
+        out[recipe] = train(TrainConfig(901, "Dataset901_Tiny", recipe, plans=plans,
+                                        options=opts), paths)
+    v0 = str(out["v0"] / "checkpoint_final.pth")
+    out["v1"] = train(TrainConfig(901, "Dataset901_Tiny", "v1", plans=plans,
+                                  options=TrainOptions(**{**QUICK.__dict__, "pretrained": v0})),
+                      paths)
+    return out
+
+

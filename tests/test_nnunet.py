@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from pathlib import Path
 
@@ -23,31 +22,12 @@ from petloop.nnunet.clickspace import (
     from_preprocessed,
     to_preprocessed,
 )
-from petloop.nnunet.dataset import BuildConfig, build_dataset
-from petloop.nnunet.paths import NnunetPaths
 from petloop.nnunet.pretrained import CheckpointMismatch, load_pretrained
 from petloop.nnunet.train import TrainConfig, TrainingError, TrainOptions, train
-from petloop.phantom import PhantomConfig, write_phantoms
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 SHAPE, SPACING = (48, 48, 64), (4.0, 4.0, 6.0)
 QUICK = TrainOptions(epochs=1, iterations=2, val_iterations=1)
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    """Five small phantoms built into a lesion dataset and a CT-only organ dataset."""
-    root = tmp_path_factory.mktemp("nnunet")
-    cfg = PhantomConfig(seed=21, tracer="fdg", shape=SHAPE, spacing=SPACING,
-                        negative_fraction=0.2, lesions=(2, 4))
-    write_phantoms(cfg, root / "phantoms", 5)
-    paths = NnunetPaths(root / "raw", root / "pre", root / "res")
-    lesions = build_dataset(root / "phantoms", paths, BuildConfig(901, "Tiny"))
-    organs = build_dataset(root / "phantoms", paths,
-                           BuildConfig(902, "TinyOrgans", task="organs",
-                                       plans_from=f"Dataset901_Tiny/{lesions.plans_identifier}"))
-    os.environ["nnUNet_n_proc_DA"] = "0"  # training data loading in-process
-    return root, paths, lesions, organs
 
 
 def _cases(built):
@@ -152,26 +132,6 @@ def test_intensity_augmentation_leaves_click_channels_alone():
     assert torch.equal(out[2:], img[2:])
     shifted = CTMisalignment(p_rotation=0, p_shift=1.0)(image=img.clone())["image"]
     assert torch.equal(shifted[1:], img[1:])
-
-
-@pytest.fixture(scope="module")
-def trained(work):
-    root, paths, lesions, organs = work
-    out = {}
-    plans = lesions.plans_identifier
-    pre = train(TrainConfig(902, "Dataset902_TinyOrgans", "pretrain", plans=plans,
-                            options=QUICK), paths)
-    out["pretrain"] = pre
-    ckpt = str(pre / "checkpoint_final.pth")
-    for recipe in ("v0", "v2", "v3", "v4"):
-        opts = TrainOptions(**{**QUICK.__dict__, "pretrained": ckpt if recipe != "v0" else None})
-        out[recipe] = train(TrainConfig(901, "Dataset901_Tiny", recipe, plans=plans,
-                                        options=opts), paths)
-    v0 = str(out["v0"] / "checkpoint_final.pth")
-    out["v1"] = train(TrainConfig(901, "Dataset901_Tiny", "v1", plans=plans,
-                                  options=TrainOptions(**{**QUICK.__dict__, "pretrained": v0})),
-                      paths)
-    return out
 
 
 def test_every_recipe_trains_and_predicts_through_nnunet(work, trained):

@@ -42,10 +42,19 @@ def metrics_cmd(
 @app.command()
 def evaluate(
     data: Annotated[Path, typer.Option(help="Cases with ground truth (any layout).")],
-    pred: Annotated[list[str], typer.Option(
-        help="Predictions folder with <case>_step{k}.nii.gz, as NAME=DIR or DIR; repeat to "
-             "compare models.")],
     out: Annotated[Path, typer.Option(help="Folder for the CSV, JSON and plots.")],
+    pred: Annotated[list[str] | None, typer.Option(
+        help="Predictions folder with <case>_step{k}.nii.gz, as NAME=DIR or DIR; repeat to "
+             "compare models.")] = None,
+    models: Annotated[Path | None, typer.Option(
+        help="Run this model set through the click steps first (session API).")] = None,
+    clicks: Annotated[str, typer.Option(help="With --models: official or error-driven.")]
+    = "official",
+    tracer: Annotated[str, typer.Option(help="With --models: auto, fdg, psma or case.")]
+    = "auto",
+    time_budget: Annotated[float | None, typer.Option(help="With --models: seconds for "
+                                                      "mirroring.")] = None,
+    device: Annotated[str, typer.Option(help="With --models: cpu or cuda.")] = "cpu",
     steps: Annotated[int, typer.Option(min=1, help="Number of click steps (0..steps-1).")] = 11,
     layout: Annotated[str, typer.Option(help="auto, autopet, nnunet or gc.")] = "auto",
     label: Annotated[int | None, typer.Option(help="Class to evaluate in non-binary masks.")]
@@ -68,13 +77,35 @@ def evaluate(
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 
     runs = []
-    for item in pred:
+    if models is not None:
+        from petloop.inference.evaluate import run_steps
+        from petloop.inference.modelset import ModelSetError, load_model_set
+        from petloop.inference.pipeline import Pipeline
+        from petloop.io.layouts import find_cases as _find
+        from petloop.tracer.classifier import TracerError
+
+        try:
+            model_set = load_model_set(models)
+            found = _find(data, layout)
+            name = f"{model_set.name}-{clicks}"
+            with progress() as bar:
+                task = bar.add_task(f"running {model_set.name} ({clicks} clicks)",
+                                    total=len(found))
+                folder = run_steps(Pipeline(model_set, device), found,
+                                   out / "predictions" / name, clicks, steps, tracer,
+                                   time_budget, progress=lambda _: bar.advance(task))
+        except (ModelSetError, TracerError, ValueError) as exc:
+            fail(str(exc))
+        runs.append((name, folder))
+    for item in pred or []:
         name, sep, folder = item.partition("=")
         if not sep:
             name, folder = Path(item).name, item
         if not Path(folder).is_dir():
             fail(f"{folder}: no such predictions folder")
         runs.append((name, Path(folder)))
+    if not runs:
+        fail("give --pred folders or --models")
     try:
         cases = find_cases(data, layout)
         evaluations = []

@@ -1,0 +1,143 @@
+"""Prediction with a model set: one case, a folder of cases, the challenge container."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from petloop.cli import app, console, err_console, fail, progress
+
+Models = Annotated[Path, typer.Option(help="Model set folder (manifest.json).")]
+DEFAULT_MODELS = Path("models/phantom")
+
+
+def _pipeline(models: Path, device: str):
+    from petloop.inference.modelset import load_model_set
+    from petloop.inference.pipeline import Pipeline
+
+    return Pipeline(load_model_set(models), device)
+
+
+def _errors():
+    from petloop.inference.modelset import ModelSetError
+    from petloop.io.clicks import ClickFileError
+    from petloop.io.volume import VolumeError
+    from petloop.tracer.classifier import TracerError
+
+    return (ModelSetError, ClickFileError, VolumeError, TracerError, ValueError)
+
+
+@app.command()
+def predict(
+    ct: Annotated[Path, typer.Option(help="CT image (resampled onto the PET grid if needed).")],
+    pet: Annotated[Path, typer.Option(help="PET image in SUV.")],
+    out: Annotated[Path, typer.Option(help="Mask to write (on the PET grid).")],
+    clicks: Annotated[Path | None, typer.Option(help="Click file (either form).")] = None,
+    step: Annotated[int | None, typer.Option(min=0, help="Use the first K clicks of each "
+                                             "kind.")] = None,
+    tracer: Annotated[str, typer.Option(help="auto, fdg or psma.")] = "auto",
+    models: Models = DEFAULT_MODELS,
+    report: Annotated[Path | None, typer.Option(help="Also write the lesion report (JSON).")]
+    = None,
+    time_budget: Annotated[float | None, typer.Option(
+        help="Seconds for test-time mirroring (0: none).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Segment lesions in one PET/CT with the model set, given clicks."""
+    from petloop.io.atomic import write_json_atomic
+    from petloop.io.clicks import Clicks, read_clicks
+    from petloop.io.volume import read_volume, write_volume
+    from petloop.metrics.report import lesion_report
+
+    try:
+        pipeline = _pipeline(models, device)
+        pet_vol = read_volume(pet)
+        c = read_clicks(clicks, shape=pet_vol.shape) if clicks else Clicks()
+        if step is not None:
+            c = c.step(step)
+        result = pipeline.predict(read_volume(ct), pet_vol, c, tracer, time_budget)
+    except _errors() as exc:
+        fail(str(exc))
+    write_volume(result.mask, out)
+    console.print(f"wrote {out}: tracer {result.tracer.tracer} (p {result.tracer.probability:.3f})"
+                  f", model {result.model}, {len(c.tumor)} tumor + {len(c.background)} background "
+                  f"clicks; TTA: {result.tta.describe()}")
+    if report is not None:
+        write_json_atomic(report, lesion_report(pet_vol, result.mask.array).to_json())
+        console.print(f"wrote {report}")
+
+
+@app.command("predict-folder")
+def predict_folder(
+    data: Annotated[Path, typer.Option(help="Cases (any layout).")],
+    out: Annotated[Path, typer.Option(help="Folder for <case>.nii.gz masks.")],
+    models: Models = DEFAULT_MODELS,
+    step: Annotated[int | None, typer.Option(min=0, help="Use the first K clicks.")] = None,
+    tracer: Annotated[str, typer.Option(help="auto, fdg, psma or case (from the data).")]
+    = "auto",
+    num_parts: Annotated[int, typer.Option(min=1, help="Split the cohort into N parts.")] = 1,
+    part_id: Annotated[int, typer.Option(min=0, help="Which part this run does.")] = 0,
+    time_budget: Annotated[float | None, typer.Option(help="Seconds for mirroring.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Segment many cases (with their clicks); --num-parts/--part-id split a cohort across
+    machines."""
+    from petloop.io.clicks import Clicks
+    from petloop.io.layouts import LayoutError, find_cases
+    from petloop.io.volume import write_volume
+
+    if part_id >= num_parts:
+        fail(f"part id {part_id} must be below the number of parts {num_parts}")
+    try:
+        cases = find_cases(data)[part_id::num_parts]
+        pipeline = _pipeline(models, device)
+        with progress() as bar:
+            task = bar.add_task(f"predicting part {part_id + 1}/{num_parts}", total=len(cases))
+            for files in cases:
+                case = files.load(with_label=False)
+                c = case.clicks or Clicks()
+                c = c.step(step) if step is not None else c
+                explicit = case.tracer if tracer == "case" else tracer
+                result = pipeline.predict(case.ct, case.pet, c, explicit, time_budget)
+                write_volume(result.mask, out / f"{case.case_id}.nii.gz")
+                bar.advance(task)
+    except (*_errors(), LayoutError) as exc:
+        fail(str(exc))
+    console.print(f"wrote {len(cases)} mask(s) to {out}")
+
+
+@app.command("gc")
+def grand_challenge(
+    input_dir: Annotated[Path, typer.Option("--input", help="Grand-challenge input folder.")]
+    = Path("/input"),
+    output_dir: Annotated[Path, typer.Option("--output", help="Output folder.")]
+    = Path("/output"),
+    models: Models = DEFAULT_MODELS,
+    time_budget: Annotated[float | None, typer.Option(help="Seconds for mirroring.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+) -> None:
+    """The challenge container's entry point: /input/images/{ct,pet}/<uuid>.mha and
+    /input/lesion-clicks.json in, /output/images/tumor-lesion-segmentation/<uuid>.mha out."""
+    import torch
+
+    from petloop.io.layouts import LayoutError, read_gc
+    from petloop.io.volume import write_volume
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        (files,) = read_gc(input_dir)
+        case = files.load(with_label=False)
+        from petloop.io.clicks import Clicks
+
+        result = _pipeline(models, device).predict(case.ct, case.pet, case.clicks or Clicks(),
+                                                   "auto", time_budget)
+    except (*_errors(), LayoutError) as exc:
+        fail(str(exc))
+    target = output_dir / "images" / "tumor-lesion-segmentation" / f"{files.case_id}.mha"
+    write_volume(result.mask, target)
+    err_console.print(json.dumps({"tracer": result.tracer.tracer, "model": result.model,
+                                  "tta": result.tta.describe(), "output": str(target)}))

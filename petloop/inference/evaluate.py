@@ -1,0 +1,52 @@
+"""Interactive evaluation with a model set: the 11 click steps of every case, run through the
+session API, with the official clicks or error-driven ones, written as prediction files that the
+metrics module then scores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from petloop.clicks.error_driven import add_next
+from petloop.clicks.simulate import simulate_clicks
+from petloop.io.clicks import Clicks, write_clicks
+from petloop.io.layouts import CaseFiles
+from petloop.io.volume import write_volume
+
+from .pipeline import Pipeline, Session
+
+CLICK_MODES = ("official", "error-driven")
+
+
+def run_steps(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
+              clicks_mode: str = "official", steps: int = 11, tracer: str | None = "auto",
+              time_budget: float | None = None,
+              progress: Callable[[str], None] | None = None) -> Path:
+    """Write ``<out>/<case>_step{k}.nii.gz`` for k = 0..steps-1 and the clicks used."""
+    if clicks_mode not in CLICK_MODES:
+        raise ValueError(f"unknown click mode {clicks_mode!r}; use one of {CLICK_MODES}")
+    out = Path(out)
+    session = Session(pipeline)
+    for files in cases:
+        case = files.load()
+        if case.label is None:
+            raise ValueError(f"case {case.case_id} has no ground truth to place clicks from")
+        gt = np.asarray(case.label.array) != 0
+        official = case.clicks or simulate_clicks(gt.astype(np.uint8), case.pet.array)
+        explicit = case.tracer if tracer == "case" else tracer
+        session.set_case(case.ct, case.pet, explicit, str(files.ct), str(files.pet))
+        clicks = Clicks()
+        for k in range(steps):
+            if clicks_mode == "official":
+                clicks = official.step(k)
+            session.clicks = clicks
+            result = session.run(time_budget)
+            write_volume(result.mask, out / f"{case.case_id}_step{k}.nii.gz")
+            if clicks_mode == "error-driven" and k + 1 < steps:
+                clicks = add_next(gt, result.mask.array, clicks, fallback=official)
+        write_clicks(clicks, out / "clicks" / f"{case.case_id}_clicks.json")
+        if progress:
+            progress(case.case_id)
+    return out

@@ -1,0 +1,149 @@
+"""Model sets: which nnU-Net model answers which tracer and click count.
+
+A model set is a folder with ``manifest.json``::
+
+    {
+      "name": "phantom",
+      "tracer_classifier": "tracer_classifier.pt",
+      "suv_threshold": {"fdg": 1.5, "psma": 1.0},
+      "models": {
+        "fdg_v4": {"folder": "fdg_v4/PetloopV4Trainer__petloopCPUPlans__3d_fullres",
+                   "folds": ["all"], "checkpoint": "checkpoint_final.pth"},
+        "fdg_v3": {"folder": "...", "folds": [0, 1, 2]},
+        "psma_v2": {"folder": "..."}
+      },
+      "routing": {
+        "fdg": [{"model": "fdg_v4", "max_background_clicks": 4}, {"model": "fdg_v3"}],
+        "psma": [{"model": "psma_v2"}]
+      }
+    }
+
+Paths are relative to the manifest (absolute paths work too, e.g. a downloaded BIRTH model
+folder ``Dataset723_.../autoPET3_Trainer__ResEncL_Plan__3d_fullres_patch192_bs2``). For each
+tracer the first route whose ``max_background_clicks`` admits the number of background clicks
+(or that has none) is used; the default is the BIRTH rule: FDG the stochastic model below 5
+background clicks and the full-guidance model from 5 on, PSMA one model. After prediction,
+voxels below the tracer's SUV threshold are set to background.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from petloop.tracer.classifier import TRACERS
+
+MANIFEST = "manifest.json"
+DEFAULT_THRESHOLDS = {"fdg": 1.5, "psma": 1.0}
+DEFAULT_MODEL_SET = Path("models/phantom")
+
+
+class ModelSetError(ValueError):
+    """A model set folder or manifest is incomplete; the message names what is missing."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    folder: Path
+    folds: tuple = ("all",)
+    checkpoint: str = "checkpoint_final.pth"
+
+
+@dataclass(frozen=True)
+class Route:
+    model: str
+    max_background_clicks: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    root: Path
+    name: str
+    models: dict[str, ModelEntry]
+    routing: dict[str, tuple[Route, ...]]
+    suv_threshold: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    tracer_classifier: Path | None = None
+
+    def route(self, tracer: str, n_background: int) -> ModelEntry:
+        if tracer not in self.routing:
+            raise ModelSetError(f"model set {self.root} has no model for tracer {tracer!r}")
+        for r in self.routing[tracer]:
+            if r.max_background_clicks is None or n_background <= r.max_background_clicks:
+                return self.models[r.model]
+        raise ModelSetError(f"model set {self.root}: no {tracer} route admits "
+                            f"{n_background} background clicks")
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "tracer_classifier": str(self.tracer_classifier) if self.tracer_classifier else None,
+            "suv_threshold": self.suv_threshold,
+            "models": {k: {"folder": str(m.folder), "folds": list(m.folds),
+                           "checkpoint": m.checkpoint} for k, m in self.models.items()},
+            "routing": {t: [{"model": r.model, **({"max_background_clicks":
+                                                   r.max_background_clicks}
+                                                  if r.max_background_clicks is not None else {})}
+                            for r in routes] for t, routes in self.routing.items()},
+        }
+
+
+def _need(obj: dict, key: str, where: str):
+    if key not in obj:
+        raise ModelSetError(f"{where}: missing key {key!r}")
+    return obj[key]
+
+
+def load_model_set(root: str | Path) -> ModelSet:
+    """Read and check a model set; every error names the missing file or key."""
+    root = Path(root)
+    manifest = root / MANIFEST
+    if not manifest.is_file():
+        raise ModelSetError(f"{manifest}: no model set manifest here")
+    try:
+        obj = json.loads(manifest.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelSetError(f"{manifest}: malformed JSON ({exc.msg})") from exc
+    models = {}
+    for key, entry in _need(obj, "models", str(manifest)).items():
+        where = f"{manifest}: models.{key}"
+        folder = Path(_need(entry, "folder", where))
+        folder = folder if folder.is_absolute() else root / folder
+        folds = tuple(entry.get("folds", ["all"]))
+        checkpoint = entry.get("checkpoint", "checkpoint_final.pth")
+        for name in ("plans.json", "dataset.json"):
+            if not (folder / name).is_file():
+                raise ModelSetError(f"{where}: {folder / name} is missing")
+        for f in folds:
+            ckpt = folder / f"fold_{f}" / checkpoint
+            if not ckpt.is_file():
+                raise ModelSetError(f"{where}: {ckpt} is missing")
+        models[key] = ModelEntry(key, folder, folds, checkpoint)
+    routing = {}
+    for tracer, routes in _need(obj, "routing", str(manifest)).items():
+        if tracer not in TRACERS:
+            raise ModelSetError(f"{manifest}: routing for unknown tracer {tracer!r}")
+        parsed = []
+        for n, r in enumerate(routes):
+            model = _need(r, "model", f"{manifest}: routing.{tracer}[{n}]")
+            if model not in models:
+                raise ModelSetError(f"{manifest}: routing.{tracer}[{n}] names model {model!r}, "
+                                    f"which is not in models")
+            parsed.append(Route(model, r.get("max_background_clicks")))
+        routing[tracer] = tuple(parsed)
+    thresholds = {**DEFAULT_THRESHOLDS, **obj.get("suv_threshold", {})}
+    classifier = obj.get("tracer_classifier")
+    if classifier:
+        classifier = Path(classifier) if Path(classifier).is_absolute() else root / classifier
+        if not classifier.is_file():
+            raise ModelSetError(f"{manifest}: tracer_classifier {classifier} is missing")
+    return ModelSet(root, obj.get("name", root.name), models, routing, thresholds,
+                    classifier or None)
+
+
+def birth_routing(fdg_stochastic: str, fdg_full: str, psma: str) -> dict:
+    """The published rule as manifest routing."""
+    return {"fdg": [{"model": fdg_stochastic, "max_background_clicks": 4},
+                    {"model": fdg_full}],
+            "psma": [{"model": psma}]}

@@ -1,0 +1,216 @@
+"""The interactive inference pipeline: tracer, routing, prediction, TTA budget, SUV threshold.
+
+``Pipeline`` keeps the tracer classifier and every nnU-Net model it has used loaded.
+``Session`` is the interactive API: set a case once (CT onto the PET grid, tracer, nnU-Net's
+preprocessing per model are done once), then add clicks, undo, reset and read the mask.
+
+Test-time augmentation within a time budget (done better than the published code, which timed
+one tile and multiplied): one plain sliding-window pass over the case is timed (with device
+synchronisation), and ``min(int((budget - t) / t), 7)`` mirrored passes follow, in the published
+order x, y, z, xy, xz, yz, xyz (only over axes the model allows); their softmax is averaged.
+A budget of 0 (or none) means no mirroring.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from petloop.io.clicks import Clicks
+from petloop.io.volume import Volume, resample_to
+from petloop.nnunet.clickspace import click_encoding
+from petloop.nnunet.predict import Preprocessed, load_predictor, network_input, preprocess
+from petloop.tracer.classifier import (
+    TracerClassifier,
+    TracerPrediction,
+    check_pet,
+    resolve_tracer,
+)
+
+from .modelset import ModelEntry, ModelSet, ModelSetError
+
+# published order x, y, z, xy, xz, yz, xyz as axes of nnU-Net's (z, y, x) arrays
+MIRROR_ORDER = ((2,), (1,), (0,), (2, 1), (2, 0), (1, 0), (2, 1, 0))
+
+
+@dataclass(frozen=True)
+class TTAChoice:
+    plain_seconds: float
+    budget: float | None
+    mirrors: tuple[tuple[int, ...], ...]
+
+    def describe(self) -> str:
+        names = {0: "z", 1: "y", 2: "x"}
+        flips = ", ".join("".join(names[a] for a in m) for m in self.mirrors) or "none"
+        return (f"plain pass {self.plain_seconds:.2f} s, budget "
+                f"{'none' if not self.budget else f'{self.budget:g} s'}: mirrored passes {flips}")
+
+
+def choose_mirrors(plain_seconds: float, budget: float | None, allowed) -> tuple:
+    if not budget or budget <= 0 or plain_seconds <= 0:
+        return ()
+    n = max(0, min(int((budget - plain_seconds) / plain_seconds), 7))
+    allowed = set(allowed or ())
+    usable = [m for m in MIRROR_ORDER if set(m) <= allowed]
+    return tuple(usable[:n])
+
+
+class LoadedModel:
+    def __init__(self, entry: ModelEntry, device: str):
+        self.entry = entry
+        self.device = device
+        self.predictor = load_predictor(entry.folder, entry.folds, entry.checkpoint, device,
+                                        mirroring=False)
+        self.encoding = click_encoding(self.predictor.dataset_json)
+        if self.encoding is None:
+            raise ModelSetError(f"model {entry.name} ({entry.folder}) has no click channels; "
+                                "petloop's pipeline needs an interactive model")
+        self.allowed_axes = tuple(self.predictor.allowed_mirroring_axes or ())
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def probabilities(self, x: np.ndarray, budget: float | None):
+        data = torch.from_numpy(x)
+        t0 = time.perf_counter()
+        logits = self.predictor.predict_sliding_window_return_logits(data)
+        self._sync()
+        plain = time.perf_counter() - t0
+        probs = torch.softmax(logits.float(), 0)
+        choice = TTAChoice(plain, budget, choose_mirrors(plain, budget, self.allowed_axes))
+        for axes in choice.mirrors:
+            dims = tuple(a + 1 for a in axes)
+            flipped = self.predictor.predict_sliding_window_return_logits(
+                torch.flip(data, dims))
+            probs += torch.softmax(torch.flip(flipped.float(), dims), 0)
+        probs /= 1 + len(choice.mirrors)
+        return probs, choice
+
+    def to_mask(self, probs, pre: Preprocessed) -> Volume:
+        from petloop.nnunet.predict import logits_to_mask
+
+        return logits_to_mask(self.predictor, torch.log(probs.clamp_min(1e-8)), pre)
+
+
+@dataclass
+class Result:
+    mask: Volume
+    tracer: TracerPrediction
+    model: str
+    tta: TTAChoice
+    seconds: dict = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, model_set: ModelSet, device: str = "cpu"):
+        self.model_set = model_set
+        self.device = device
+        self._models: dict[str, LoadedModel] = {}
+        self._classifier: TracerClassifier | None = None
+
+    @property
+    def classifier(self) -> TracerClassifier | None:
+        if self._classifier is None and self.model_set.tracer_classifier is not None:
+            self._classifier = TracerClassifier(self.model_set.tracer_classifier, self.device)
+        return self._classifier
+
+    def model(self, entry: ModelEntry) -> LoadedModel:
+        if entry.name not in self._models:
+            self._models[entry.name] = LoadedModel(entry, self.device)
+        return self._models[entry.name]
+
+    def tracer(self, pet: Volume, explicit: str | None = None,
+               source: str = "PET") -> TracerPrediction:
+        classifier = self.classifier if explicit in (None, "auto") else None
+        return resolve_tracer(explicit, pet, classifier, source)
+
+    def postprocess(self, mask: Volume, pet: Volume, tracer: str) -> Volume:
+        threshold = self.model_set.suv_threshold[tracer]
+        out = np.asarray(mask.array, dtype=np.uint8).copy()
+        out[np.asarray(pet.array) < threshold] = 0
+        return mask.with_array(out)
+
+    def predict(self, ct: Volume, pet: Volume, clicks: Clicks | None = None,
+                tracer: str | None = "auto", time_budget: float | None = None) -> Result:
+        """One prediction from files' volumes: everything checked, nothing cached."""
+        session = Session(self)
+        session.set_case(ct, pet, tracer)
+        session.clicks = clicks or Clicks()
+        return session.run(time_budget)
+
+
+class Session:
+    """Interactive use: one case, clicks added one at a time, undo and reset."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+        self.ct: Volume | None = None
+        self.pet: Volume | None = None
+        self.tracer: TracerPrediction | None = None
+        self.clicks = Clicks()
+        self._history: list[Clicks] = []
+        self._pre: dict[str, Preprocessed] = {}
+        self.last: Result | None = None
+
+    def set_case(self, ct: Volume, pet: Volume, tracer: str | None = "auto",
+                 ct_name: str = "CT", pet_name: str = "PET") -> TracerPrediction:
+        check_pet(pet, pet_name)
+        self.pet = pet
+        self.ct = resample_to(ct, pet, moving_name=ct_name, reference_name=pet_name)
+        self.tracer = self.pipeline.tracer(pet, tracer, pet_name)
+        self.clicks, self._history, self._pre, self.last = Clicks(), [], {}, None
+        return self.tracer
+
+    def _require_case(self) -> None:
+        if self.pet is None:
+            raise RuntimeError("no case set: call set_case first")
+
+    def add_click(self, point, kind: str = "tumor", time_budget: float | None = None) -> Result:
+        self._require_case()
+        if kind not in ("tumor", "background"):
+            raise ValueError(f"a click is 'tumor' or 'background', got {kind!r}")
+        new = Clicks(self.clicks.tumor + ((tuple(point),) if kind == "tumor" else ()),
+                     self.clicks.background + ((tuple(point),) if kind == "background" else ()))
+        new.check_inside(self.pet.shape, f"{kind} click")
+        self._history.append(self.clicks)
+        self.clicks = new
+        return self.run(time_budget)
+
+    def undo(self, time_budget: float | None = None) -> Result:
+        self._require_case()
+        if self._history:
+            self.clicks = self._history.pop()
+        return self.run(time_budget)
+
+    def reset(self, time_budget: float | None = None) -> Result:
+        self._require_case()
+        self._history, self.clicks = [], Clicks()
+        return self.run(time_budget)
+
+    def run(self, time_budget: float | None = None) -> Result:
+        """The mask for the current clicks (the model chosen by tracer and click count)."""
+        self._require_case()
+        self.clicks.check_inside(self.pet.shape, "clicks")
+        t0 = time.perf_counter()
+        tracer = self.tracer.tracer
+        entry = self.pipeline.model_set.route(tracer, len(self.clicks.background))
+        model = self.pipeline.model(entry)
+        pre = self._pre.get(entry.name)
+        if pre is None or model.encoding.mode == "published":
+            pre = preprocess(model.predictor, self.ct, self.pet, self.clicks)
+            self._pre[entry.name] = pre
+        t1 = time.perf_counter()
+        x = network_input(model.predictor, pre, self.clicks)
+        t2 = time.perf_counter()
+        probs, choice = model.probabilities(x, time_budget)
+        t3 = time.perf_counter()
+        mask = self.pipeline.postprocess(model.to_mask(probs, pre), self.pet, tracer)
+        t4 = time.perf_counter()
+        self.last = Result(mask, self.tracer, entry.name, choice,
+                           {"preprocess": t1 - t0, "clicks": t2 - t1, "network": t3 - t2,
+                            "export": t4 - t3, "total": t4 - t0})
+        return self.last

@@ -1,0 +1,184 @@
+"""The inference pipeline on phantoms with tiny CPU-trained models (the session fixtures)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from petloop.cli import app
+from petloop.inference.modelset import ModelSetError, birth_routing, load_model_set
+from petloop.inference.pipeline import MIRROR_ORDER, Pipeline, Session, choose_mirrors
+from petloop.io.clicks import Clicks, write_clicks
+from petloop.io.layouts import Case, find_cases, write_case
+from petloop.io.volume import Volume, VolumeError, read_volume, write_volume
+from petloop.tracer.classifier import MipClassifier
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="session")
+def model_set(trained, tmp_path_factory):
+    root = tmp_path_factory.mktemp("modelset")
+    torch.save(MipClassifier().state_dict(), root / "tracer_classifier.pt")
+    manifest = {
+        "name": "tiny",
+        "tracer_classifier": "tracer_classifier.pt",
+        "suv_threshold": {"fdg": 1.5, "psma": 1.0},
+        "models": {
+            "fdg_v4": {"folder": str(trained["v4"].parent), "folds": ["all"]},
+            "fdg_v3": {"folder": str(trained["v3"].parent), "folds": ["all"]},
+            "psma_v2": {"folder": str(trained["v2"].parent), "folds": ["all"]},
+        },
+        "routing": birth_routing("fdg_v4", "fdg_v3", "psma_v2"),
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.fixture(scope="session")
+def pipeline(model_set):
+    return Pipeline(load_model_set(model_set))
+
+
+@pytest.fixture(scope="session")
+def case(work):
+    root = work[0]
+    return next(c for c in (f.load() for f in find_cases(root / "phantoms"))
+                if c.label.array.any())
+
+
+def test_routing_follows_the_birth_rule(model_set):
+    ms = load_model_set(model_set)
+    assert ms.route("fdg", 0).name == "fdg_v4" and ms.route("fdg", 4).name == "fdg_v4"
+    assert ms.route("fdg", 5).name == "fdg_v3" and ms.route("fdg", 10).name == "fdg_v3"
+    assert ms.route("psma", 7).name == "psma_v2"
+
+
+def test_manifest_errors_name_what_is_missing(model_set, tmp_path):
+    with pytest.raises(ModelSetError, match="no model set manifest"):
+        load_model_set(tmp_path)
+    bad = json.loads((model_set / "manifest.json").read_text())
+    bad["routing"]["fdg"][0]["model"] = "fdg_v9"
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(ModelSetError, match="names model 'fdg_v9'"):
+        load_model_set(tmp_path)
+    bad = json.loads((model_set / "manifest.json").read_text())
+    bad["models"]["fdg_v4"]["folds"] = [3]
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(ModelSetError, match="fold_3/checkpoint_final.pth is missing"):
+        load_model_set(tmp_path)
+    del bad["routing"]
+    bad["models"]["fdg_v4"]["folds"] = ["all"]
+    (tmp_path / "manifest.json").write_text(json.dumps(bad))
+    with pytest.raises(ModelSetError, match="missing key 'routing'"):
+        load_model_set(tmp_path)
+
+
+def test_tta_budget_choice():
+    assert choose_mirrors(2.0, 0, (0, 1, 2)) == ()
+    assert choose_mirrors(2.0, None, (0, 1, 2)) == ()
+    assert choose_mirrors(2.0, 9.0, (0, 1, 2)) == MIRROR_ORDER[:3]
+    assert choose_mirrors(1.0, 100.0, (0, 1, 2)) == MIRROR_ORDER
+    assert choose_mirrors(1.0, 100.0, (1, 2)) == ((2,), (1,), (2, 1))
+
+
+def test_session_clicks_undo_reset_and_threshold(pipeline, case):
+    session = Session(pipeline)
+    tracer = session.set_case(case.ct, case.pet, "fdg")
+    assert tracer.tracer == "fdg"
+    first = session.run()
+    assert first.model == "fdg_v4" and first.mask.same_grid(case.pet)
+    pre = dict(session._pre)
+    lesion = tuple(int(v) for v in np.argwhere(case.label.array)[0])
+    r1 = session.add_click(lesion, "tumor")
+    assert session.clicks.tumor == (lesion,)
+    assert session._pre["fdg_v4"] is pre["fdg_v4"]  # preprocessing done once per case
+    for n in range(5):
+        session.add_click((n, 0, 0), "background")
+    assert session.last.model == "fdg_v3"  # five background clicks: full-guidance model
+    session.undo()
+    assert len(session.clicks.background) == 4 and session.last.model == "fdg_v4"
+    session.reset()
+    assert len(session.clicks) == 0
+    assert not (r1.mask.array[np.asarray(case.pet.array) < 1.5]).any()
+    with pytest.raises(Exception, match="lies outside"):
+        session.add_click((999, 0, 0), "tumor")
+    assert {"preprocess", "clicks", "network", "export"} <= set(first.seconds)
+
+
+def test_pipeline_mirroring_and_bad_input(pipeline, case):
+    result = pipeline.predict(case.ct, case.pet, Clicks(), "fdg", time_budget=1e6)
+    assert result.tta.mirrors == MIRROR_ORDER  # a generous budget takes all seven
+    far = Volume(case.ct.array, case.ct.spacing, (0.0, 0.0, 5000.0))
+    with pytest.raises(VolumeError, match="do not overlap"):
+        pipeline.predict(far, case.pet, Clicks(), "fdg")
+    nan = case.pet.with_array(np.full(case.pet.shape, np.nan, np.float32))
+    with pytest.raises(Exception, match="NaN"):
+        pipeline.predict(case.ct, nan, Clicks(), "fdg")
+
+
+def test_predict_command_and_empty_clicks(model_set, case, tmp_path):
+    write_volume(case.ct, tmp_path / "ct.nii.gz")
+    write_volume(case.pet, tmp_path / "pet.nii.gz")
+    (tmp_path / "empty.json").write_text("")
+    result = runner.invoke(app, ["predict", "--ct", str(tmp_path / "ct.nii.gz"), "--pet",
+                                 str(tmp_path / "pet.nii.gz"), "--clicks",
+                                 str(tmp_path / "empty.json"), "--models", str(model_set),
+                                 "--tracer", "fdg", "--out", str(tmp_path / "m.nii.gz"),
+                                 "--report", str(tmp_path / "r.json")])
+    assert result.exit_code == 0, result.output
+    mask = read_volume(tmp_path / "m.nii.gz")
+    assert mask.same_grid(case.pet)
+    assert "lesion_count" in json.loads((tmp_path / "r.json").read_text())
+    write_clicks(Clicks(((1, 2, 999),), ()), tmp_path / "bad.json")
+    result = runner.invoke(app, ["predict", "--ct", str(tmp_path / "ct.nii.gz"), "--pet",
+                                 str(tmp_path / "pet.nii.gz"), "--clicks",
+                                 str(tmp_path / "bad.json"), "--models", str(model_set),
+                                 "--out", str(tmp_path / "x.nii.gz")])
+    assert result.exit_code == 2 and "lies outside" in result.output
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_container_entry_point_end_to_end(model_set, case, tmp_path):
+    gc_in = tmp_path / "input"
+    write_case(Case("3f2a-uuid", case.ct, case.pet, clicks=Clicks(((20, 20, 30),),
+                                                                   ((1, 1, 1),))), tmp_path / "x",
+               "gc")
+    (tmp_path / "x" / "3f2a-uuid").rename(gc_in)
+    result = runner.invoke(app, ["gc", "--input", str(gc_in), "--output",
+                                 str(tmp_path / "output"), "--models", str(model_set),
+                                 "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    out = read_volume(tmp_path / "output" / "images" / "tumor-lesion-segmentation" /
+                      "3f2a-uuid.mha")
+    assert out.same_grid(case.pet)
+
+
+def test_interactive_evaluation_with_models(model_set, work, tmp_path):
+    root = work[0]
+    result = runner.invoke(app, ["evaluate", "--data", str(root / "phantoms"), "--models",
+                                 str(model_set), "--clicks", "error-driven", "--tracer", "fdg",
+                                 "--steps", "3", "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert "tiny-error-driven" in summary["models"]
+    preds = sorted((tmp_path / "ev" / "predictions" / "tiny-error-driven").glob("*_step*.nii.gz"))
+    assert len(preds) == 5 * 3
+    clicks = json.loads(next((tmp_path / "ev" / "predictions" / "tiny-error-driven" / "clicks")
+                             .glob("*.json")).read_text())
+    assert len(clicks["tumor"]) <= 2
+
+
+def test_predict_folder_parts(model_set, work, tmp_path):
+    root = work[0]
+    for part in (0, 1):
+        result = runner.invoke(app, ["predict-folder", "--data", str(root / "phantoms"),
+                                     "--out", str(tmp_path / "o"), "--models", str(model_set),
+                                     "--tracer", "fdg", "--num-parts", "2", "--part-id",
+                                     str(part)])
+        assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "o").glob("*.nii.gz"))) == 5
