@@ -182,3 +182,22 @@ def test_predict_folder_parts(model_set, work, tmp_path):
                                      str(part)])
         assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "o").glob("*.nii.gz"))) == 5
+
+
+def test_cross_validation_per_fold(work, tmp_path):
+    """A fold-0 model evaluated on nnU-Net's fold-0 validation cases."""
+    from petloop.nnunet.train import TrainConfig, TrainOptions, train
+
+    root, paths, lesions, _ = work
+    fold0 = train(TrainConfig(901, "Dataset901_Tiny", "v0", fold="0",
+                              plans=lesions.plans_identifier,
+                              options=TrainOptions(epochs=1, iterations=2, val_iterations=1)),
+                  paths)
+    result = runner.invoke(app, ["crossval", "--dataset", "901", "--model",
+                                 str(fold0.parent), "--out", str(tmp_path / "cv"), "--steps",
+                                 "2", "--workdir", str(root), "--folds", "0"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    (entry,) = summary["models"].values()
+    splits = json.loads((lesions.preprocessed / "splits_final.json").read_text())
+    assert entry["cases"] == len(splits[0]["val"])

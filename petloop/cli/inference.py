@@ -141,3 +141,56 @@ def grand_challenge(
     write_volume(result.mask, target)
     err_console.print(json.dumps({"tracer": result.tracer.tracer, "model": result.model,
                                   "tta": result.tta.describe(), "output": str(target)}))
+
+
+@app.command()
+def crossval(
+    dataset: Annotated[int, typer.Option(help="nnU-Net dataset id built with petloop.")],
+    model: Annotated[Path, typer.Option(help="Model folder holding fold_0 .. fold_4.")],
+    out: Annotated[Path, typer.Option(help="Folder for predictions, CSV, JSON and plots.")],
+    folds: Annotated[list[int] | None, typer.Option(help="Folds (default: those present).")]
+    = None,
+    clicks: Annotated[str, typer.Option(help="official or error-driven.")] = "official",
+    steps: Annotated[int, typer.Option(min=1, help="Click steps.")] = 11,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    workdir: Annotated[Path | None, typer.Option(help="petloop work directory.")] = None,
+) -> None:
+    """Cross-validation as in the paper's Table 1: each fold's checkpoint on that fold's
+    validation cases (nnU-Net's split), summarised per click step."""
+    from petloop.cli.nnunet import nnunet_paths
+    from petloop.inference.evaluate import crossval_model_sets, run_steps, validation_cases
+    from petloop.inference.pipeline import Pipeline
+    from petloop.io.layouts import find_cases
+    from petloop.metrics.interactive import evaluate_model, merge, summarize
+    from petloop.metrics.tables import ranking_table, step_table
+    from petloop.nnunet.train import dataset_folder_name
+
+    paths = nnunet_paths(workdir)
+    try:
+        name = dataset_folder_name(dataset, paths)
+        present = sorted(int(p.name[5:]) for p in model.glob("fold_[0-9]"))
+        sets = crossval_model_sets(model, folds or present)
+        all_cases = {f.case_id: f for f in find_cases(paths.raw / name, "nnunet")}
+        pred_dir = out / "predictions" / model.name
+        evaluated = []
+        with progress() as bar:
+            for fold, ms in sets.items():
+                ids = validation_cases(paths.preprocessed / name, fold)
+                cases = [all_cases[i] for i in ids]
+                task = bar.add_task(f"fold {fold}", total=len(cases))
+                run_steps(Pipeline(ms, device), cases, pred_dir, clicks, steps, "case",
+                          progress=lambda _, t=task: bar.advance(t))
+                evaluated += cases
+        ev = merge([evaluate_model(evaluated, pred_dir, model.name, steps)])
+    except (*_errors(), FileNotFoundError) as exc:
+        fail(str(exc))
+    from petloop.io.atomic import write_json_atomic, write_text_atomic
+    from petloop.metrics.interactive import records_csv, to_json_safe
+    from petloop.metrics.plots import plot_curves
+
+    summary = summarize(ev)
+    write_text_atomic(out / "metrics_per_step.csv", records_csv(ev.records))
+    write_json_atomic(out / "summary.json", to_json_safe(summary))
+    plot_curves(summary, out / "curves.png", title=f"Cross-validation of {model.name}")
+    console.print(step_table(summary, None, "Cross-validation: mean per click step"))
+    console.print(ranking_table(summary))

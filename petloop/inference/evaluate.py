@@ -50,3 +50,34 @@ def run_steps(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
         if progress:
             progress(case.case_id)
     return out
+
+
+def crossval_model_sets(model_folder: str | Path, folds: Sequence[int],
+                        checkpoint: str = "checkpoint_final.pth"):
+    """One single-model set per fold of an nnU-Net model folder (every tracer to that fold)."""
+    from .modelset import ModelEntry, ModelSet, Route
+
+    model_folder = Path(model_folder)
+    out = {}
+    for f in folds:
+        ckpt = model_folder / f"fold_{f}" / checkpoint
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"{ckpt}: fold {f} has no checkpoint")
+        entry = ModelEntry(f"fold_{f}", model_folder, (f,), checkpoint)
+        route = (Route(entry.name),)
+        out[f] = ModelSet(model_folder, f"{model_folder.name}-fold{f}", {entry.name: entry},
+                          {"fdg": route, "psma": route})
+    return out
+
+
+def validation_cases(preprocessed_base: str | Path, fold: int) -> list[str]:
+    """The case ids nnU-Net held out for ``fold`` (its splits_final.json)."""
+    import json
+
+    splits = Path(preprocessed_base) / "splits_final.json"
+    if not splits.is_file():
+        raise FileNotFoundError(f"{splits}: no split file; train a numbered fold first")
+    folds = json.loads(splits.read_text())
+    if fold >= len(folds):
+        raise ValueError(f"{splits} has {len(folds)} folds, not fold {fold}")
+    return list(folds[fold]["val"])

@@ -104,13 +104,14 @@ def train(config: TrainConfig, paths: NnunetPaths):
     if config.num_gpus > 1:
         from nnunetv2.run.run_training import run_training
 
-        run_training(config.dataset, config.configuration, config.fold,
+        run_training(config.dataset, config.configuration, str(config.fold),
                      config.trainer_class.__name__, config.plans, None, config.num_gpus,
                      continue_training=config.continue_training, device=device)
         return out
     from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
-    trainer = get_trainer_from_args(config.dataset, config.configuration, config.fold,
+    fold = config.fold if config.fold == "all" else int(config.fold)
+    trainer = get_trainer_from_args(config.dataset, config.configuration, fold,
                                     config.trainer_class.__name__, config.plans,
                                     config.continue_training, device=device)
     maybe_load_checkpoint(trainer, config.continue_training, False, None)
