@@ -173,15 +173,24 @@ def test_interactive_evaluation_with_models(model_set, work, tmp_path):
     assert len(clicks["tumor"]) <= 2
 
 
-def test_predict_folder_parts(model_set, work, tmp_path):
+def test_predict_folder_parts_and_workers(model_set, work, tmp_path):
     root = work[0]
-    for part in (0, 1):
+    for part, processes in ((0, "2"), (1, "0")):
         result = runner.invoke(app, ["predict-folder", "--data", str(root / "phantoms"),
                                      "--out", str(tmp_path / "o"), "--models", str(model_set),
                                      "--tracer", "fdg", "--num-parts", "2", "--part-id",
-                                     str(part)])
+                                     str(part), "--processes", processes])
         assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "o").glob("*.nii.gz"))) == 5
+    # nnU-Net's worker processes give what in-process preprocessing gives
+    result = runner.invoke(app, ["predict-folder", "--data", str(root / "phantoms"), "--out",
+                                 str(tmp_path / "p"), "--models", str(model_set), "--tracer",
+                                 "fdg", "--num-parts", "2", "--part-id", "0", "--processes",
+                                 "0"])
+    assert result.exit_code == 0, result.output
+    for f in (tmp_path / "p").glob("*.nii.gz"):
+        np.testing.assert_array_equal(read_volume(f).array,
+                                      read_volume(tmp_path / "o" / f.name).array)
 
 
 def test_cross_validation_per_fold(work, tmp_path):

@@ -81,13 +81,14 @@ def predict_folder(
     num_parts: Annotated[int, typer.Option(min=1, help="Split the cohort into N parts.")] = 1,
     part_id: Annotated[int, typer.Option(min=0, help="Which part this run does.")] = 0,
     time_budget: Annotated[float | None, typer.Option(help="Seconds for mirroring.")] = None,
+    processes: Annotated[int, typer.Option(min=0, help="nnU-Net preprocessing workers (0: none)."
+                                           )] = 2,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """Segment many cases (with their clicks); --num-parts/--part-id split a cohort across
-    machines."""
-    from petloop.io.clicks import Clicks
+    """Segment many cases (with their clicks); nnU-Net's worker processes preprocess ahead;
+    --num-parts/--part-id split a cohort across machines."""
+    from petloop.inference.batch import predict_cases
     from petloop.io.layouts import LayoutError, find_cases
-    from petloop.io.volume import write_volume
 
     if part_id >= num_parts:
         fail(f"part id {part_id} must be below the number of parts {num_parts}")
@@ -96,14 +97,8 @@ def predict_folder(
         pipeline = _pipeline(models, device)
         with progress() as bar:
             task = bar.add_task(f"predicting part {part_id + 1}/{num_parts}", total=len(cases))
-            for files in cases:
-                case = files.load(with_label=False)
-                c = case.clicks or Clicks()
-                c = c.step(step) if step is not None else c
-                explicit = case.tracer if tracer == "case" else tracer
-                result = pipeline.predict(case.ct, case.pet, c, explicit, time_budget)
-                write_volume(result.mask, out / f"{case.case_id}.nii.gz")
-                bar.advance(task)
+            predict_cases(pipeline, cases, out, step, tracer, time_budget, processes,
+                          progress=lambda _: bar.advance(task))
     except (*_errors(), LayoutError) as exc:
         fail(str(exc))
     console.print(f"wrote {len(cases)} mask(s) to {out}")

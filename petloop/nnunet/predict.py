@@ -57,15 +57,20 @@ def _published_channels(clicks: Clicks, pet: Volume) -> list[np.ndarray]:
     return out
 
 
-def preprocess(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None) -> Preprocessed:
-    """nnU-Net's preprocessing of CT and PET (plus, for published models, the click channels,
-    which then depend on the clicks: call again for new clicks)."""
+def raw_input(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None
+              ) -> tuple[np.ndarray, dict]:
+    """The model's raw input channels in nnU-Net's array order, and their properties."""
     enc = click_encoding(predictor.dataset_json)
     channels = [ct.itk_array().astype(np.float32), pet.itk_array().astype(np.float32)]
     if enc is not None and enc.mode == "published":
         channels += _published_channels(clicks or Clicks(), pet)
-    data = np.stack(channels)
-    props = {"spacing": list(pet.itk_spacing())}
+    return np.stack(channels), {"spacing": list(pet.itk_spacing())}
+
+
+def preprocess(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None) -> Preprocessed:
+    """nnU-Net's preprocessing of CT and PET (plus, for published models, the click channels,
+    which then depend on the clicks: call again for new clicks)."""
+    data, props = raw_input(predictor, ct, pet, clicks)
     pp = predictor.configuration_manager.preprocessor_class(verbose=False)
     data, _, props = pp.run_case_npy(data, None, props, predictor.plans_manager,
                                      predictor.configuration_manager, predictor.dataset_json)
@@ -107,4 +112,4 @@ def predict(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None) ->
 
 
 __all__ = ["Preprocessed", "load_predictor", "network_input", "points_to_array_order",
-           "predict", "preprocess"]
+           "predict", "preprocess", "raw_input"]

@@ -1,0 +1,68 @@
+"""Many cases at once: routed per model, preprocessed by nnU-Net's own worker processes.
+
+Cases are loaded, given their tracer and clicks and routed in this process; each model's cases
+then go, a few at a time, through nnU-Net's ``preprocessing_iterator_fromnpy`` (background
+worker processes preprocess the next cases while the network runs on the current one). With
+``num_processes=0`` everything runs in this process.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from petloop.io.clicks import Clicks
+from petloop.io.layouts import CaseFiles
+from petloop.io.volume import resample_to, write_volume
+from petloop.nnunet.predict import Preprocessed, network_input, preprocess, raw_input
+from petloop.tracer.classifier import check_pet
+
+from .pipeline import Pipeline
+
+
+def predict_cases(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
+                  step: int | None = None, tracer: str | None = "auto",
+                  time_budget: float | None = None, num_processes: int = 2, chunk: int = 4,
+                  progress: Callable[[str], None] | None = None) -> list[Path]:
+    out = Path(out)
+    groups: dict[str, list] = defaultdict(list)
+    for files in cases:
+        case = files.load(with_label=False)
+        check_pet(case.pet, str(files.pet))
+        clicks = case.clicks or Clicks()
+        clicks = clicks.step(step) if step is not None else clicks
+        clicks.check_inside(case.pet.shape, str(files.clicks or "clicks"))
+        ct = resample_to(case.ct, case.pet, moving_name=str(files.ct),
+                         reference_name=str(files.pet))
+        explicit = case.tracer if tracer == "case" else tracer
+        t = pipeline.tracer(case.pet, explicit, str(files.pet)).tracer
+        entry = pipeline.model_set.route(t, len(clicks.background))
+        groups[entry.name].append((case.case_id, ct, case.pet, clicks, t, entry))
+    written = []
+    for jobs in groups.values():
+        model = pipeline.model(jobs[0][5])
+        for start in range(0, len(jobs), chunk):
+            part = jobs[start:start + chunk]
+            by_id = {j[0]: j for j in part}
+            if num_processes > 0:
+                from nnunetv2.inference.data_iterators import preprocessing_iterator_fromnpy
+
+                inputs = [raw_input(model.predictor, j[1], j[2], j[3]) for j in part]
+                items = preprocessing_iterator_fromnpy(
+                    [i[0] for i in inputs], None, [i[1] for i in inputs], [j[0] for j in part],
+                    model.predictor.plans_manager, model.predictor.dataset_json,
+                    model.predictor.configuration_manager, num_processes)
+                ready = ((it["ofile"], Preprocessed(it["data"].numpy(), it["data_properties"],
+                                                    by_id[it["ofile"]][2])) for it in items)
+            else:
+                ready = ((j[0], preprocess(model.predictor, j[1], j[2], j[3])) for j in part)
+            for case_id, pre in ready:
+                _, _, pet, clicks, t, _ = by_id[case_id]
+                probs, _ = model.probabilities(network_input(model.predictor, pre, clicks),
+                                               time_budget)
+                mask = pipeline.postprocess(model.to_mask(probs, pre), pet, t)
+                written.append(write_volume(mask, out / f"{case_id}.nii.gz"))
+                if progress:
+                    progress(case_id)
+    return written
