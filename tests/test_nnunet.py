@@ -312,3 +312,24 @@ def test_totalsegmentator_mapping_and_missing_tool(tmp_path):
     except ImportError:
         with pytest.raises(OrgansError, match="TotalSegmentator is not installed"):
             run_totalsegmentator(tmp_path / "ct.nii.gz", tmp_path / "o.nii.gz")
+
+
+def test_dataset_build_and_train_commands(work, tmp_path):
+    """The command line as the README shows it (small: five phantoms, two iterations)."""
+    from typer.testing import CliRunner
+
+    from petloop.cli import app
+
+    root = work[0]
+    runner = CliRunner()
+    result = runner.invoke(app, ["dataset", "build", "--data", str(root / "phantoms"), "--id",
+                                 "903", "--name", "Cli", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "built Dataset903_Cli: 5 cases (5 with organ labels, 5 with simulated clicks)" in \
+        result.output.replace("\n", " ")
+    result = runner.invoke(app, ["train", "--dataset", "903", "--recipe", "v4", "--epochs", "1",
+                                 "--iters", "2", "--val-iters", "1", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "--dataset", "903", "--recipe", "v7", "--workdir",
+                                 str(tmp_path)])
+    assert result.exit_code == 2 and "unknown recipe 'v7'" in result.output
