@@ -37,17 +37,11 @@ from petloop.nnunet.clickspace import (
     click_encoding,
     with_click_channels,
 )
-from petloop.nnunet.network import NUM_ORGAN_CLASSES
 from petloop.nnunet.options import read_options
 from petloop.nnunet.pretrained import load_pretrained
 
 ORGAN_NETWORK = "petloop.nnunet.network.ResidualEncoderUNetOrgan"
 CUDA = torch.device("cuda")  # nnU-Net's default device argument
-
-
-def petloop_folder(trainer: nnUNetTrainer) -> Path:
-    """``<nnUNet_preprocessed>/<dataset>/petloop``: clicks and preprocessed organ labels."""
-    return Path(trainer.preprocessed_dataset_folder_base) / "petloop"
 
 
 def organ_folder(preprocessed_base: str | Path, data_identifier: str) -> Path:
@@ -102,7 +96,7 @@ class PetloopBase(nnUNetTrainer):
         if save_every is not None:
             self.save_every = int(save_every)
 
-    def _lesion_loss(self, num_classes_dc_ce=None) -> nn.Module:
+    def _lesion_loss(self) -> nn.Module:
         loss = DC_and_CE_loss(
             {"batch_dice": self.configuration_manager.batch_dice, "smooth": self.dice_smooth,
              "do_bg": False, "ddp": self.is_ddp},
@@ -332,7 +326,7 @@ RECIPES = {
 }
 
 __all__ = [
-    "NUM_ORGAN_CLASSES", "RECIPES", "PetloopOrganPretrainTrainer", "PetloopV0Trainer",
+    "RECIPES", "PetloopOrganPretrainTrainer", "PetloopV0Trainer",
     "PetloopV1Trainer", "PetloopV2Trainer", "PetloopV3Trainer", "PetloopV4Trainer",
     "autoPET3_Trainer", "nnUNetTrainer_finetune",
 ]
