@@ -210,3 +210,22 @@ def test_cross_validation_per_fold(work, tmp_path):
     (entry,) = summary["models"].values()
     splits = json.loads((lesions.preprocessed / "splits_final.json").read_text())
     assert entry["cases"] == len(splits[0]["val"])
+
+
+def test_demo_smaller_run(model_set, tmp_path):
+    """The demo's whole path on a small run: phantoms, columns v4, v3, hybrid, v2, report."""
+    result = runner.invoke(app, ["demo", "--models", str(model_set), "--out",
+                                 str(tmp_path / "demo"), "--cases", "3"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert {"v4", "v3", "hybrid"} <= set(summary["models"])
+    hybrid = summary["models"]["hybrid"]["per_step"]["dice"]
+    v4 = summary["models"]["v4"]["per_step"]["dice"]
+    v3 = summary["models"]["v3"]["per_step"]["dice"]
+    for k in range(11):  # the hybrid is v4 below five background clicks, v3 from five on
+        expected = v4[k]["mean"] if k < 5 else v3[k]["mean"]
+        assert hybrid[k]["mean"] == pytest.approx(expected, nan_ok=True)
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "| clicks | Dice" in report and "mip_overlay.png" in report
+    assert (tmp_path / "demo" / "mip_overlay.png").read_bytes()[:4] == b"\x89PNG"
+    assert "FDG phantoms: mean per click step" in result.output

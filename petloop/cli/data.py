@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from petloop.cli import app, console, fail, progress
+from petloop.cli import app, console, err_console, fail, progress
 
 
 @app.command()
@@ -123,12 +123,42 @@ def resample_ct(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's output.")] = Path("demo_out"),
-    cases: Annotated[int, typer.Option(min=1, help="Number of phantom cases.")] = 4,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 2026,
+    cases: Annotated[int, typer.Option(min=1, help="Held-out phantom cases.")] = 6,
+    models: Annotated[Path, typer.Option(help="Model set.")] = Path("models/phantom"),
+    clicks: Annotated[str, typer.Option(help="official or error-driven.")] = "official",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(help="Seed of the held-out phantoms.")] = 9001,
 ) -> None:
-    """Generate a small mixed FDG/PSMA phantom set and preview it."""
-    phantom(out=out / "phantoms", cases=cases, tracer="mixed", seed=seed, shape=(96, 96, 128),
-            spacing=(2.0364, 2.0364, 3.0), layout="autopet", negative_fraction=0.25,
-            lesions=None, preview=True)
+    """The paper's interactive experiment on held-out phantoms with the bundled model set:
+    tables per click step, plots and a report."""
+    if not (models / "manifest.json").is_file():
+        err_console.print(f"[yellow]no model set at {models}[/yellow]: generating phantoms only "
+                          "(train one with scripts/train_phantom_models.sh)")
+        phantom(out=out / "phantoms", cases=cases, tracer="mixed", seed=seed,
+                shape=(96, 96, 128), spacing=(2.0364, 2.0364, 3.0), layout="autopet",
+                negative_fraction=0.25, lesions=None, preview=True)
+        return
+    from petloop.demo import DemoConfig, run_demo
+    from petloop.inference.modelset import ModelSetError
+    from petloop.metrics.tables import negative_table, ranking_table, step_table
 
-
+    config = DemoConfig(models=models, out=out, cases=cases, clicks=clicks, device=device,
+                        seed=seed)
+    try:
+        with progress() as bar:
+            task = bar.add_task("click steps", total=None)
+            result = run_demo(config, lambda text, i, n: bar.update(
+                task, completed=i, total=n, description=text))
+    except (ModelSetError, ValueError) as exc:
+        fail(str(exc))
+    summary = result["summary"]
+    for tracer in ("fdg", "psma"):
+        if any(tracer in e["tracers"] for e in summary["models"].values()):
+            console.print(step_table(summary, tracer, f"{tracer.upper()} phantoms: mean per "
+                                                      "click step"))
+    console.print(ranking_table(summary))
+    neg = negative_table(summary)
+    if neg is not None:
+        console.print(neg)
+    console.print(f"report: {result['report']}; plots: "
+                  + ", ".join(str(p) for p in result["plots"].values()))

@@ -1,0 +1,212 @@
+"""The paper's interactive experiment on held-out phantoms with a model set (``petloop demo``).
+
+Held-out phantoms (a seed never used in training, both tracers, some negative controls) go
+through the 11 click steps with each model of the set as its own column (for FDG the
+stochastic and the full-guidance model and the hybrid that the routing makes of them; for PSMA
+its model), then the metrics module scores them: tables like the paper's Tables 2 and 3, plots,
+and a Markdown report with the tables, the plots and a PET MIP with the predicted mask of one
+case.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from petloop.inference.evaluate import run_steps
+from petloop.inference.modelset import ModelSet, Route, load_model_set
+from petloop.inference.pipeline import Pipeline
+from petloop.io.atomic import write_json_atomic, write_text_atomic
+from petloop.io.clicks import read_clicks
+from petloop.io.layouts import find_cases
+from petloop.io.volume import read_volume
+from petloop.metrics.interactive import evaluate_model, merge, records_csv, summarize, to_json_safe
+from petloop.metrics.plots import plot_curves
+from petloop.phantom import PhantomConfig, write_phantoms
+
+N_STEPS = 11
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    models: Path
+    out: Path = Path("demo_out")
+    cases: int = 6
+    seed: int = 9001  # never used for training phantoms
+    shape: tuple[int, int, int] = (64, 64, 96)
+    spacing: tuple[float, float, float] = (3.0, 3.0, 4.0)
+    negative_fraction: float = 0.2
+    clicks: str = "official"
+    device: str = "cpu"
+    steps: int = N_STEPS
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    tracer: str
+    model_set: ModelSet | None  # None: assembled from other columns by the routing (hybrid)
+
+
+def short_name(model_key: str) -> str:
+    for prefix in ("fdg_", "psma_"):
+        if model_key.startswith(prefix):
+            return model_key[len(prefix):]
+    return model_key
+
+
+def columns(model_set: ModelSet) -> list[Column]:
+    """One column per model and tracer, plus ``hybrid`` where a tracer has several routes."""
+    out = []
+    for tracer, routes in model_set.routing.items():
+        for r in dict.fromkeys(r.model for r in routes):
+            single = ModelSet(model_set.root, r, {r: model_set.models[r]},
+                              {tracer: (Route(r),)}, model_set.suv_threshold,
+                              model_set.tracer_classifier)
+            out.append(Column(short_name(r), tracer, single))
+        if len({r.model for r in routes}) > 1:
+            out.append(Column("hybrid", tracer, None))
+    return out
+
+
+def assemble_hybrid(model_set: ModelSet, tracer: str, case_ids, folders: dict, out: Path,
+                    steps: int) -> Path:
+    """The routing's choice at each step, from the single-model predictions (official clicks
+    are the same for every model, so nothing needs to run again)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for case in case_ids:
+        clicks = read_clicks(next(iter(folders.values())) / "clicks" / f"{case}_clicks.json")
+        for k in range(steps):
+            entry = model_set.route(tracer, len(clicks.step(k).background))
+            shutil.copyfile(folders[short_name(entry.name)] / f"{case}_step{k}.nii.gz",
+                            out / f"{case}_step{k}.nii.gz")
+    return out
+
+
+def mip_overlay(case_files, mask_path: Path, out: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from petloop.io.atomic import write_figure
+    from petloop.tracer.mip import raw_mips
+
+    case = case_files.load()
+    mask = read_volume(mask_path)
+    cor, _ = raw_mips(case.pet)
+    gt_cor, _ = raw_mips(case.label) if case.label is not None else (None, None)
+    pred_cor, _ = raw_mips(mask)
+    sx, _, sz = case.pet.spacing
+    fig, ax = plt.subplots(figsize=(4, 6.5))
+    ax.imshow(cor, cmap="gray_r", vmin=0, vmax=10, aspect=sz / sx, interpolation="nearest")
+    if pred_cor is not None and pred_cor.any():
+        ax.contour(pred_cor, levels=[0.5], colors="red", linewidths=0.9)
+    if gt_cor is not None and gt_cor.any():
+        ax.contour(gt_cor, levels=[0.5], colors="deepskyblue", linewidths=0.7, linestyles="--")
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return write_figure(fig, out, dpi=110)
+
+
+def markdown_table(summary: dict, tracer: str | None, title: str) -> str:
+    models = [m for m, e in summary["models"].items()
+              if tracer is None or tracer in e["tracers"]]
+    if not models:
+        return ""
+    head = "| clicks | " + " | ".join(f"Dice {m}" for m in models) + " | " + " | ".join(
+        f"FPV {m}" for m in models) + " | " + " | ".join(f"FNV {m}" for m in models) + " |"
+    lines = [f"**{title}**", "", head, "|" + "---|" * (1 + 3 * len(models))]
+    for step in range(summary["n_steps"]):
+        cells = []
+        for metric in ("dice", "fpv", "fnv"):
+            for m in models:
+                src = summary["models"][m]
+                src = src if tracer is None else src["tracers"][tracer]
+                v = src["per_step"][metric][step]["mean"]
+                cells.append("NaN" if v is None or v != v else f"{v:.3f}")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | None = None
+             ) -> dict:
+    out = Path(config.out)
+    model_set = load_model_set(config.models)
+    phantoms = out / "phantoms"
+    if phantoms.exists():
+        shutil.rmtree(phantoms)
+    write_phantoms(PhantomConfig(seed=config.seed, tracer="mixed", shape=config.shape,
+                                 spacing=config.spacing,
+                                 negative_fraction=config.negative_fraction),
+                   phantoms, config.cases)
+    cases = find_cases(phantoms)
+    by_tracer = {t: [c for c in cases if c.tracer == t] for t in ("fdg", "psma")}
+    cols = columns(model_set)
+    total = sum(len(by_tracer[c.tracer]) for c in cols if c.model_set is not None)
+    done = 0
+    folders: dict[str, dict[str, Path]] = {}
+    evaluations = []
+    pred_root = out / "predictions"
+    for col in cols:
+        these = by_tracer[col.tracer]
+        if not these:
+            continue
+        folder = pred_root / f"{col.tracer}_{col.name}"
+        if col.model_set is None and config.clicks == "official":
+            assemble_hybrid(model_set, col.tracer, [c.case_id for c in these],
+                            folders[col.tracer], folder, config.steps)
+        else:
+            ms = col.model_set or ModelSet(model_set.root, "hybrid", model_set.models,
+                                           {col.tracer: model_set.routing[col.tracer]},
+                                           model_set.suv_threshold)
+
+            def tick(case_id, col=col):
+                nonlocal done
+                done += 1
+                if progress:
+                    progress(f"{col.tracer} {col.name}: {case_id}", done, total)
+
+            run_steps(Pipeline(ms, config.device), these, folder, config.clicks, config.steps,
+                      "case", progress=tick)
+        folders.setdefault(col.tracer, {})[col.name] = folder
+        evaluations.append(evaluate_model(these, folder, col.name, config.steps))
+    ev = merge(evaluations)
+    summary = summarize(ev)
+    write_text_atomic(out / "metrics_per_step.csv", records_csv(ev.records))
+    write_json_atomic(out / "summary.json", to_json_safe({**summary,
+                                                          "demo": {k: str(v) for k, v in
+                                                                   asdict(config).items()}}))
+    plots = {}
+    for tracer, group in by_tracer.items():
+        if group:
+            plots[tracer] = plot_curves(summary, out / f"curves_{tracer}.png",
+                                        title=f"{model_set.name} on held-out phantoms",
+                                        tracer=tracer)
+    example = next((c for c in by_tracer["fdg"] if c.load().label.array.any()), None)
+    overlay = None
+    if example is not None:
+        best = "hybrid" if "hybrid" in folders["fdg"] else next(iter(folders["fdg"]))
+        last = config.steps - 1
+        overlay = mip_overlay(example, folders["fdg"][best] / f"{example.case_id}_step{last}"
+                              ".nii.gz", out / "mip_overlay.png",
+                              f"{example.case_id}\n{best}, {last} clicks\n"
+                              "red: prediction, blue dashed: truth")
+    negatives = sum(bool(c.read_meta().get("negative_control")) for c in cases)
+    report = [f"# petloop demo: {model_set.name} on held-out phantoms", "",
+              f"{len(cases)} phantoms (seed {config.seed}, never used in training): "
+              f"{len(by_tracer['fdg'])} FDG, {len(by_tracer['psma'])} PSMA ({negatives} "
+              f"negative control(s)); {config.clicks} clicks; mean over cases per click step.", ""]
+    for tracer in ("fdg", "psma"):
+        if by_tracer[tracer]:
+            report.append(markdown_table(summary, tracer, f"{tracer.upper()} phantoms"))
+            report.append(f"![{tracer} curves]({plots[tracer].name})\n")
+    if overlay is not None:
+        report.append(f"![PET MIP with the predicted mask]({overlay.name})\n")
+    write_text_atomic(out / "report.md", "\n".join(report))
+    return {"summary": summary, "report": out / "report.md", "plots": plots,
+            "overlay": overlay, "out": out}
