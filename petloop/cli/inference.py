@@ -189,3 +189,34 @@ def crossval(
     plot_curves(summary, out / "curves.png", title=f"Cross-validation of {model.name}")
     console.print(step_table(summary, None, "Cross-validation: mean per click step"))
     console.print(ranking_table(summary))
+
+
+models_app = typer.Typer(help="Model sets: assemble one from trained nnU-Net model folders.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("export")
+def models_export(
+    out: Annotated[Path, typer.Option(help="Model set folder to write.")],
+    fdg_v4: Annotated[Path, typer.Option(help="Model folder of the stochastic FDG model.")],
+    fdg_v3: Annotated[Path, typer.Option(help="Model folder of the full-guidance FDG model.")],
+    psma_v2: Annotated[Path, typer.Option(help="Model folder of the PSMA model.")],
+    tracer_weights: Annotated[Path | None, typer.Option(help="Tracer classifier weights.")]
+    = None,
+    name: Annotated[str, typer.Option(help="Model set name.")] = "phantom",
+    description: Annotated[str, typer.Option(help="One line on what it is.")] = "",
+    full_precision: Annotated[bool, typer.Option("--full-precision",
+                                                 help="Keep float32 weights.")] = False,
+) -> None:
+    """Assemble a model set (manifest with the BIRTH routing, slim checkpoints, tracer
+    weights)."""
+    from petloop.inference.export import export_model_set, folder_size
+    from petloop.inference.modelset import ModelSetError
+
+    try:
+        path = export_model_set(out, fdg_v4, fdg_v3, psma_v2, tracer_weights, name,
+                                description, half=not full_precision)
+    except (ModelSetError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")

@@ -1,0 +1,96 @@
+"""Assembling a model set folder from trained nnU-Net model folders.
+
+Each model folder is copied with what prediction needs (``plans.json``, ``dataset.json``, the
+fingerprint, the training options, log and curve) and, per fold, a slimmed checkpoint: the
+network weights (optionally in half precision, tensors that share storage kept shared), the
+trainer name, its init arguments and the mirroring axes; no optimizer state.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from petloop.io.atomic import atomic_path, write_json_atomic
+
+from .modelset import MANIFEST, birth_routing, load_model_set
+
+KEEP = ("plans.json", "dataset.json", "dataset_fingerprint.json")
+FOLD_KEEP = ("petloop_train.json", "progress.png")
+
+
+def slim_checkpoint(src: Path, dst: Path, half: bool = True) -> None:
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    converted: dict[int, torch.Tensor] = {}
+    weights = {}
+    for k, v in ckpt["network_weights"].items():
+        key = v.untyped_storage().data_ptr()
+        if key not in converted:
+            converted[key] = v.half() if half and v.is_floating_point() else v.clone()
+        weights[k] = converted[key]
+    slim = {"network_weights": weights, "trainer_name": ckpt["trainer_name"],
+            "init_args": ckpt.get("init_args", {}),
+            "inference_allowed_mirroring_axes": ckpt.get("inference_allowed_mirroring_axes"),
+            "current_epoch": ckpt.get("current_epoch")}
+    with atomic_path(dst) as tmp:
+        torch.save(slim, tmp)
+
+
+def copy_model(folder: Path, dst: Path, half: bool = True) -> list[str]:
+    folder = Path(folder)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in KEEP:
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, dst / name)
+    folds = []
+    for fold_dir in sorted(folder.glob("fold_*")):
+        ckpt = fold_dir / "checkpoint_final.pth"
+        if not ckpt.is_file():
+            continue
+        (dst / fold_dir.name).mkdir(exist_ok=True)
+        slim_checkpoint(ckpt, dst / fold_dir.name / "checkpoint_final.pth", half)
+        for name in FOLD_KEEP:
+            if (fold_dir / name).is_file():
+                shutil.copyfile(fold_dir / name, dst / fold_dir.name / name)
+        for log in sorted(fold_dir.glob("training_log_*.txt"))[-1:]:
+            shutil.copyfile(log, dst / fold_dir.name / "training_log.txt")
+        folds.append(fold_dir.name.removeprefix("fold_"))
+    if not folds:
+        raise FileNotFoundError(f"{folder}: no fold with checkpoint_final.pth")
+    return folds
+
+
+def export_model_set(out: str | Path, fdg_stochastic: Path, fdg_full: Path, psma: Path,
+                     tracer_weights: Path | None = None, name: str = "phantom",
+                     description: str = "", half: bool = True) -> Path:
+    """A model set with the BIRTH routing: fdg_v4 below 5 background clicks, fdg_v3 from 5,
+    psma_v2 for PSMA."""
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    models = {}
+    for key, folder in (("fdg_v4", fdg_stochastic), ("fdg_v3", fdg_full), ("psma_v2", psma)):
+        folds = copy_model(Path(folder), out / key / Path(folder).name, half)
+        models[key] = {"folder": f"{key}/{Path(folder).name}",
+                       "folds": [f if f == "all" else int(f) for f in folds]}
+    manifest = {"name": name, "description": description,
+                "suv_threshold": {"fdg": 1.5, "psma": 1.0}, "models": models,
+                "routing": birth_routing("fdg_v4", "fdg_v3", "psma_v2")}
+    if tracer_weights is not None:
+        shutil.copyfile(tracer_weights, out / "tracer_classifier.pt")
+        if Path(tracer_weights).with_suffix(".json").is_file():
+            shutil.copyfile(Path(tracer_weights).with_suffix(".json"),
+                            out / "tracer_classifier.json")
+        manifest["tracer_classifier"] = "tracer_classifier.pt"
+    write_json_atomic(out / MANIFEST, manifest)
+    load_model_set(out)  # the result must be a valid model set
+    return out
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+__all__ = ["copy_model", "export_model_set", "folder_size", "slim_checkpoint"]

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Retrain the bundled phantom model set (models/phantom) with the BIRTH recipes.
+#
+#   scripts/train_phantom_models.sh [cpu|cuda]
+#
+# Phantoms (64 x 64 x 96 voxels at 3 x 3 x 4 mm) for FDG and PSMA, a CT-only organ task for the
+# single-channel pretraining, then v4 and v3 (FDG, organ supervision) and v2 (PSMA) fine-tuned
+# from it, the tracer classifier, and the model set with the BIRTH routing. Sizes can be set with
+# FDG_CASES, PSMA_CASES, TRACER_CASES (0: no tracer classifier), PRE_EPOCHS, EPOCHS, ITERS,
+# VAL_ITERS and PROCESSES; the work goes to $WORK, the model set to $OUT.
+set -euo pipefail
+DEVICE=${1:-cpu}
+PETLOOP=${PETLOOP:-.venv/bin/petloop}
+WORK=${WORK:-petloop_work/phantom_models}
+OUT=${OUT:-models/phantom}
+FDG_CASES=${FDG_CASES:-40}
+PSMA_CASES=${PSMA_CASES:-30}
+TRACER_CASES=${TRACER_CASES:-80}
+PRE_EPOCHS=${PRE_EPOCHS:-12}
+EPOCHS=${EPOCHS:-40}
+ITERS=${ITERS:-50}
+VAL_ITERS=${VAL_ITERS:-10}
+PROCESSES=${PROCESSES:-2}
+GEOM=(--shape 64 64 96 --spacing 3 3 4)
+PLANS=Dataset601_PhantomFDG/petloopCPUPlans
+RES=$WORK/nnUNet_results
+
+$PETLOOP phantom --out "$WORK/fdg" --cases "$FDG_CASES" --tracer fdg --seed 101 "${GEOM[@]}" \
+    --negative-fraction 0.1
+$PETLOOP phantom --out "$WORK/psma" --cases "$PSMA_CASES" --tracer psma --seed 102 "${GEOM[@]}" \
+    --negative-fraction 0.1
+if [ "$TRACER_CASES" -gt 0 ]; then
+  $PETLOOP phantom --out "$WORK/tracer" --cases "$TRACER_CASES" --tracer mixed --seed 103 \
+      "${GEOM[@]}"
+fi
+
+BUILD=(--workdir "$WORK" --processes "$PROCESSES")
+$PETLOOP dataset build --data "$WORK/fdg" --id 601 --name PhantomFDG "${BUILD[@]}"
+$PETLOOP dataset build --data "$WORK/psma" --id 602 --name PhantomPSMA --plans-from "$PLANS" \
+    "${BUILD[@]}"
+$PETLOOP dataset build --data "$WORK/fdg" --id 603 --name PhantomOrgans --task organs \
+    --plans-from "$PLANS" "${BUILD[@]}"
+
+RUN=(--device "$DEVICE" --workdir "$WORK" --iters "$ITERS" --val-iters "$VAL_ITERS")
+$PETLOOP train --dataset 603 --recipe pretrain --epochs "$PRE_EPOCHS" "${RUN[@]}"
+PRE=$RES/Dataset603_PhantomOrgans/PetloopOrganPretrainTrainer__petloopCPUPlans__3d_fullres/fold_all/checkpoint_final.pth
+$PETLOOP train --dataset 601 --recipe v4 --epochs "$EPOCHS" --pretrained "$PRE" "${RUN[@]}"
+$PETLOOP train --dataset 601 --recipe v3 --epochs "$EPOCHS" --pretrained "$PRE" "${RUN[@]}"
+$PETLOOP train --dataset 602 --recipe v2 --epochs "$EPOCHS" --pretrained "$PRE" "${RUN[@]}"
+
+TRACER=()
+if [ "$TRACER_CASES" -gt 0 ]; then
+  $PETLOOP tracer train --data "$WORK/tracer" --out "$WORK/tracer_classifier.pt" --half \
+      --device "$DEVICE"
+  TRACER=(--tracer-weights "$WORK/tracer_classifier.pt")
+fi
+
+$PETLOOP models export --out "$OUT" \
+    --fdg-v4 "$RES/Dataset601_PhantomFDG/PetloopV4Trainer__petloopCPUPlans__3d_fullres" \
+    --fdg-v3 "$RES/Dataset601_PhantomFDG/PetloopV3Trainer__petloopCPUPlans__3d_fullres" \
+    --psma-v2 "$RES/Dataset602_PhantomPSMA/PetloopV2Trainer__petloopCPUPlans__3d_fullres" \
+    "${TRACER[@]}" --name phantom \
+    --description "trained on synthetic phantoms only: not for patients"
