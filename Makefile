@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/petloop demo --out $(DEMO_OUT)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check petloop tests bench
+	$(VENV)/bin/ruff check petloop tests bench scripts
 
 test: lint
 	$(PY) -m pytest -q
