@@ -14,10 +14,11 @@ from pathlib import Path
 
 from petloop.clicks.schedules import ClickSchedule
 from petloop.io.atomic import write_json_atomic
+from petloop.nnunet.clickspace import click_encoding, with_click_channels
 from petloop.nnunet.options import OPTIONS_FILE, TrainOptions, read_options
 from petloop.nnunet.paths import NnunetPaths, dataset_name
-from petloop.nnunet.pretrained import CheckpointMismatch, _read
-from petloop.nnunet.trainers import RECIPES, OrganSupervision
+from petloop.nnunet.pretrained import CheckpointMismatch, _read, load_pretrained
+from petloop.nnunet.trainers import RECIPES, OnlineClicks, OrganSupervision
 
 
 class TrainingError(ValueError):
@@ -57,6 +58,19 @@ class TrainConfig:
                 f"fold_{fold}")
 
 
+def _network(cls, pm, configuration: str, base: Path):
+    """The network the trainer will build (to try pretrained weights on it first)."""
+    from nnunetv2.utilities.label_handling.label_handling import determine_num_input_channels
+
+    dataset_json = json.loads((base / "dataset.json").read_text())
+    if issubclass(cls, OnlineClicks) and click_encoding(dataset_json) is None:
+        dataset_json = with_click_channels(dataset_json, cls.click_settings)
+    cm = pm.get_configuration(configuration)
+    n_in = determine_num_input_channels(pm, cm, dataset_json)
+    n_out = pm.get_label_manager(dataset_json).num_segmentation_heads
+    return cls.build_network_architecture(pm, cm, n_in, n_out, True)
+
+
 def check(config: TrainConfig, paths: NnunetPaths) -> None:
     """Everything that can be wrong, before a trainer is made."""
     base = paths.preprocessed / config.dataset
@@ -72,15 +86,17 @@ def check(config: TrainConfig, paths: NnunetPaths) -> None:
         ClickSchedule.get(config.options.schedule)
     if config.fold != "all" and not 0 <= int(config.fold) < 5:
         raise TrainingError(f"fold must be 0-4 or 'all', got {config.fold}")
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(str(plans_file))
     if config.options.pretrained is not None:
         try:
-            _read(config.options.pretrained)
+            weights = _read(config.options.pretrained)
+            load_pretrained(_network(cls, pm, config.configuration, base), weights,
+                            source=str(config.options.pretrained))
         except CheckpointMismatch as exc:
             raise TrainingError(str(exc)) from exc
     if issubclass(cls, OrganSupervision):
-        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
-        pm = PlansManager(str(plans_file))
         ident = pm.get_configuration(config.configuration).data_identifier
         organs = base / "petloop" / "organs" / ident
         cases = sorted(p.name[: -len(".pkl")] for p in (base / ident).glob("*.pkl"))
