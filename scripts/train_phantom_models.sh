@@ -7,7 +7,7 @@
 # single-channel pretraining, then v4 and v3 (FDG, organ supervision) and v2 (PSMA) fine-tuned
 # from it, the tracer classifier, and the model set with the BIRTH routing. Sizes can be set with
 # FDG_CASES, PSMA_CASES, TRACER_CASES (0: no tracer classifier), PRE_EPOCHS, EPOCHS, ITERS,
-# VAL_ITERS, PROCESSES and LR (the recipes' own learning rate when empty); the work goes to
+# VAL_ITERS, PROCESSES, LR and ORGAN_WEIGHT (the recipes' own when empty); the work goes to
 # $WORK, the model set to $OUT.
 set -euo pipefail
 DEVICE=${1:-cpu}
@@ -23,6 +23,7 @@ ITERS=${ITERS:-50}
 VAL_ITERS=${VAL_ITERS:-10}
 PROCESSES=${PROCESSES:-2}
 LR=${LR:-}
+ORGAN_WEIGHT=${ORGAN_WEIGHT:-}
 GEOM=(--shape 64 64 96 --spacing 3 3 4)
 PLANS=Dataset601_PhantomFDG/petloopCPUPlans
 RES=$WORK/nnUNet_results
@@ -45,6 +46,7 @@ $PETLOOP dataset build --data "$WORK/fdg" --id 603 --name PhantomOrgans --task o
 
 RUN=(--device "$DEVICE" --workdir "$WORK" --iters "$ITERS" --val-iters "$VAL_ITERS")
 if [ -n "$LR" ]; then RUN+=(--lr "$LR"); fi
+if [ -n "$ORGAN_WEIGHT" ]; then RUN+=(--organ-weight "$ORGAN_WEIGHT"); fi
 $PETLOOP train --dataset 603 --recipe pretrain --epochs "$PRE_EPOCHS" "${RUN[@]}"
 PRE=$RES/Dataset603_PhantomOrgans/PetloopOrganPretrainTrainer__petloopCPUPlans__3d_fullres/fold_all/checkpoint_final.pth
 $PETLOOP train --dataset 601 --recipe v4 --epochs "$EPOCHS" --pretrained "$PRE" "${RUN[@]}"

@@ -339,3 +339,17 @@ def test_dataset_build_and_train_commands(work, tmp_path):
     result = runner.invoke(app, ["train", "--dataset", "903", "--recipe", "v7", "--workdir",
                                  str(tmp_path)])
     assert result.exit_code == 2 and "unknown recipe 'v7'" in result.output
+
+
+def test_organ_supervised_loss_parts_and_weight():
+    from petloop.nnunet.trainers import OrganSupervisedLoss
+
+    class Sum(torch.nn.Module):
+        def forward(self, out, target):
+            return sum(o.sum() * 0 + t.float().sum() for o, t in zip(out, target, strict=True))
+
+    target = [torch.stack([torch.ones(2, 4, 4), 2 * torch.ones(2, 4, 4)], 1)]  # lesion 1, organ 2
+    out = ([torch.zeros(2, 2, 4, 4)], [torch.zeros(2, 11, 4, 4)])
+    loss = OrganSupervisedLoss(Sum(), Sum(), organ_weight=0.25)
+    assert loss(out, target).item() == 32 + 0.25 * 64
+    assert loss(out[0], target).item() == 32  # lesion output only: the lesion loss alone

@@ -18,6 +18,7 @@ class TrainOptions:
     schedule: str | None = None
     pretrained: str | None = None
     save_every: int | None = None
+    organ_weight: float | None = None
 
 
 def read_options(output_folder: str | Path | None) -> TrainOptions:

@@ -72,6 +72,8 @@ class PetloopBase(nnUNetTrainer):
         """Apply the run options, build everything (nnU-Net), then load pretrained weights."""
         o = self.petloop_options
         self.configure(o.epochs, o.iterations, o.val_iterations, o.lr, o.save_every)
+        if o.organ_weight is not None and hasattr(self, "organ_weight"):
+            self.organ_weight = float(o.organ_weight)
         if o.schedule is not None and hasattr(self, "set_schedule"):
             self.set_schedule(o.schedule)
         super().initialize()
@@ -192,9 +194,9 @@ class OrganSupervisedLoss(nn.Module):
     """Lesion loss on target channel 0 plus organ loss on channel 1 (1:1). With lesion-only
     network output (validation) only the lesion loss is computed."""
 
-    def __init__(self, lesion: nn.Module, organ: nn.Module):
+    def __init__(self, lesion: nn.Module, organ: nn.Module, organ_weight: float = 1.0):
         super().__init__()
-        self.lesion, self.organ = lesion, organ
+        self.lesion, self.organ, self.organ_weight = lesion, organ, organ_weight
 
     def forward(self, output, target):
         def part(t, sl):
@@ -202,8 +204,8 @@ class OrganSupervisedLoss(nn.Module):
 
         if isinstance(output, tuple):
             lesion_out, organ_out = output
-            return self.lesion(lesion_out, part(target, slice(0, 1))) + self.organ(
-                organ_out, part(target, slice(1, 2)))
+            return self.lesion(lesion_out, part(target, slice(0, 1))) + self.organ_weight * \
+                self.organ(organ_out, part(target, slice(1, 2)))
         return self.lesion(output, part(target, slice(0, 1)))
 
 
@@ -211,6 +213,7 @@ class OrganSupervision:
     """Mixin: the organ head of the autoPET III winner, trained on 10 organ classes."""
 
     ct_misalignment = True
+    organ_weight = 1.0  # organ loss : lesion loss (1:1 as published)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = CUDA):
@@ -237,7 +240,8 @@ class OrganSupervision:
             {"batch_dice": self.configuration_manager.batch_dice, "smooth": 0, "do_bg": False,
              "ddp": self.is_ddp}, {}, weight_ce=1, weight_dice=1, ignore_label=None,
             dice_class=MemoryEfficientSoftDiceLoss)
-        return OrganSupervisedLoss(self._lesion_loss(), self._deep_supervision(organ))
+        return OrganSupervisedLoss(self._lesion_loss(), self._deep_supervision(organ),
+                                   self.organ_weight)
 
     def on_train_start(self):
         folder = Path(self.folder_with_segs_from_previous_stage)
