@@ -187,7 +187,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
             plots[tracer] = plot_curves(summary, out / f"curves_{tracer}.png",
                                         title=f"{model_set.name} on held-out phantoms",
                                         tracer=tracer)
-    example = next((c for c in by_tracer["fdg"] if c.load().label.array.any()), None)
+    example = next((c for c in by_tracer["fdg"]
+                    if c.label is not None and read_volume(c.label).array.any()), None)
     overlay = None
     if example is not None:
         best = "hybrid" if "hybrid" in folders["fdg"] else next(iter(folders["fdg"]))

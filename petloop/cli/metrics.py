@@ -76,25 +76,29 @@ def evaluate(
     from petloop.metrics.plots import plot_curves
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 
+    if models is None and not pred:
+        fail("give --pred folders or --models")
+    try:
+        cases = find_cases(data, layout)
+    except LayoutError as exc:
+        fail(str(exc))
     runs = []
     if models is not None:
         from petloop.inference.evaluate import run_steps
         from petloop.inference.modelset import ModelSetError, load_model_set
         from petloop.inference.pipeline import Pipeline
-        from petloop.io.layouts import find_cases as _find
         from petloop.tracer.classifier import TracerError
 
         try:
             model_set = load_model_set(models)
-            found = _find(data, layout)
             name = f"{model_set.name}-{clicks}"
             with progress() as bar:
                 task = bar.add_task(f"running {model_set.name} ({clicks} clicks)",
-                                    total=len(found))
-                folder = run_steps(Pipeline(model_set, device), found,
+                                    total=len(cases))
+                folder = run_steps(Pipeline(model_set, device), cases,
                                    out / "predictions" / name, clicks, steps, tracer,
                                    time_budget, progress=lambda _: bar.advance(task))
-        except (ModelSetError, TracerError, ValueError) as exc:
+        except (ModelSetError, TracerError, VolumeError, ValueError) as exc:
             fail(str(exc))
         runs.append((name, folder))
     for item in pred or []:
@@ -104,17 +108,14 @@ def evaluate(
         if not Path(folder).is_dir():
             fail(f"{folder}: no such predictions folder")
         runs.append((name, Path(folder)))
-    if not runs:
-        fail("give --pred folders or --models")
     try:
-        cases = find_cases(data, layout)
         evaluations = []
         with progress() as bar:
             for name, folder in runs:
                 task = bar.add_task(f"evaluating {name}", total=len(cases))
                 evaluations.append(evaluate_model(cases, folder, name, steps, label,
                                                   progress=lambda t=task: bar.advance(t)))
-    except (LayoutError, MaskError, VolumeError) as exc:
+    except (MaskError, VolumeError) as exc:
         fail(str(exc))
     ev = merge(evaluations)
     summary = summarize(ev)

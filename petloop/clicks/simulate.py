@@ -137,24 +137,18 @@ def percentile_outside(pet: np.ndarray, label: np.ndarray, q: float = PERCENTILE
     gamma = virtual - lo
     # the k-th smallest value is the (n - 1 - k)-th largest: only the top values are needed
     need = n - lo
-    values = pet[outside] if need > n // 4 else None
-    if values is None:
+    if need <= n // 4:
         # a threshold low enough to keep the top `need` values, from a strided sample
         flat = pet.ravel(order="K")
-        sample = flat[:: max(1, flat.size // 200_000)]
-        cut = np.quantile(sample, max(0.0, 1 - 4 * need / n - 0.01))
-        keep = (pet >= cut) & outside
-        if np.count_nonzero(keep) >= need:
-            values = pet[keep]
-            k_lo = values.size - need  # rank of the lo-th value within the kept ones
-            part = np.partition(values, [k_lo, min(k_lo + 1, values.size - 1)])
-            a = np.float64(part[k_lo])
-            b = np.float64(part[min(k_lo + (hi - lo), values.size - 1)])
-            return float(_lerp(a, b, gamma))
-        values = pet[outside]
-    part = np.partition(values, [lo, hi])
+        cut = np.quantile(flat[:: max(1, flat.size // 200_000)], max(0.0, 1 - 4 * need / n - 0.01))
+        top = pet[(pet >= cut) & outside]
+        if top.size >= need:
+            k_lo = top.size - need  # rank of the lo-th value among the kept ones
+            k_hi = min(k_lo + (hi - lo), top.size - 1)
+            part = np.partition(top, [k_lo, k_hi])
+            return float(_lerp(np.float64(part[k_lo]), np.float64(part[k_hi]), gamma))
+    part = np.partition(pet[outside], [lo, hi])
     return float(_lerp(np.float64(part[lo]), np.float64(part[hi]), gamma))
-
 
 def _lerp(a, b, t):
     """NumPy's interpolation of ``np.percentile`` (the form changes at t = 0.5)."""

@@ -218,14 +218,8 @@ def to_json_safe(obj):
     return obj
 
 
-def check_inputs(cases: Sequence[CaseFiles]) -> None:
-    for files in cases:
-        if files.label is None:
-            raise MaskError(f"case {files.case_id} has no ground-truth label ({files.pet.parent})")
-
-
 __all__ = [
-    "Evaluation", "MaskError", "StepRecord", "VolumeError", "case_curves", "check_inputs",
+    "Evaluation", "MaskError", "StepRecord", "VolumeError", "case_curves",
     "evaluate_model", "load_mask", "merge", "per_step", "prediction_path", "ranking",
     "records_csv", "summarize", "to_json_safe",
 ]

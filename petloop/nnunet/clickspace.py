@@ -182,6 +182,5 @@ class ClickSource:
             # data-loading workers are seeded by batchgenerators through NumPy's global state
             seed = np.random.randint(2**31)  # noqa: NPY002
             k = int(self.schedule.sample(np.random.default_rng(seed)))
-        pre = clicks_in_preprocessed(self.clicks_for(identifier).step(k), properties,
-                                     self.transpose_forward, shape)
-        return pre
+        return clicks_in_preprocessed(self.clicks_for(identifier).step(k), properties,
+                                      self.transpose_forward, shape)

@@ -16,7 +16,7 @@ import numpy as np
 
 from petloop.clicks.encode import gaussian_heatmap
 from petloop.io.clicks import Clicks
-from petloop.io.volume import Volume, points_to_array_order
+from petloop.io.volume import Volume
 from petloop.nnunet.clickspace import click_encoding, clicks_in_preprocessed
 
 
@@ -111,5 +111,5 @@ def predict(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None) ->
     return logits_to_mask(predictor, logits, pre)
 
 
-__all__ = ["Preprocessed", "load_predictor", "network_input", "points_to_array_order",
-           "predict", "preprocess", "raw_input"]
+__all__ = ["Preprocessed", "load_predictor", "network_input", "predict", "preprocess",
+           "raw_input"]

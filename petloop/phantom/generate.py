@@ -8,7 +8,6 @@ and re-rendered.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -235,8 +234,3 @@ def write_phantoms(config: PhantomConfig, out: str | Path, cases: int, layout: s
     write_json_atomic(out / "phantom_config.json", config.to_json())
     return written
 
-
-def read_case_info(files: CaseFiles) -> dict:
-    if files.meta is None:
-        return {}
-    return json.loads(files.meta.read_text(encoding="utf-8"))
