@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
 import pytest
+import torch
 
+from petloop.inference.modelset import birth_routing
 from petloop.io.volume import Volume
 from petloop.nnunet.dataset import BuildConfig, build_dataset
 from petloop.nnunet.paths import NnunetPaths
 from petloop.nnunet.train import TrainConfig, TrainOptions, train
 from petloop.phantom import PhantomConfig, generate_case, write_phantoms
+from petloop.tracer.classifier import MipClassifier
 
 SMALL = (48, 48, 64)
 SMALL_SPACING = (4.0, 4.0, 6.0)
@@ -76,3 +80,20 @@ def trained(work):
     return out
 
 
+@pytest.fixture(scope="session")
+def model_set(trained, tmp_path_factory):
+    root = tmp_path_factory.mktemp("modelset")
+    torch.save(MipClassifier().state_dict(), root / "tracer_classifier.pt")
+    manifest = {
+        "name": "tiny",
+        "tracer_classifier": "tracer_classifier.pt",
+        "suv_threshold": {"fdg": 1.5, "psma": 1.0},
+        "models": {
+            "fdg_v4": {"folder": str(trained["v4"].parent), "folds": ["all"]},
+            "fdg_v3": {"folder": str(trained["v3"].parent), "folds": ["all"]},
+            "psma_v2": {"folder": str(trained["v2"].parent), "folds": ["all"]},
+        },
+        "routing": birth_routing("fdg_v4", "fdg_v3", "psma_v2"),
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root

@@ -6,37 +6,16 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from petloop.cli import app
-from petloop.inference.modelset import ModelSetError, birth_routing, load_model_set
+from petloop.inference.modelset import ModelSetError, load_model_set
 from petloop.inference.pipeline import MIRROR_ORDER, Pipeline, Session, choose_mirrors
 from petloop.io.clicks import Clicks, write_clicks
 from petloop.io.layouts import Case, find_cases, write_case
 from petloop.io.volume import Volume, VolumeError, read_volume, write_volume
-from petloop.tracer.classifier import MipClassifier
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="session")
-def model_set(trained, tmp_path_factory):
-    root = tmp_path_factory.mktemp("modelset")
-    torch.save(MipClassifier().state_dict(), root / "tracer_classifier.pt")
-    manifest = {
-        "name": "tiny",
-        "tracer_classifier": "tracer_classifier.pt",
-        "suv_threshold": {"fdg": 1.5, "psma": 1.0},
-        "models": {
-            "fdg_v4": {"folder": str(trained["v4"].parent), "folds": ["all"]},
-            "fdg_v3": {"folder": str(trained["v3"].parent), "folds": ["all"]},
-            "psma_v2": {"folder": str(trained["v2"].parent), "folds": ["all"]},
-        },
-        "routing": birth_routing("fdg_v4", "fdg_v3", "psma_v2"),
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
 
 
 @pytest.fixture(scope="session")

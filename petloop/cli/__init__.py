@@ -62,6 +62,7 @@ from petloop.cli import data as _data  # noqa: E402,F401
 from petloop.cli import inference as _inference  # noqa: E402,F401
 from petloop.cli import metrics as _metrics  # noqa: E402,F401
 from petloop.cli import nnunet as _nnunet  # noqa: E402,F401
+from petloop.cli import server as _server  # noqa: E402,F401
 from petloop.cli import tracer as _tracer  # noqa: E402,F401
 
 

@@ -1,0 +1,52 @@
+"""``petloop serve``: the browser viewer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from petloop.cli import app, err_console, fail
+from petloop.cli.inference import DEFAULT_MODELS, Models, _errors, _pipeline
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@app.command()
+def serve(
+    models: Models = DEFAULT_MODELS,
+    data: Annotated[Path | None, typer.Option(
+        help="Folder of cases to offer (autopet, nnunet or gc layout).")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless told "
+                                      "otherwise.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    time_budget: Annotated[float | None, typer.Option(
+        help="Seconds per click for test-time mirroring (0 or none: no mirroring).")] = None,
+    max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest upload (CT and PET "
+                                                 "together).")] = 1024.0,
+    session_ttl: Annotated[float, typer.Option(min=10, help="Seconds a session lives without "
+                                               "a request.")] = 3600.0,
+    max_sessions: Annotated[int, typer.Option(min=1)] = 16,
+) -> None:
+    """Serve the viewer: open a case (or upload CT and PET), click, and watch the mask update."""
+    import uvicorn
+
+    from petloop.io.layouts import LayoutError, find_cases
+    from petloop.server.app import ServerConfig, create_app
+
+    try:
+        pipeline = _pipeline(models, device)
+        if data is not None:
+            n = len(find_cases(data))
+            err_console.print(f"{n} cases in {data}")
+    except (*_errors(), LayoutError) as exc:
+        fail(str(exc))
+    if host not in LOOPBACK:
+        err_console.print(f"[yellow]serving on {host}: anyone who can reach this address can "
+                          "open the cases and upload images[/yellow]")
+    config = ServerConfig(data=data, ttl_seconds=session_ttl, max_sessions=max_sessions,
+                          max_upload_mb=max_upload_mb, time_budget=time_budget)
+    err_console.print(f"viewer at http://{host}:{port}/ (API schema at /docs)")
+    uvicorn.run(create_app(pipeline, config), host=host, port=port, log_level="warning")
