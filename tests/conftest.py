@@ -15,6 +15,12 @@ from petloop.nnunet.train import TrainConfig, TrainOptions, train
 from petloop.phantom import PhantomConfig, generate_case, write_phantoms
 from petloop.tracer.classifier import MipClassifier
 
+
+def pytest_addoption(parser):
+    parser.addoption("--screenshots", default=None,
+                     help="folder to keep the viewer test's screenshots in")
+
+
 SMALL = (48, 48, 64)
 SMALL_SPACING = (4.0, 4.0, 6.0)
 

@@ -18,6 +18,7 @@ const state = {
   pos: [0, 0, 0],     // crosshair (i, j, k)
   flips: { i: false, j: false, k: true },
   pending: [],        // clicks sent, not yet answered
+  inflight: 0,        // changes sent, not yet drawn
   lastRoundTrip: null,
 };
 window.petloop = state;  // for tests and the console
@@ -345,6 +346,7 @@ function showReport(rep) {
 async function change(path, options, what, pendingClick = null) {
   if (!state.session) return;
   const t0 = performance.now();
+  state.inflight += 1;
   if (pendingClick) state.pending.push(pendingClick);
   drawAll();
   status(`${what}...`, "busy");
@@ -362,6 +364,7 @@ async function change(path, options, what, pendingClick = null) {
   } finally {
     if (pendingClick) state.pending.splice(state.pending.indexOf(pendingClick), 1);
     drawAll();
+    state.inflight -= 1;
   }
 }
 
@@ -445,6 +448,18 @@ function bindControls() {
   });
   window.addEventListener("resize", drawAll);
 }
+
+// a small handle for scripts and tests: move the crosshair, find a voxel on the screen
+window.petloopViewer = {
+  state,
+  goTo(p) { state.pos = p.slice(); drawAll(); },
+  screenPoint(view, p) {
+    const canvas = $(`view-${view}`);
+    const [x, y] = screenOf(layout(canvas, view), p);
+    const r = canvas.getBoundingClientRect();
+    return [r.left + x * r.width / canvas.width, r.top + y * r.height / canvas.height];
+  },
+};
 
 bindControls();
 loadCases().then(() => status("Pick a case and press Open, or upload CT and PET.")).catch((err) => status(`Cannot list cases: ${err.message}`, "error"));
