@@ -6,6 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.petloop-installed
 DEMO_OUT ?= demo_out
+# the viewer's browser test drives Debian's Chromium (browsers cannot be downloaded)
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: install demo test lint bench clean
 
@@ -25,7 +27,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check petloop tests bench scripts
 
-test: lint
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	$$sudo apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver
+
+test: lint $(CHROMIUM)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -27,6 +27,7 @@ from petloop.metrics.plots import plot_curves
 from petloop.phantom import PhantomConfig, write_phantoms
 
 N_STEPS = 11
+ERROR_DRIVEN = "hybrid_error_driven"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class DemoConfig:
     clicks: str = "official"
     device: str = "cpu"
     steps: int = N_STEPS
+    compare_error_driven: bool = True  # also run the FDG hybrid with error-driven clicks
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,11 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     cases = find_cases(phantoms)
     by_tracer = {t: [c for c in cases if c.tracer == t] for t in ("fdg", "psma")}
     cols = columns(model_set)
-    total = sum(len(by_tracer[c.tracer]) for c in cols if c.model_set is not None)
+    if config.clicks == "official" and config.compare_error_driven and by_tracer["fdg"] and \
+            "fdg" in model_set.routing:
+        cols.append(Column(ERROR_DRIVEN, "fdg", None))
+    total = sum(len(by_tracer[c.tracer]) for c in cols
+                if c.model_set is not None or c.name == ERROR_DRIVEN)
     done = 0
     folders: dict[str, dict[str, Path]] = {}
     evaluations = []
@@ -157,7 +163,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
         if not these:
             continue
         folder = pred_root / f"{col.tracer}_{col.name}"
-        if col.model_set is None and config.clicks == "official":
+        mode = "error-driven" if col.name == ERROR_DRIVEN else config.clicks
+        if col.model_set is None and mode == "official":
             assemble_hybrid(model_set, col.tracer, [c.case_id for c in these],
                             folders[col.tracer], folder, config.steps)
         else:
@@ -171,7 +178,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
                 if progress:
                     progress(f"{col.tracer} {col.name}: {case_id}", done, total)
 
-            run_steps(Pipeline(ms, config.device), these, folder, config.clicks, config.steps,
+            run_steps(Pipeline(ms, config.device), these, folder, mode, config.steps,
                       "case", progress=tick)
         folders.setdefault(col.tracer, {})[col.name] = folder
         evaluations.append(evaluate_model(these, folder, col.name, config.steps))
@@ -208,6 +215,82 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
             report.append(f"![{tracer} curves]({plots[tracer].name})\n")
     if overlay is not None:
         report.append(f"![PET MIP with the predicted mask]({overlay.name})\n")
-    write_text_atomic(out / "report.md", "\n".join(report))
+    found = findings(summary, config.steps)
+    report += ["## What the numbers show", "", "| claim | observed | holds |", "|---|---|---|"]
+    report += [f"| {f.claim} | {f.observed} | {'yes' if f.holds else 'no'} |" for f in found]
+    write_text_atomic(out / "report.md", "\n".join(report) + "\n")
+    write_json_atomic(out / "findings.json", [asdict(f) for f in found])
     return {"summary": summary, "report": out / "report.md", "plots": plots,
-            "overlay": overlay, "out": out}
+            "overlay": overlay, "out": out, "findings": found}
+
+
+# what the paper's experiment should show ---------------------------------------------------------
+@dataclass(frozen=True)
+class Finding:
+    claim: str
+    observed: str
+    holds: bool
+
+
+def _dice_fpv(summary: dict, model: str, tracer: str, metric: str) -> list[float] | None:
+    entry = summary["models"].get(model)
+    if entry is None or tracer not in entry["tracers"]:
+        return None
+    vals = [s["mean"] for s in entry["tracers"][tracer]["per_step"][metric]]
+    return [float("nan") if v is None else float(v) for v in vals]
+
+
+def first_step_reaching(curve: list[float], target: float) -> int | None:
+    return next((k for k, v in enumerate(curve) if v >= target - 1e-9), None)
+
+
+def findings(summary: dict, steps: int = N_STEPS) -> list[Finding]:
+    """The issue's and the paper's claims, checked on the demo's means (FDG unless noted)."""
+    last = steps - 1
+    out = []
+    fdg_models = [m for m, e in summary["models"].items() if "fdg" in e["tracers"]
+                  and m != ERROR_DRIVEN]
+    main = "hybrid" if "hybrid" in fdg_models else (fdg_models[0] if fdg_models else None)
+    if main is not None:
+        dice = _dice_fpv(summary, main, "fdg", "dice")
+        fpv = _dice_fpv(summary, main, "fdg", "fpv")
+        out.append(Finding(f"{main}: Dice at {last} clicks at least 0.85", f"{dice[last]:.3f}",
+                           dice[last] >= 0.85))
+        out.append(Finding(f"{main}: Dice rises with the clicks (step {last} above step 0 by at "
+                           "least 0.05)", f"{dice[0]:.3f} to {dice[last]:.3f}",
+                           dice[last] - dice[0] >= 0.05))
+        out.append(Finding(f"{main}: FPV at step {last} below FPV at step 0",
+                           f"{fpv[0]:.2f} to {fpv[last]:.2f} ml", fpv[last] < fpv[0]))
+    v3, v4 = (_dice_fpv(summary, m, "fdg", "dice") for m in ("v3", "v4"))
+    if v3 and v4:
+        out.append(Finding("full guidance (v3) worse than stochastic (v4) at 0 clicks",
+                           f"v3 {v3[0]:.3f}, v4 {v4[0]:.3f}", v3[0] < v4[0]))
+        out.append(Finding(f"full guidance (v3) at least as good as v4 at {last} clicks",
+                           f"v3 {v3[last]:.3f}, v4 {v4[last]:.3f}", v3[last] >= v4[last]))
+        hy = _dice_fpv(summary, "hybrid", "fdg", "dice")
+        if hy:
+            worse = [k for k in range(steps) if hy[k] < max(v3[k], v4[k]) - 1e-9]
+            out.append(Finding("hybrid at least as good as v3 and v4 at every step",
+                               "worse at steps " + ", ".join(map(str, worse)) if worse
+                               else "at every step", not worse))
+    psma = [m for m, e in summary["models"].items() if "psma" in e["tracers"]]
+    for m in psma:
+        d = _dice_fpv(summary, m, "psma", "dice")
+        out.append(Finding(f"PSMA {m}: Dice rises with the clicks (by at least 0.05)",
+                           f"{d[0]:.3f} to {d[last]:.3f}", d[last] - d[0] >= 0.05))
+    ed = _dice_fpv(summary, ERROR_DRIVEN, "fdg", "dice")
+    official = _dice_fpv(summary, main, "fdg", "dice") if main else None
+    if ed and official:
+        targets = [official[k] for k in range(1, steps)]
+        pairs = [(first_step_reaching(official, t), first_step_reaching(ed, t)) for t in targets]
+        earlier = sum(b is not None and b < a for a, b in pairs)
+        later = sum(b is None or b > a for a, b in pairs)
+        t5 = official[min(5, last)]
+        out.append(Finding(
+            "error-driven clicks reach a given Dice with fewer clicks than the official ones "
+            f"({main})",
+            f"Dice {t5:.3f}: official at step {first_step_reaching(official, t5)}, error-driven "
+            f"at step {first_step_reaching(ed, t5)}; over the {len(pairs)} Dice levels the "
+            f"official clicks reach: {earlier} earlier, {later} later",
+            earlier > 0 and later == 0))
+    return out

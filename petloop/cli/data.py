@@ -160,5 +160,13 @@ def demo(
     neg = negative_table(summary)
     if neg is not None:
         console.print(neg)
+    from rich.table import Table
+
+    table = Table(title="What the numbers show")
+    for col in ("claim", "observed", "holds"):
+        table.add_column(col)
+    for f in result["findings"]:
+        table.add_row(f.claim, f.observed, "[green]yes[/green]" if f.holds else "[red]no[/red]")
+    console.print(table)
     console.print(f"report: {result['report']}; plots: "
                   + ", ".join(str(p) for p in result["plots"].values()))

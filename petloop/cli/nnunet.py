@@ -106,6 +106,8 @@ def train(
                                                     "channels are expanded).")] = None,
     organ_weight: Annotated[float | None, typer.Option(
         help="Organ loss weight of organ-supervised recipes (published: 1).")] = None,
+    save_every: Annotated[int | None, typer.Option(min=1, help="Save a checkpoint every N "
+                                                   "epochs (nnU-Net: 50).")] = None,
     plans: Annotated[str, typer.Option(help="Plans identifier.")] = "petloopCPUPlans",
     configuration: Annotated[str, typer.Option(help="Plans configuration.")] = "3d_fullres",
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
@@ -130,7 +132,8 @@ def train(
     if device == "cpu":
         os.environ.setdefault("nnUNet_n_proc_DA", "0" if (os.cpu_count() or 1) <= 2 else "2")
     options = TrainOptions(epochs, iters, val_iters, lr, schedule,
-                           str(pretrained) if pretrained else None, organ_weight=organ_weight)
+                           str(pretrained) if pretrained else None, organ_weight=organ_weight,
+                           save_every=save_every)
     try:
         config = TrainConfig(dataset, dataset_folder_name(dataset, paths), recipe, fold,
                              configuration, plans, device, num_gpus, validate, resume, options)

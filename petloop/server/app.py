@@ -152,7 +152,6 @@ RESPONSES = {404: {"description": "no such session (or it expired)"}}
 def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> FastAPI:
     store = SessionStore(pipeline, config.ttl_seconds, config.max_sessions)
     cases_lock = threading.Lock()
-    volume_cache: dict[tuple[str, str], bytes] = {}
     app = FastAPI(
         title="petloop viewer API",
         version="1",
@@ -282,8 +281,6 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
             store.delete(session_id)
         except SessionNotFound:
             raise HTTPException(404, f"no session {session_id!r}") from None
-        for key in [k for k in volume_cache if k[0] == session_id]:
-            volume_cache.pop(key, None)
         return Response(status_code=204)
 
     @app.get("/api/sessions/{session_id}/volume/{which}", response_class=Response,
@@ -291,13 +288,12 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
                         "gzip-compressed voxels: CT int16, PET float32, x fastest"}})
     def get_volume(session_id: SessionId, which: Literal["ct", "pet"]):
         session = session_or_404(session_id)
-        key = (session_id, which)
-        if key not in volume_cache:
+        if which not in session.payloads:
             vol, dtype = (session.ct, "<i2") if which == "ct" else (session.pet, "<f4")
             if which == "ct":
                 vol = vol.with_array(vol.array.clip(-32768, 32767).round())
-            volume_cache[key] = pack_volume(vol, dtype)
-        return Response(volume_cache[key], media_type=GZIP,
+            session.payloads[which] = pack_volume(vol, dtype)
+        return Response(session.payloads[which], media_type=GZIP,
                         headers={"X-Shape": ",".join(map(str, session.pet.shape)),
                                  "Cache-Control": "private, max-age=3600"})
 

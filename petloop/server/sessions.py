@@ -93,6 +93,7 @@ class ViewerSession:
     _serving: int = 0
     _turn: threading.Condition = field(default_factory=threading.Condition)
     _clicks: list[Click] = field(default_factory=list)
+    payloads: dict[str, bytes] = field(default_factory=dict)  # packed images, made once
 
     @property
     def pet(self) -> Volume:
