@@ -208,3 +208,35 @@ def test_demo_smaller_run(model_set, tmp_path):
     assert "| clicks | Dice" in report and "mip_overlay.png" in report
     assert (tmp_path / "demo" / "mip_overlay.png").read_bytes()[:4] == b"\x89PNG"
     assert "FDG phantoms: mean per click step" in result.output
+
+
+def _summary(curves: dict) -> dict:
+    """A summary as metrics.interactive.summarize makes it, from {model: (tracer, dice, fpv)}."""
+    models = {}
+    for name, (tracer, dice, fpv) in curves.items():
+        per = {"dice": [{"mean": d} for d in dice], "fpv": [{"mean": f} for f in fpv]}
+        models[name] = {"tracers": {tracer: {"per_step": per}}}
+    return {"n_steps": len(next(iter(curves.values()))[1]), "models": models}
+
+
+def test_demo_findings_are_checked_from_the_curves():
+    from petloop.demo import ERROR_DRIVEN, findings, first_step_reaching
+
+    up = [0.5 + 0.04 * k for k in range(11)]           # 0.50 .. 0.90
+    v3 = [0.3, 0.4, 0.45, 0.5, 0.6] + [0.72 + 0.04 * k for k in range(6)]  # 0.92 at 10
+    hybrid = up[:5] + v3[5:]
+    fpv = [5.0 - 0.4 * k for k in range(11)]
+    faster = [min(0.95, 0.5 + 0.08 * k) for k in range(11)]
+    s = _summary({"v4": ("fdg", up, fpv), "v3": ("fdg", v3, fpv), "hybrid": ("fdg", hybrid, fpv),
+                  "v2": ("psma", up, fpv), ERROR_DRIVEN: ("fdg", faster, fpv)})
+    found = findings(s)
+    assert all(f.holds for f in found), [f for f in found if not f.holds]
+    assert len(found) == 8
+    # the hybrid is worse than v4 where v3 takes over too early, and the check says where
+    v3_late = [0.3, 0.4, 0.45, 0.5, 0.6, 0.65, 0.7, 0.8, 0.85, 0.9, 0.92]
+    s = _summary({"v4": ("fdg", up, fpv), "v3": ("fdg", v3_late, fpv),
+                  "hybrid": ("fdg", up[:5] + v3_late[5:], fpv)})
+    bad = [f for f in findings(s) if not f.holds]
+    assert any("every step" in f.claim and "5, 6" in f.observed for f in bad)
+    assert first_step_reaching([0.1, 0.5, 0.7], 0.5) == 1
+    assert first_step_reaching([0.1, 0.5], 0.9) is None
