@@ -34,7 +34,7 @@ from petloop.inference.pipeline import Pipeline
 from petloop.io.clicks import ClickFileError
 from petloop.io.layouts import CaseFiles, LayoutError, find_cases
 from petloop.io.volume import VolumeError, read_volume, write_volume
-from petloop.metrics.report import report_csv
+from petloop.metrics.report import Lesion, report_csv
 from petloop.tracer.classifier import TracerError
 
 from .limits import BodyLimit
@@ -113,20 +113,8 @@ class SessionState(BaseModel):
     report: ReportSummary
 
 
-class LesionOut(BaseModel):
-    id: int
-    volume_ml: float
-    voxels: int
-    suv_max: float
-    suv_mean: float
-    suv_peak: float
-    tlg: float
-    hottest_voxel: list[int]
-    centre_mm: list[float]
-
-
 class Report(ReportSummary):
-    lesions: list[LesionOut]
+    lesions: list[Lesion]
 
 
 def _state(session: ViewerSession, snap: Snapshot) -> SessionState:
