@@ -67,7 +67,7 @@ $PETLOOP train --dataset 602 --recipe v2 --epochs "$V2_EPOCHS" "${START[@]}" "${
 TRACER=()
 if [ "$TRACER_CASES" -gt 0 ]; then
   $PETLOOP tracer train --data "$WORK/tracer" --out "$WORK/tracer_classifier.pt" --half \
-      --device "$DEVICE"
+      --device "$DEVICE" --epochs 3
   TRACER=(--tracer-weights "$WORK/tracer_classifier.pt")
 fi
 

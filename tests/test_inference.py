@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from petloop.cli import app
@@ -14,6 +15,7 @@ from petloop.inference.pipeline import MIRROR_ORDER, Pipeline, Session, choose_m
 from petloop.io.clicks import Clicks, write_clicks
 from petloop.io.layouts import Case, find_cases, write_case
 from petloop.io.volume import Volume, VolumeError, read_volume, write_volume
+from petloop.tracer.classifier import MipClassifier
 
 runner = CliRunner()
 
@@ -240,3 +242,29 @@ def test_demo_findings_are_checked_from_the_curves():
     assert any("every step" in f.claim and "5, 6" in f.observed for f in bad)
     assert first_step_reaching([0.1, 0.5, 0.7], 0.5) == 1
     assert first_step_reaching([0.1, 0.5], 0.9) is None
+
+
+def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
+    from petloop.inference.export import export_model_set, folder_size
+    from petloop.tracer.classifier import TracerClassifier
+
+    weights = tmp_path / "tracer.pt"
+    torch.save({k: v.half() for k, v in MipClassifier().state_dict().items()}, weights)
+    out = export_model_set(tmp_path / "set", trained["v4"].parent, trained["v3"].parent,
+                           trained["v2"].parent, weights, name="t", description="test")
+    ms = load_model_set(out)
+    assert ms.tracer_classifier.name == "tracer_classifier.pt.gz"
+    assert folder_size(out) < weights.stat().st_size + 3 * (trained["v4"] /
+                                                            "checkpoint_final.pth").stat().st_size
+    ckpt = torch.load(out / "fdg_v4" / trained["v4"].parent.name / "fold_all" /
+                      "checkpoint_final.pth", weights_only=False)
+    assert {v.dtype for v in ckpt["network_weights"].values() if v.is_floating_point()} == \
+        {torch.float16}
+    assert "optimizer_state" not in ckpt
+    TracerClassifier(ms.tracer_classifier).predict(case.pet)  # the gzip-compressed weights load
+    full = Pipeline(load_model_set(out)).predict(case.ct, case.pet, Clicks(), tracer="fdg")
+    assert full.mask.shape == case.pet.shape and full.model == "fdg_v4"
+    bad = tmp_path / "bad.pt.gz"
+    bad.write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="bad.pt.gz: not a gzip-compressed weights file"):
+        TracerClassifier(bad)

@@ -288,3 +288,24 @@ def test_an_upload_of_mha_files(client, data, case_name, tmp_path):
                     files={"ct": ("ct.mha", ct.read_bytes()), "pet": ("pet.mha", pet.read_bytes())})
     assert r.status_code == 201, r.text
     assert r.json()["model"] == "psma_v2"
+
+
+def test_serve_offers_generated_phantoms(model_set, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from petloop.cli import app
+
+    seen = {}
+
+    def fake_run(asgi, host, port, log_level):
+        seen["host"], seen["port"] = host, port
+        with TestClient(asgi) as c:
+            seen["cases"] = c.get("/api/cases").json()
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    r = CliRunner().invoke(app, ["serve", "--models", str(model_set), "--phantoms", "2",
+                                 "--port", "8123"])
+    assert r.exit_code == 0, r.output
+    assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
+    assert len(seen["cases"]) == 2 and {c["tracer"] for c in seen["cases"]} <= {"fdg", "psma"}

@@ -18,6 +18,9 @@ def serve(
     models: Models = DEFAULT_MODELS,
     data: Annotated[Path | None, typer.Option(
         help="Folder of cases to offer (autopet, nnunet or gc layout).")] = None,
+    phantoms: Annotated[int, typer.Option(
+        min=0, help="Without --data: generate this many default-size phantoms (both tracers, "
+        "seed 4242) in a temporary folder and offer them.")] = 0,
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless told "
                                       "otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
@@ -31,11 +34,21 @@ def serve(
     max_sessions: Annotated[int, typer.Option(min=1)] = 16,
 ) -> None:
     """Serve the viewer: open a case (or upload CT and PET), click, and watch the mask update."""
+    import tempfile
+
     import uvicorn
 
     from petloop.io.layouts import LayoutError, find_cases
     from petloop.server.app import ServerConfig, create_app
 
+    scratch = None
+    if data is None and phantoms:
+        from petloop.phantom import PhantomConfig, write_phantoms
+
+        scratch = tempfile.TemporaryDirectory(prefix="petloop-viewer-")
+        data = Path(scratch.name) / "phantoms"
+        write_phantoms(PhantomConfig(seed=4242, tracer="mixed", negative_fraction=0.0), data,
+                       phantoms)
     try:
         pipeline = _pipeline(models, device)
         if data is not None:
@@ -49,4 +62,8 @@ def serve(
     config = ServerConfig(data=data, ttl_seconds=session_ttl, max_sessions=max_sessions,
                           max_upload_mb=max_upload_mb, time_budget=time_budget)
     err_console.print(f"viewer at http://{host}:{port}/ (API schema at /docs)")
-    uvicorn.run(create_app(pipeline, config), host=host, port=port, log_level="warning")
+    try:
+        uvicorn.run(create_app(pipeline, config), host=host, port=port, log_level="warning")
+    finally:
+        if scratch is not None:
+            scratch.cleanup()

@@ -13,7 +13,7 @@ from petloop.cli import app, console, err_console, fail, progress
 tracer_app = typer.Typer(help="Tracer classification (FDG or PSMA) from PET MIPs.",
                          no_args_is_help=True)
 app.add_typer(tracer_app, name="tracer")
-DEFAULT_WEIGHTS = Path("models/phantom/tracer_classifier.pt")
+DEFAULT_WEIGHTS = Path("models/phantom/tracer_classifier.pt.gz")
 
 
 @tracer_app.command("train")

@@ -61,7 +61,19 @@ def load_weights(model: MipClassifier, weights, source: str = "weights") -> MipC
         path = Path(weights)
         if not path.is_file():
             raise TracerError(f"{path}: no such tracer classifier weights")
-        weights = torch.load(path, map_location="cpu", weights_only=False)
+        if path.name.endswith(".gz"):  # gzip-compressed weights (bundled model sets)
+            import gzip
+            import io
+
+            try:
+                with gzip.open(path, "rb") as fh:
+                    weights = torch.load(io.BytesIO(fh.read()), map_location="cpu",
+                                         weights_only=False)
+            except (OSError, EOFError) as exc:
+                raise TracerError(f"{path}: not a gzip-compressed weights file ({exc})") \
+                    from None
+        else:
+            weights = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(weights, dict) and "state_dict" in weights:
         weights = weights["state_dict"]
     if not isinstance(weights, dict):
