@@ -135,6 +135,7 @@ SessionId = Annotated[str, PathParam(min_length=1, max_length=64,
                                      description="the id POST /api/sessions returned")]
 GZIP = "application/gzip"
 RESPONSES = {404: {"description": "no such session (or it expired)"}}
+MALFORMED = {400: {"description": "the request body cannot be parsed"}}
 
 
 def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> FastAPI:
@@ -207,7 +208,7 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
         return [CaseInfo(name=k, tracer=v.tracer) for k, v in cases().items()]
 
     @app.post("/api/sessions", response_model=SessionState, status_code=201,
-              responses={404: {"description": "no such case under --data"},
+              responses={**MALFORMED, 404: {"description": "no such case under --data"},
                          422: {"description": "the case cannot be read"},
                          503: {"description": "too many open sessions"}})
     async def create_session(body: NewSession):
@@ -225,7 +226,8 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
         return await open_session(body.case, case.ct, case.pet, tracer)
 
     @app.post("/api/sessions/upload", response_model=SessionState, status_code=201,
-              responses={413: {"description": "upload larger than the server's limit"},
+              responses={**MALFORMED,
+                         413: {"description": "upload larger than the server's limit"},
                          422: {"description": "an image cannot be read"},
                          503: {"description": "too many open sessions"}})
     async def upload_session(
@@ -286,7 +288,8 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
                                  "Cache-Control": "private, max-age=3600"})
 
     @app.post("/api/sessions/{session_id}/clicks", response_model=SessionState,
-              responses={**RESPONSES, 422: {"description": "the point lies outside the image"}})
+              responses={**RESPONSES, **MALFORMED,
+                         422: {"description": "the point lies outside the image"}})
     async def post_click(session_id: SessionId, click: ClickIn):
         session = session_or_404(session_id)
         return await change(session, add_click(click.kind, click.point))
