@@ -7,10 +7,11 @@
 # supervision) and v2 (PSMA), the tracer classifier, and the model set with the BIRTH routing.
 # With PRE_EPOCHS > 0 a single-channel organ model is first trained on phantom CT (the paper's
 # pretraining analogue) and v2-v4 start from it by channel expansion. The bundled set was made
-# with the defaults below, on 2 CPU cores in about 75 minutes: there, a 400-iteration organ
+# with the defaults below, on 2 CPU cores in about 90 minutes: there, a 400-iteration organ
 # pretraining had not left predicting background everywhere, and lesion models started from it
 # stayed there too, while the same recipes started from nnU-Net's initialisation learned; so the
-# default is no pretraining (PRE_EPOCHS=0). Sizes can be set with FDG_CASES, PSMA_CASES,
+# default is no pretraining (PRE_EPOCHS=0). (The bundled v2 ran 16 epochs and was then
+# continued to 24 with --continue, as it had only begun to leave background at epoch 16.) Sizes can be set with FDG_CASES, PSMA_CASES,
 # TRACER_CASES (0: no tracer classifier), PRE_EPOCHS, V4_EPOCHS, V3_EPOCHS, V2_EPOCHS, ITERS,
 # VAL_ITERS, PROCESSES, LR and ORGAN_WEIGHT (empty: the recipes' own, lr 1e-3 and 1:1); the work
 # goes to $WORK, the model set to $OUT.
@@ -25,7 +26,7 @@ TRACER_CASES=${TRACER_CASES:-80}
 PRE_EPOCHS=${PRE_EPOCHS:-0}
 V4_EPOCHS=${V4_EPOCHS:-24}
 V3_EPOCHS=${V3_EPOCHS:-16}
-V2_EPOCHS=${V2_EPOCHS:-16}
+V2_EPOCHS=${V2_EPOCHS:-24}
 ITERS=${ITERS:-50}
 VAL_ITERS=${VAL_ITERS:-5}
 PROCESSES=${PROCESSES:-2}
