@@ -152,14 +152,17 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     if config.clicks == "official" and config.compare_error_driven and by_tracer["fdg"] and \
             "fdg" in model_set.routing:
         cols.append(Column(ERROR_DRIVEN, "fdg", None))
-    total = sum(len(by_tracer[c.tracer]) for c in cols
-                if c.model_set is not None or c.name == ERROR_DRIVEN)
+    lesioned = [c for c in by_tracer["fdg"] if not c.read_meta().get("negative_control")]
+    total = sum(len(by_tracer[c.tracer]) for c in cols if c.model_set is not None) + \
+        (len(lesioned) if any(c.name == ERROR_DRIVEN for c in cols) else 0)
     done = 0
     folders: dict[str, dict[str, Path]] = {}
     evaluations = []
     pred_root = out / "predictions"
     for col in cols:
         these = by_tracer[col.tracer]
+        if col.name == ERROR_DRIVEN:  # error-driven clicks only where there is a lesion to find
+            these = [c for c in these if not c.read_meta().get("negative_control")]
         if not these:
             continue
         folder = pred_root / f"{col.tracer}_{col.name}"
