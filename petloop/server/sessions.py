@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from petloop.inference.pipeline import Pipeline, Result, Session
+from petloop.io.clicks import Clicks
 from petloop.io.volume import Volume
 from petloop.metrics.report import LesionReport, lesion_report
 
@@ -92,7 +93,6 @@ class ViewerSession:
     _next_ticket: int = 0
     _serving: int = 0
     _turn: threading.Condition = field(default_factory=threading.Condition)
-    _clicks: list[Click] = field(default_factory=list)
     payloads: dict[str, bytes] = field(default_factory=dict)  # packed images, made once
 
     @property
@@ -118,18 +118,14 @@ class ViewerSession:
         with self._turn:
             self._turn.wait_for(lambda: self._serving == ticket)
         try:
-            clicks = change(list(self._clicks))
-            snap = self._predict(clicks, time_budget)
-            self._clicks = clicks
-            return snap
+            current = list(self.snapshot.clicks) if self.snapshot is not None else []
+            return self._predict(change(current), time_budget)
         finally:
             with self._turn:
                 self._serving += 1
                 self._turn.notify_all()
 
     def _predict(self, clicks: list[Click], time_budget: float | None) -> Snapshot:
-        from petloop.io.clicks import Clicks
-
         new = Clicks.from_points([c.point for c in clicks if c.kind == "tumor"],
                                  [c.point for c in clicks if c.kind == "background"])
         new.check_inside(self.pet.shape, "click")
