@@ -210,6 +210,11 @@ def test_demo_smaller_run(model_set, tmp_path):
     assert "| clicks | Dice" in report and "mip_overlay.png" in report
     assert (tmp_path / "demo" / "mip_overlay.png").read_bytes()[:4] == b"\x89PNG"
     assert "FDG phantoms: mean per click step" in result.output
+    refs = {t: r for t, r in summary["reference"].items() if r["cases"]}
+    assert refs  # the isocontour drawn around the true lesions
+    for tracer, ref in refs.items():
+        assert 0 < ref["dice"] <= 1 and ref["fnv"] == 0
+        assert f"on the {ref['cases']} {tracer.upper()} case(s)" in report
 
 
 def _summary(curves: dict) -> dict:

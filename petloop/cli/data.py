@@ -138,7 +138,7 @@ def demo(
                 shape=(96, 96, 128), spacing=(2.0364, 2.0364, 3.0), layout="autopet",
                 negative_fraction=0.25, lesions=None, preview=True)
         return
-    from petloop.demo import DemoConfig, run_demo
+    from petloop.demo import DemoConfig, reference_line, run_demo
     from petloop.inference.modelset import ModelSetError
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 
@@ -156,6 +156,8 @@ def demo(
         if any(tracer in e["tracers"] for e in summary["models"].values()):
             console.print(step_table(summary, tracer, f"{tracer.upper()} phantoms: mean per "
                                                       "click step"))
+            if tracer in result["references"]:
+                console.print(reference_line(result["references"][tracer]))
     console.print(ranking_table(summary))
     neg = negative_table(summary)
     if neg is not None:

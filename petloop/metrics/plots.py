@@ -16,9 +16,12 @@ LABELS = {"dice": "Dice", "fpv": "false positive volume (ml)",
           "fnv": "false negative volume (ml)"}
 
 
-def plot_curves(summary: dict, out: str | Path, title: str = "", tracer: str | None = None) -> Path:
+def plot_curves(summary: dict, out: str | Path, title: str = "", tracer: str | None = None,
+                reference: tuple[str, dict[str, float]] | None = None) -> Path:
     """One panel per metric, one line per model (mean) with a band of its 95 % confidence
-    interval (mean +- 1.96 SD / sqrt(n)). ``tracer`` restricts to that tracer's cases."""
+    interval (mean +- 1.96 SD / sqrt(n)). ``tracer`` restricts to that tracer's cases.
+    ``reference`` (label, {metric: value}) adds a dashed horizontal line, e.g. a method that
+    takes no clicks."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for n, (model, entry) in enumerate(summary["models"].items()):
@@ -36,6 +39,12 @@ def plot_curves(summary: dict, out: str | Path, title: str = "", tracer: str | N
             n_cases = max(r["n"] for r in rows)
             ax.plot(steps, mean, "-o", color=color, ms=3.5, label=f"{model} (n={n_cases})")
             ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.18, lw=0)
+    if reference is not None:
+        label, values = reference
+        for ax, metric in zip(axes, ("dice", "fpv", "fnv"), strict=True):
+            v = values.get(metric)
+            if v is not None and np.isfinite(v):
+                ax.axhline(v, color="0.35", ls="--", lw=1.0, label=label)
     for ax, metric in zip(axes, ("dice", "fpv", "fnv"), strict=True):
         ax.set_xlabel("clicks (tumour + background pairs)")
         ax.set_ylabel(LABELS[metric])
