@@ -6,12 +6,19 @@
 # Phantoms (64 x 64 x 96 voxels at 3 x 3 x 4 mm) for FDG and PSMA, then v4 and v3 (FDG, organ
 # supervision) and v2 (PSMA), the tracer classifier, and the model set with the BIRTH routing.
 # With PRE_EPOCHS > 0 a single-channel organ model is first trained on phantom CT (the paper's
-# pretraining analogue) and v2-v4 start from it by channel expansion. The bundled set was made
-# with the defaults below, on 2 CPU cores in about 90 minutes: there, a 400-iteration organ
+# pretraining analogue) and v2-v4 start from it by channel expansion. CONTINUE=1 resumes v4, v3
+# and v2 from their last checkpoints in $WORK up to the epochs set here (nnU-Net's poly learning
+# rate goes on from the epoch reached), keeps the phantoms, datasets and tracer classifier there,
+# and exports again.
+#
+# How the bundled set was made, on 2 CPU cores: a first run with V4_EPOCHS=24 V3_EPOCHS=16
+# V2_EPOCHS=24 (about 90 minutes; v2 ran 16 epochs and was continued to 24), then CONTINUE=1
+# twice: with V3_EPOCHS=40 V4_EPOCHS=34 V2_EPOCHS=34 (62 minutes), then with the defaults below
+# (v3 to 56, v4 to 44 epochs; 33 minutes), each time exporting with the tracer classifier of
+# the first run. A 400-iteration organ
 # pretraining had not left predicting background everywhere, and lesion models started from it
 # stayed there too, while the same recipes started from nnU-Net's initialisation learned; so the
-# default is no pretraining (PRE_EPOCHS=0). (The bundled v2 ran 16 epochs and was then
-# continued to 24 with --continue, as it had only begun to leave background at epoch 16.) Sizes can be set with FDG_CASES, PSMA_CASES,
+# default is no pretraining (PRE_EPOCHS=0). Sizes can be set with FDG_CASES, PSMA_CASES,
 # TRACER_CASES (0: no tracer classifier), PRE_EPOCHS, V4_EPOCHS, V3_EPOCHS, V2_EPOCHS, ITERS,
 # VAL_ITERS, PROCESSES, LR and ORGAN_WEIGHT (empty: the recipes' own, lr 1e-3 and 1:1); the work
 # goes to $WORK, the model set to $OUT.
@@ -24,38 +31,42 @@ FDG_CASES=${FDG_CASES:-40}
 PSMA_CASES=${PSMA_CASES:-30}
 TRACER_CASES=${TRACER_CASES:-80}
 PRE_EPOCHS=${PRE_EPOCHS:-0}
-V4_EPOCHS=${V4_EPOCHS:-24}
-V3_EPOCHS=${V3_EPOCHS:-16}
-V2_EPOCHS=${V2_EPOCHS:-24}
+V4_EPOCHS=${V4_EPOCHS:-44}
+V3_EPOCHS=${V3_EPOCHS:-56}
+V2_EPOCHS=${V2_EPOCHS:-34}
 ITERS=${ITERS:-50}
 VAL_ITERS=${VAL_ITERS:-5}
 PROCESSES=${PROCESSES:-2}
 LR=${LR-1e-2}
 ORGAN_WEIGHT=${ORGAN_WEIGHT-0.1}
+CONTINUE=${CONTINUE:-0}
 GEOM=(--shape 64 64 96 --spacing 3 3 4)
 PLANS=Dataset601_PhantomFDG/petloopCPUPlans
 RES=$WORK/nnUNet_results
 
-$PETLOOP phantom --out "$WORK/fdg" --cases "$FDG_CASES" --tracer fdg --seed 101 "${GEOM[@]}" \
-    --negative-fraction 0.1
-$PETLOOP phantom --out "$WORK/psma" --cases "$PSMA_CASES" --tracer psma --seed 102 "${GEOM[@]}" \
-    --negative-fraction 0.1
-if [ "$TRACER_CASES" -gt 0 ]; then
-  $PETLOOP phantom --out "$WORK/tracer" --cases "$TRACER_CASES" --tracer mixed --seed 103 \
-      "${GEOM[@]}"
-fi
+if [ "$CONTINUE" != 1 ]; then
+  $PETLOOP phantom --out "$WORK/fdg" --cases "$FDG_CASES" --tracer fdg --seed 101 "${GEOM[@]}" \
+      --negative-fraction 0.1
+  $PETLOOP phantom --out "$WORK/psma" --cases "$PSMA_CASES" --tracer psma --seed 102 "${GEOM[@]}" \
+      --negative-fraction 0.1
+  if [ "$TRACER_CASES" -gt 0 ]; then
+    $PETLOOP phantom --out "$WORK/tracer" --cases "$TRACER_CASES" --tracer mixed --seed 103 \
+        "${GEOM[@]}"
+  fi
 
-BUILD=(--workdir "$WORK" --processes "$PROCESSES")
-$PETLOOP dataset build --data "$WORK/fdg" --id 601 --name PhantomFDG "${BUILD[@]}"
-$PETLOOP dataset build --data "$WORK/psma" --id 602 --name PhantomPSMA --plans-from "$PLANS" \
-    "${BUILD[@]}"
+  BUILD=(--workdir "$WORK" --processes "$PROCESSES")
+  $PETLOOP dataset build --data "$WORK/fdg" --id 601 --name PhantomFDG "${BUILD[@]}"
+  $PETLOOP dataset build --data "$WORK/psma" --id 602 --name PhantomPSMA --plans-from "$PLANS" \
+      "${BUILD[@]}"
+fi
 
 RUN=(--device "$DEVICE" --workdir "$WORK" --iters "$ITERS" --val-iters "$VAL_ITERS" --save-every 2)
 if [ -n "$LR" ]; then RUN+=(--lr "$LR"); fi
+if [ "$CONTINUE" = 1 ]; then RUN+=(--continue); fi
 ORGAN=()
 if [ -n "$ORGAN_WEIGHT" ]; then ORGAN=(--organ-weight "$ORGAN_WEIGHT"); fi
 START=()
-if [ "$PRE_EPOCHS" -gt 0 ]; then
+if [ "$PRE_EPOCHS" -gt 0 ] && [ "$CONTINUE" != 1 ]; then
   $PETLOOP dataset build --data "$WORK/fdg" --id 603 --name PhantomOrgans --task organs \
       --plans-from "$PLANS" "${BUILD[@]}"
   $PETLOOP train --dataset 603 --recipe pretrain --epochs "$PRE_EPOCHS" "${RUN[@]}"
@@ -66,11 +77,11 @@ $PETLOOP train --dataset 601 --recipe v3 --epochs "$V3_EPOCHS" "${ORGAN[@]}" "${
 $PETLOOP train --dataset 602 --recipe v2 --epochs "$V2_EPOCHS" "${START[@]}" "${RUN[@]}"
 
 TRACER=()
-if [ "$TRACER_CASES" -gt 0 ]; then
+if [ "$TRACER_CASES" -gt 0 ] && [ "$CONTINUE" != 1 ]; then
   $PETLOOP tracer train --data "$WORK/tracer" --out "$WORK/tracer_classifier.pt" --half \
       --device "$DEVICE" --epochs 3
-  TRACER=(--tracer-weights "$WORK/tracer_classifier.pt")
 fi
+if [ -f "$WORK/tracer_classifier.pt" ]; then TRACER=(--tracer-weights "$WORK/tracer_classifier.pt"); fi
 
 $PETLOOP models export --out "$OUT" \
     --fdg-v4 "$RES/Dataset601_PhantomFDG/PetloopV4Trainer__petloopCPUPlans__3d_fullres" \

@@ -266,6 +266,9 @@ def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
     assert {v.dtype for v in ckpt["network_weights"].values() if v.is_floating_point()} == \
         {torch.float16}
     assert "optimizer_state" not in ckpt
+    logs = sorted(trained["v4"].glob("training_log_*.txt"))  # every run's log, in order
+    exported = (out / "fdg_v4" / trained["v4"].parent.name / "fold_all" / "training_log.txt")
+    assert logs and exported.read_text() == "".join(p.read_text() for p in logs)
     TracerClassifier(ms.tracer_classifier).predict(case.pet)  # the gzip-compressed weights load
     full = Pipeline(load_model_set(out)).predict(case.ct, case.pet, Clicks(), tracer="fdg")
     assert full.mask.shape == case.pet.shape and full.model == "fdg_v4"

@@ -55,8 +55,11 @@ def copy_model(folder: Path, dst: Path, half: bool = True) -> list[str]:
         for name in FOLD_KEEP:
             if (fold_dir / name).is_file():
                 shutil.copyfile(fold_dir / name, dst / fold_dir.name / name)
-        for log in sorted(fold_dir.glob("training_log_*.txt"))[-1:]:
-            shutil.copyfile(log, dst / fold_dir.name / "training_log.txt")
+        logs = sorted(fold_dir.glob("training_log_*.txt"))  # one per run, continued ones too
+        if logs:
+            (dst / fold_dir.name / "training_log.txt").write_text(
+                "".join(log.read_text(encoding="utf-8", errors="replace") for log in logs),
+                encoding="utf-8")
         folds.append(fold_dir.name.removeprefix("fold_"))
     if not folds:
         raise FileNotFoundError(f"{folder}: no fold with checkpoint_final.pth")
