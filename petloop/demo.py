@@ -24,7 +24,12 @@ from petloop.io.layouts import find_cases
 from petloop.io.volume import read_volume
 from petloop.metrics.interactive import evaluate_model, merge, records_csv, summarize, to_json_safe
 from petloop.metrics.plots import plot_curves
-from petloop.metrics.reference import EANM_FRACTION, ReferenceScore, reference_metrics
+from petloop.metrics.reference import (
+    EANM_FRACTION,
+    MARGIN,
+    ReferenceScore,
+    reference_metrics,
+)
 from petloop.phantom import PhantomConfig, write_phantoms
 
 N_STEPS = 11
@@ -161,9 +166,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     evaluations = []
     pred_root = out / "predictions"
     for col in cols:
-        these = by_tracer[col.tracer]
-        if col.name == ERROR_DRIVEN:  # error-driven clicks only where there is a lesion to find
-            these = [c for c in these if not c.read_meta().get("negative_control")]
+        # error-driven clicks only where there is a lesion to find
+        these = lesioned if col.name == ERROR_DRIVEN else by_tracer[col.tracer]
         if not these:
             continue
         folder = pred_root / f"{col.tracer}_{col.name}"
@@ -240,7 +244,7 @@ def reference_line(ref: ReferenceScore) -> str:
     if not ref.cases:
         return f"Reference: no {ref.tracer.upper()} case has a lesion."
     return (f"Reference, not a method (it is told where every lesion is): the {REFERENCE_LABEL} "
-            f"(the EANM delineation, within 2 voxels of the lesion) reaches Dice "
+            f"(the EANM delineation, within {MARGIN} voxels of the lesion) reaches Dice "
             f"{ref.dice:.3f}, FPV {ref.fpv:.2f} ml and FNV {ref.fnv:.2f} ml on the "
             f"{ref.cases} {ref.tracer.upper()} case(s) with lesions: what the phantoms' "
             "resolution and PET blur allow a contour drawn from the PET alone.")

@@ -15,10 +15,10 @@
 # V2_EPOCHS=24 (about 90 minutes; v2 ran 16 epochs and was continued to 24), then CONTINUE=1
 # twice: with V3_EPOCHS=40 V4_EPOCHS=34 V2_EPOCHS=34 (62 minutes), then with the defaults below
 # (v3 to 56, v4 to 44 epochs; 33 minutes), each time exporting with the tracer classifier of
-# the first run. A 400-iteration organ
-# pretraining had not left predicting background everywhere, and lesion models started from it
-# stayed there too, while the same recipes started from nnU-Net's initialisation learned; so the
-# default is no pretraining (PRE_EPOCHS=0). Sizes can be set with FDG_CASES, PSMA_CASES,
+# the first run. A 400-iteration organ pretraining had not left predicting background
+# everywhere, and lesion models started from it stayed there too, while the same recipes
+# started from nnU-Net's initialisation learned; so the default is no pretraining
+# (PRE_EPOCHS=0). Sizes can be set with FDG_CASES, PSMA_CASES,
 # TRACER_CASES (0: no tracer classifier), PRE_EPOCHS, V4_EPOCHS, V3_EPOCHS, V2_EPOCHS, ITERS,
 # VAL_ITERS, PROCESSES, LR and ORGAN_WEIGHT (empty: the recipes' own, lr 1e-3 and 1:1); the work
 # goes to $WORK, the model set to $OUT.
@@ -77,11 +77,13 @@ $PETLOOP train --dataset 601 --recipe v3 --epochs "$V3_EPOCHS" "${ORGAN[@]}" "${
 $PETLOOP train --dataset 602 --recipe v2 --epochs "$V2_EPOCHS" "${START[@]}" "${RUN[@]}"
 
 TRACER=()
-if [ "$TRACER_CASES" -gt 0 ] && [ "$CONTINUE" != 1 ]; then
+if [ "$CONTINUE" = 1 ]; then  # the classifier of the run being continued, if it had one
+  if [ -f "$WORK/tracer_classifier.pt" ]; then TRACER=(--tracer-weights "$WORK/tracer_classifier.pt"); fi
+elif [ "$TRACER_CASES" -gt 0 ]; then
   $PETLOOP tracer train --data "$WORK/tracer" --out "$WORK/tracer_classifier.pt" --half \
       --device "$DEVICE" --epochs 3
+  TRACER=(--tracer-weights "$WORK/tracer_classifier.pt")
 fi
-if [ -f "$WORK/tracer_classifier.pt" ]; then TRACER=(--tracer-weights "$WORK/tracer_classifier.pt"); fi
 
 $PETLOOP models export --out "$OUT" \
     --fdg-v4 "$RES/Dataset601_PhantomFDG/PetloopV4Trainer__petloopCPUPlans__3d_fullres" \

@@ -14,19 +14,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cc3d
 import numpy as np
 from scipy import ndimage
 
+from petloop.metrics.interactive import to_json_safe
 from petloop.metrics.official import CONNECTIVITY, MaskError, compute_metrics
 
 EANM_FRACTION = 0.41
+MARGIN = 2  # voxels around each true lesion
 
 
 def isocontour_reference(suv: np.ndarray, label: np.ndarray, fraction: float = EANM_FRACTION,
-                         margin: int = 2) -> np.ndarray:
+                         margin: int = MARGIN) -> np.ndarray:
     """Union over the label's lesions (18-connected components) of the voxels within ``margin``
     voxels (6-connected steps) of the lesion with SUV >= ``fraction`` x the lesion's SUVmax."""
     suv = np.asarray(suv)
@@ -60,12 +62,11 @@ class ReferenceScore:
     fnv: float  # ml
 
     def to_json(self) -> dict:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v)
-                for k, v in self.__dict__.items()}
+        return to_json_safe(asdict(self))
 
 
 def reference_metrics(cases: Sequence, tracer: str, fraction: float = EANM_FRACTION,
-                      margin: int = 2) -> ReferenceScore:
+                      margin: int = MARGIN) -> ReferenceScore:
     """Mean official metrics of the isocontour reference over the cases with lesions (anything
     with ``load()`` giving a case with ``pet`` and ``label`` volumes)."""
     scores = []
