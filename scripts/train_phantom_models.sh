@@ -13,13 +13,22 @@
 #
 # How the bundled set was made, on 2 CPU cores: a first run with V4_EPOCHS=24 V3_EPOCHS=16
 # V2_EPOCHS=24 (about 90 minutes; v2 ran 16 epochs and was continued to 24), then CONTINUE=1
-# twice: with V3_EPOCHS=40 V4_EPOCHS=34 V2_EPOCHS=34 (62 minutes), then with the defaults below
-# (v3 to 56, v4 to 44 epochs; 33 minutes), each time exporting with the tracer classifier of
-# the first run. A 400-iteration organ pretraining had not left predicting background
-# everywhere, and lesion models started from it stayed there too, while the same recipes
-# started from nnU-Net's initialisation learned; so the default is no pretraining
-# (PRE_EPOCHS=0). Sizes can be set with FDG_CASES, PSMA_CASES,
-# TRACER_CASES (0: no tracer classifier), PRE_EPOCHS, V4_EPOCHS, V3_EPOCHS, V2_EPOCHS, ITERS,
+# twice: with V3_EPOCHS=40 V4_EPOCHS=34 V2_EPOCHS=34 (62 minutes), then with V3_EPOCHS=56
+# V4_EPOCHS=44 (33 minutes; v4 went on to 46 in a run that was stopped). Those FDG phantoms came
+# from petloop before FDG uptake rose with lesion size (git history, before the commit that made
+# FDG lesions avid); the FDG models were then continued on phantoms of the current generator:
+#   cp $WORK/nnUNet_preprocessed/Dataset601_PhantomFDG/{petloopCPUPlans,dataset}.json into
+#     $WORK/nnUNet_preprocessed/Dataset600_PhantomFDGPlans/ (dataset_name set to match),
+#   petloop phantom --out $WORK/fdg ... (the command below, seed 101),
+#   petloop dataset build --data $WORK/fdg --id 601 --name PhantomFDG
+#       --plans-from Dataset600_PhantomFDGPlans/petloopCPUPlans (the same plans as before),
+#   CONTINUE=1 with V3_EPOCHS=96, then V4_EPOCHS=80 (v3 first),
+# and exported with the tracer classifier of the first run. A fresh run of this script trains
+# on the current phantoms from the start. A 400-iteration organ pretraining had not left
+# predicting background everywhere, and lesion models started from it stayed there too, while
+# the same recipes started from nnU-Net's initialisation learned; so the default is no
+# pretraining (PRE_EPOCHS=0). Sizes can be set with FDG_CASES, PSMA_CASES, TRACER_CASES (0: no
+# tracer classifier), PRE_EPOCHS, V4_EPOCHS, V3_EPOCHS, V2_EPOCHS, ITERS,
 # VAL_ITERS, PROCESSES, LR and ORGAN_WEIGHT (empty: the recipes' own, lr 1e-3 and 1:1); the work
 # goes to $WORK, the model set to $OUT.
 set -euo pipefail
@@ -31,8 +40,8 @@ FDG_CASES=${FDG_CASES:-40}
 PSMA_CASES=${PSMA_CASES:-30}
 TRACER_CASES=${TRACER_CASES:-80}
 PRE_EPOCHS=${PRE_EPOCHS:-0}
-V4_EPOCHS=${V4_EPOCHS:-44}
-V3_EPOCHS=${V3_EPOCHS:-56}
+V4_EPOCHS=${V4_EPOCHS:-80}
+V3_EPOCHS=${V3_EPOCHS:-96}
 V2_EPOCHS=${V2_EPOCHS:-34}
 ITERS=${ITERS:-50}
 VAL_ITERS=${VAL_ITERS:-5}

@@ -7,7 +7,13 @@ from scipy import ndimage
 
 from petloop.phantom import PhantomConfig, generate_case
 from petloop.phantom.anatomy import draw_anatomy, render_regions
-from petloop.phantom.lesions import LesionSpec, render_lesions
+from petloop.phantom.lesions import (
+    FDG_FAINT_SUVMAX,
+    LesionSpec,
+    _suv_peak,
+    recovery,
+    render_lesions,
+)
 from petloop.phantom.physics import ct_map, draw_imaging
 from petloop.phantom.regions import ORGAN_IDS, R
 from petloop.phantom.shapes import Grid
@@ -162,3 +168,33 @@ def test_lesions_change_ct_only_in_lung_and_bone():
     assert ((ids == 2) & (regions == R["liver"])).sum() > 10
     assert not (changed & (regions == R["liver"])).any()
     assert activity[ids > 0].min() > 1.0
+
+
+def test_fdg_uptake_is_avid_and_rises_with_size():
+    """Drawn FDG SUVmax (true activity times the sphere's recovery) is above the liver's SUVmax
+    of about 2.7, with a median of about 6.4 at 14 mm that rises with the diameter."""
+    rng = np.random.default_rng(0)
+
+    def measured(d, n=4000):
+        return np.array([_suv_peak(rng, "fdg", "lymph_node", d, 6.5) * recovery(d, 6.5)
+                         for _ in range(n)])
+
+    small, typical, large = measured(8.0), measured(14.0), measured(50.0)
+    assert min(small.min(), typical.min(), large.min()) >= FDG_FAINT_SUVMAX[0] - 1e-9
+    assert np.median(typical) == pytest.approx(6.4, rel=0.1)
+    assert np.median(large) > 1.6 * np.median(typical)
+    assert np.median(small) < np.median(typical)
+    assert 0.07 < np.mean(typical < FDG_FAINT_SUVMAX[1]) < 0.35  # the faint tenth and the tail
+    # PSMA keeps its published SUVmax by site, independent of size
+    psma = [_suv_peak(rng, "psma", "bone", 30.0, 6.5) * recovery(30.0, 6.5) for _ in range(4000)]
+    assert np.median(psma) == pytest.approx(np.median(
+        [_suv_peak(rng, "psma", "bone", 60.0, 6.5) * recovery(60.0, 6.5) for _ in range(4000)]),
+        rel=0.1)
+
+
+def test_fdg_lesion_voxels_near_published_suv(cohort):
+    """SUV in FDG lesion voxels near the published lesion mean of 7.06 (SPEC section 9)."""
+    values = np.concatenate([c.case.pet.array[c.case.label.array > 0] for c in cohort["fdg"]
+                             if c.case.label.array.any()])
+    assert 5.0 < values.mean() < 10.0
+    assert np.percentile(values, 0.5) < 1.5 < 15.0 < np.percentile(values, 99.5)

@@ -53,6 +53,8 @@ HOT_ORGANS = {
 # PSMA SUVmax by site (mean, sd), 68Ga-PSMA-11 [SPEC section 9]
 PSMA_SUV = {"prostate": (11, 8), "lymph_node": (15, 14), "bone": (16, 16),
             "soft_tissue": (24, 16)}
+FDG_FAINT_SUVMAX = (2.8, 4.0)  # just above the liver's SUVmax of about 2.7 [SPEC section 9]
+FDG_SIZE_EXPONENT = 0.5  # median FDG SUVmax grows as the square root of the diameter
 
 
 @dataclass(frozen=True)
@@ -145,14 +147,23 @@ def recovery(diameter_mm: float, fwhm_mm: float) -> float:
 
 def _suv_peak(rng, tracer: str, site: str, diameter_mm: float, fwhm_mm: float) -> float:
     """True activity concentration. Published SUVmax values are measured on blurred images,
-    so the drawn SUVmax is divided by the recovery of a sphere of that size (at most 4x)."""
+    so the drawn SUVmax is divided by the recovery of a sphere of that size (at most 4x).
+
+    FDG: a lesion is labelled only when FDG-avid, taking up more than the liver (SUVmax about
+    2.7), so the faint tenth are drawn just above it, and the uptake of avid lesions rises with
+    their size (median SUVmax 6.4 at 14 mm, 12 at 50 mm), which brings the SUV in lesion voxels
+    near the published mean of 7 (SPEC section 9)."""
+    if tracer == "fdg":
+        if rng.random() < 0.1:
+            suvmax = float(rng.uniform(FDG_FAINT_SUVMAX[0], FDG_FAINT_SUVMAX[1]))
+        else:
+            mean = 8.0 * (diameter_mm / 14.0) ** FDG_SIZE_EXPONENT
+            suvmax = float(np.clip(_lognormal_ms(rng, mean, 0.75 * mean), 3.0, 60.0))
+        return suvmax / max(recovery(diameter_mm, fwhm_mm), 0.25)
     if rng.random() < 0.1:  # faint lesions, barely above their surroundings
         return float(rng.uniform(1.6, 3.0))
-    if tracer == "fdg":
-        suvmax = float(np.clip(_lognormal_ms(rng, 8.0, 6.0), 2.0, 60.0))
-    else:
-        mean, sd = PSMA_SUV.get("soft_tissue" if site == "near_hot_organ" else site, (12, 10))
-        suvmax = float(np.clip(_lognormal_ms(rng, mean, sd), 2.0, 100.0))
+    mean, sd = PSMA_SUV.get("soft_tissue" if site == "near_hot_organ" else site, (12, 10))
+    suvmax = float(np.clip(_lognormal_ms(rng, mean, sd), 2.0, 100.0))
     return suvmax / max(recovery(diameter_mm, fwhm_mm), 0.25)
 
 
