@@ -14,7 +14,7 @@
 # How the bundled set was made, on 2 CPU cores: a first run with V4_EPOCHS=24 V3_EPOCHS=16
 # V2_EPOCHS=24 (about 90 minutes; v2 ran 16 epochs and was continued to 24), then CONTINUE=1
 # twice: with V3_EPOCHS=40 V4_EPOCHS=34 V2_EPOCHS=34 (62 minutes), then with V3_EPOCHS=56
-# V4_EPOCHS=44 (33 minutes; v4 went on to 46 in a run that was stopped). Those FDG phantoms came
+# V4_EPOCHS=44 (33 minutes; a stopped run took v4 to 45). Those FDG phantoms came
 # from petloop before FDG uptake rose with lesion size (git history, before the commit that made
 # FDG lesions avid); the FDG models were then continued on phantoms of the current generator:
 #   cp $WORK/nnUNet_preprocessed/Dataset601_PhantomFDG/{petloopCPUPlans,dataset}.json into
