@@ -28,9 +28,9 @@
 # predicting background everywhere, and lesion models started from it stayed there too, while
 # the same recipes started from nnU-Net's initialisation learned; so the default is no
 # pretraining (PRE_EPOCHS=0). Sizes can be set with FDG_CASES, PSMA_CASES, TRACER_CASES (0: no
-# tracer classifier), PRE_EPOCHS, V4_EPOCHS, V3_EPOCHS, V2_EPOCHS, ITERS,
-# VAL_ITERS, PROCESSES, LR and ORGAN_WEIGHT (empty: the recipes' own, lr 1e-3 and 1:1); the work
-# goes to $WORK, the model set to $OUT.
+# tracer classifier), PRE_EPOCHS, V4_EPOCHS, V3_EPOCHS, V2_EPOCHS, ITERS, VAL_ITERS, PROCESSES,
+# LR and ORGAN_WEIGHT (empty: the recipes' own, lr 1e-3 and 1:1); the work goes to $WORK, the
+# model set to $OUT.
 set -euo pipefail
 DEVICE=${1:-cpu}
 PETLOOP=${PETLOOP:-.venv/bin/petloop}

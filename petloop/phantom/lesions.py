@@ -153,17 +153,16 @@ def _suv_peak(rng, tracer: str, site: str, diameter_mm: float, fwhm_mm: float) -
     2.7), so the faint tenth are drawn just above it, and the uptake of avid lesions rises with
     their size (median SUVmax 6.4 at 14 mm, 12 at 50 mm), which brings the SUV in lesion voxels
     near the published mean of 7 (SPEC section 9)."""
+    faint = rng.random() < 0.1
     if tracer == "fdg":
-        if rng.random() < 0.1:
-            suvmax = float(rng.uniform(FDG_FAINT_SUVMAX[0], FDG_FAINT_SUVMAX[1]))
-        else:
-            mean = 8.0 * (diameter_mm / 14.0) ** FDG_SIZE_EXPONENT
-            suvmax = float(np.clip(_lognormal_ms(rng, mean, 0.75 * mean), 3.0, 60.0))
-        return suvmax / max(recovery(diameter_mm, fwhm_mm), 0.25)
-    if rng.random() < 0.1:  # faint lesions, barely above their surroundings
+        mean = 8.0 * (diameter_mm / 14.0) ** FDG_SIZE_EXPONENT
+        suvmax = float(rng.uniform(*FDG_FAINT_SUVMAX) if faint
+                       else np.clip(_lognormal_ms(rng, mean, 0.75 * mean), 3.0, 60.0))
+    elif faint:  # PSMA: barely above the surroundings, a true activity
         return float(rng.uniform(1.6, 3.0))
-    mean, sd = PSMA_SUV.get("soft_tissue" if site == "near_hot_organ" else site, (12, 10))
-    suvmax = float(np.clip(_lognormal_ms(rng, mean, sd), 2.0, 100.0))
+    else:
+        mean, sd = PSMA_SUV.get("soft_tissue" if site == "near_hot_organ" else site, (12, 10))
+        suvmax = float(np.clip(_lognormal_ms(rng, mean, sd), 2.0, 100.0))
     return suvmax / max(recovery(diameter_mm, fwhm_mm), 0.25)
 
 
