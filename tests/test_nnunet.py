@@ -333,12 +333,51 @@ def test_dataset_build_and_train_commands(work, tmp_path):
     assert result.exit_code == 0, result.output
     assert "built Dataset903_Cli: 5 cases (5 with organ labels, 5 with simulated clicks)" in \
         result.output.replace("\n", " ")
-    result = runner.invoke(app, ["train", "--dataset", "903", "--recipe", "v4", "--epochs", "1",
-                                 "--iters", "2", "--val-iters", "1", "--workdir", str(tmp_path)])
+    result = runner.invoke(app, ["train", "--dataset", "903", "--recipe", "v4", "--epochs", "3",
+                                 "--iters", "2", "--val-iters", "1", "--time-budget", "1",
+                                 "--workdir", str(tmp_path)])
     assert result.exit_code == 0, result.output
+    from petloop.cli.nnunet import nnunet_paths
+
+    fold = next((nnunet_paths(tmp_path).results / "Dataset903_Cli").glob("*V4*/fold_all"))
+    log = "".join(p.read_text() for p in fold.glob("training_log_*.txt"))
+    assert "time budget 1 s: training ends after epoch 0 (of 3 requested)" in log
+    ckpt = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert ckpt["current_epoch"] == 1  # one epoch fitted in the budget, then the final checkpoint
     result = runner.invoke(app, ["train", "--dataset", "903", "--recipe", "v7", "--workdir",
                                  str(tmp_path)])
     assert result.exit_code == 2 and "unknown recipe 'v7'" in result.output
+
+
+def _budgeted_run(epoch_seconds, requested, budget):
+    """Simulate nnU-Net's loop with the budget check after every epoch."""
+    from petloop.nnunet.trainers import epochs_within_budget
+
+    total, elapsed, spans = requested, 0.0, []
+    for epoch in range(requested):
+        if epoch >= total:
+            break
+        elapsed += epoch_seconds[epoch]
+        spans.append(epoch_seconds[epoch])
+        total = epochs_within_budget(requested, epoch + 1, elapsed, spans[-5:], budget)
+    return len(spans), elapsed
+
+
+def test_time_budget_fits_the_epochs():
+    from petloop.nnunet.trainers import epochs_within_budget
+
+    # constant epochs: as many as fit, never more than requested, at least the one run
+    for per, requested, budget in ((3.0, 1000, 450), (2.5, 10, 450), (7.0, 50, 5), (1.0, 4, 4)):
+        done, elapsed = _budgeted_run([per] * requested, requested, budget)
+        assert done == min(requested, max(1, int(budget // per)))
+        assert elapsed <= max(budget, per)
+    # uneven epochs: within the budget but for at most one epoch, and nearly filling it
+    rng = np.random.default_rng(3)
+    times = list(rng.uniform(2.0, 4.0, 500))
+    done, elapsed = _budgeted_run(times, 500, 450)
+    assert 450 - 2 * 4.0 <= elapsed <= 450 + 4.0 and done < 500
+    assert epochs_within_budget(100, 10, 50.0, [], 60) == 100  # nothing measured yet
+    assert epochs_within_budget(100, 10, 70.0, [5.0], 60) == 10  # over budget: stop now
 
 
 def test_organ_supervised_loss_parts_and_weight():

@@ -108,6 +108,9 @@ def train(
         help="Organ loss weight of organ-supervised recipes (published: 1).")] = None,
     save_every: Annotated[int | None, typer.Option(min=1, help="Save a checkpoint every N "
                                                    "epochs (nnU-Net: 50).")] = None,
+    time_budget: Annotated[float | None, typer.Option(
+        min=1, help="Seconds of training: the run ends within them, after at most --epochs, and "
+        "the learning rate decays over the epochs that fit.")] = None,
     plans: Annotated[str, typer.Option(help="Plans identifier.")] = "petloopCPUPlans",
     configuration: Annotated[str, typer.Option(help="Plans configuration.")] = "3d_fullres",
     device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
@@ -133,7 +136,7 @@ def train(
         os.environ.setdefault("nnUNet_n_proc_DA", "0" if (os.cpu_count() or 1) <= 2 else "2")
     options = TrainOptions(epochs, iters, val_iters, lr, schedule,
                            str(pretrained) if pretrained else None, organ_weight=organ_weight,
-                           save_every=save_every)
+                           save_every=save_every, time_budget=time_budget)
     try:
         config = TrainConfig(dataset, dataset_folder_name(dataset, paths), recipe, fold,
                              configuration, plans, device, num_gpus, validate, resume, options)

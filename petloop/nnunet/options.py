@@ -19,6 +19,7 @@ class TrainOptions:
     pretrained: str | None = None
     save_every: int | None = None
     organ_weight: float | None = None
+    time_budget: float | None = None  # seconds of training; the epochs are fitted to it
 
 
 def read_options(output_folder: str | Path | None) -> TrainOptions:

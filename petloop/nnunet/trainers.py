@@ -17,6 +17,7 @@ load in petloop unchanged.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,25 @@ from petloop.nnunet.pretrained import load_pretrained
 
 ORGAN_NETWORK = "petloop.nnunet.network.ResidualEncoderUNetOrgan"
 CUDA = torch.device("cuda")  # nnU-Net's default device argument
+
+
+def epochs_within_budget(requested: int, epochs_done: int, elapsed: float,
+                         recent_epoch_seconds, budget: float) -> int:
+    """How many epochs a run ends after so that it stays within ``budget`` seconds.
+
+    ``epochs_done`` epochs (of the whole run, earlier sessions included) are finished,
+    ``elapsed`` seconds of this session spent; the epochs still to come are assumed to take as
+    long as the slowest of the recent ones. Never more than ``requested``, never fewer than done.
+    """
+    if not recent_epoch_seconds:
+        return requested
+    per_epoch = max(float(max(recent_epoch_seconds)), 1e-9)
+    more = int(max(budget - elapsed, 0.0) // per_epoch)
+    return max(epochs_done, min(requested, epochs_done + more))
+
+
+class _BudgetSpent(Exception):
+    """Raised between epochs when the time budget allows no further epoch."""
 
 
 def organ_folder(preprocessed_base: str | Path, data_identifier: str) -> Path:
@@ -82,6 +102,38 @@ class PetloopBase(nnUNetTrainer):
             report = load_pretrained(getattr(net, "_orig_mod", net), o.pretrained,
                                      source=str(o.pretrained))
             self.print_to_log_file(f"pretrained weights from {o.pretrained}: {report.summary()}")
+
+    def on_train_start(self):
+        self._budget_start, self._epoch_spans = time.monotonic(), []
+        super().on_train_start()  # initialises: the run options set num_epochs there
+        self._requested_epochs = self.num_epochs
+
+    def on_epoch_start(self):
+        if self.current_epoch >= self.num_epochs:
+            raise _BudgetSpent
+        self._epoch_start = time.monotonic()
+        super().on_epoch_start()
+
+    def on_epoch_end(self):
+        budget = self.petloop_options.time_budget
+        if budget is not None:
+            self._epoch_spans.append(time.monotonic() - self._epoch_start)
+            fitted = epochs_within_budget(self._requested_epochs, self.current_epoch + 1,
+                                          time.monotonic() - self._budget_start,
+                                          self._epoch_spans[-5:], budget)
+            if fitted != self.num_epochs:
+                self.print_to_log_file(f"time budget {budget:.0f} s: training ends after epoch "
+                                       f"{fitted - 1} (of {self._requested_epochs} requested)")
+                self.num_epochs = fitted
+                self.lr_scheduler.max_steps = fitted  # the poly learning rate reaches 0 there
+        super().on_epoch_end()
+
+    def run_training(self):
+        """nnU-Net's loop; a time budget may end it before the requested epochs."""
+        try:
+            super().run_training()
+        except _BudgetSpent:
+            self.on_train_end()
 
     def configure(self, epochs: int | None = None, iterations: int | None = None,
                   val_iterations: int | None = None, lr: float | None = None,
