@@ -17,7 +17,7 @@ from pathlib import Path
 
 from petloop.inference.evaluate import run_steps
 from petloop.inference.modelset import ModelSet, Route, load_model_set
-from petloop.inference.pipeline import Pipeline
+from petloop.inference.pipeline import Pipeline, resolve_precision
 from petloop.io.atomic import write_json_atomic, write_text_atomic
 from petloop.io.clicks import read_clicks
 from petloop.io.layouts import find_cases
@@ -47,6 +47,7 @@ class DemoConfig:
     negative_fraction: float = 0.2
     clicks: str = "official"
     device: str = "cpu"
+    precision: str = "auto"  # fp32, bf16 or auto (bf16 where the CPU has it)
     steps: int = N_STEPS
     compare_error_driven: bool = True  # also run the FDG hybrid with error-driven clicks
 
@@ -87,7 +88,8 @@ def assemble_hybrid(model_set: ModelSet, tracer: str, case_ids, folders: dict, o
     for case in case_ids:
         clicks = read_clicks(next(iter(folders.values())) / "clicks" / f"{case}_clicks.json")
         for k in range(steps):
-            entry = model_set.route(tracer, len(clicks.step(k).background))
+            at = clicks.step(k)
+            entry = model_set.route(tracer, len(at.background), len(at.tumor))
             shutil.copyfile(folders[short_name(entry.name)] / f"{case}_step{k}.nii.gz",
                             out / f"{case}_step{k}.nii.gz")
     return out
@@ -186,8 +188,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
                 if progress:
                     progress(f"{col.tracer} {col.name}: {case_id}", done, total)
 
-            run_steps(Pipeline(ms, config.device), these, folder, mode, config.steps,
-                      "case", progress=tick)
+            run_steps(Pipeline(ms, config.device, config.precision), these, folder, mode,
+                      config.steps, "case", progress=tick)
         folders.setdefault(col.tracer, {})[col.name] = folder
         evaluations.append(evaluate_model(these, folder, col.name, config.steps))
     ev = merge(evaluations)
@@ -220,7 +222,9 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     report = [f"# petloop demo: {model_set.name} on held-out phantoms", "",
               f"{len(cases)} phantoms (seed {config.seed}, never used in training): "
               f"{len(by_tracer['fdg'])} FDG, {len(by_tracer['psma'])} PSMA ({negatives} "
-              f"negative control(s)); {config.clicks} clicks; mean over cases per click step.", ""]
+              f"negative control(s)); {config.clicks} clicks; mean over cases per click step; "
+              f"network arithmetic {resolve_precision(config.precision, config.device)} on "
+              f"{config.device}.", ""]
     for tracer in ("fdg", "psma"):
         if by_tracer[tracer]:
             report.append(markdown_table(summary, tracer, f"{tracer.upper()} phantoms"))

@@ -34,9 +34,32 @@ def case(work):
 
 def test_routing_follows_the_birth_rule(model_set):
     ms = load_model_set(model_set)
-    assert ms.route("fdg", 0).name == "fdg_v4" and ms.route("fdg", 4).name == "fdg_v4"
-    assert ms.route("fdg", 5).name == "fdg_v3" and ms.route("fdg", 10).name == "fdg_v3"
-    assert ms.route("psma", 7).name == "psma_v2"
+    assert ms.route("fdg", 0, 0).name == "fdg_v4" and ms.route("fdg", 4, 4).name == "fdg_v4"
+    assert ms.route("fdg", 5, 5).name == "fdg_v3" and ms.route("fdg", 10, 10).name == "fdg_v3"
+    assert ms.route("fdg", 7, 0).name == "fdg_v3"  # the published rule counts background only
+    assert ms.route("psma", 7, 0).name == "psma_v2"
+
+
+def test_birth_fg_routing_keeps_the_stochastic_model_until_a_lesion_is_clicked(model_set,
+                                                                               tmp_path):
+    from petloop.inference.modelset import birth_routing
+
+    manifest = json.loads((model_set / "manifest.json").read_text())
+    manifest["routing"] = birth_routing("fdg_v4", "fdg_v3", "psma_v2", "birth-fg")
+    manifest["tracer_classifier"] = str(model_set / manifest["tracer_classifier"])
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    ms = load_model_set(tmp_path)
+    for n_bg in range(11):  # against the rule written out
+        for n_fg in range(11):
+            want = "fdg_v3" if n_bg >= 5 and n_fg >= 1 else "fdg_v4"
+            assert ms.route("fdg", n_bg, n_fg).name == want
+    assert ms.to_json()["routing"]["fdg"] == manifest["routing"]["fdg"]
+    manifest["routing"]["fdg"][1]["min_foreground_clicks"] = -1
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelSetError, match=r"routing.fdg\[1\].min_foreground_clicks must be"):
+        load_model_set(tmp_path)
+    with pytest.raises(ValueError, match="unknown routing 'birth-x'"):
+        birth_routing("a", "b", "c", "birth-x")
 
 
 def test_manifest_errors_name_what_is_missing(model_set, tmp_path):
@@ -249,6 +272,28 @@ def test_demo_findings_are_checked_from_the_curves():
     assert first_step_reaching([0.1, 0.5], 0.9) is None
 
 
+def test_precision_choice_and_bf16_agrees_with_fp32(model_set, case, tmp_path):
+    from petloop.inference.pipeline import cpu_has_bf16, resolve_precision
+
+    with_amx, without = tmp_path / "amx", tmp_path / "plain"
+    with_amx.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_has_bf16(str(with_amx)) and not cpu_has_bf16(str(without))
+    assert not cpu_has_bf16(str(tmp_path / "missing"))
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_bf16() else "fp32")
+    assert resolve_precision("bf16", "cuda") == "fp32"  # nnU-Net's own autocast there
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        resolve_precision("fp8", "cpu")
+    ms = load_model_set(model_set)
+    x = np.random.default_rng(0).normal(size=(4, 48, 48, 64)).astype(np.float32)
+    p32, _ = Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v4"]).probabilities(x, None)
+    p16, _ = Pipeline(ms, "cpu", "bf16").model(ms.models["fdg_v4"]).probabilities(x, None)
+    diff = (p32 - p16).abs()
+    assert diff.mean() < 0.01 and diff.max() < 0.1 and not torch.equal(p32, p16)
+    full = Pipeline(ms, "cpu", "bf16").predict(case.ct, case.pet, Clicks(), tracer="fdg")
+    assert full.mask.shape == case.pet.shape
+
+
 def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
     from petloop.inference.export import export_model_set, folder_size
     from petloop.tracer.classifier import TracerClassifier
@@ -269,6 +314,12 @@ def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
     logs = sorted(trained["v4"].glob("training_log_*.txt"))  # every run's log, in order
     exported = (out / "fdg_v4" / trained["v4"].parent.name / "fold_all" / "training_log.txt")
     assert logs and exported.read_text() == "".join(p.read_text() for p in logs)
+    from PIL import Image
+
+    curve, source = exported.with_name("progress.png"), trained["v4"] / "progress.png"
+    with Image.open(curve) as im, Image.open(source) as src:  # the training curve, smaller
+        assert im.mode == "P" and im.size == src.size
+    assert curve.stat().st_size < source.stat().st_size
     TracerClassifier(ms.tracer_classifier).predict(case.pet)  # the gzip-compressed weights load
     full = Pipeline(load_model_set(out)).predict(case.ct, case.pet, Clicks(), tracer="fdg")
     assert full.mask.shape == case.pet.shape and full.model == "fdg_v4"

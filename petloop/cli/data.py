@@ -127,6 +127,8 @@ def demo(
     models: Annotated[Path, typer.Option(help="Model set.")] = Path("models/phantom"),
     clicks: Annotated[str, typer.Option(help="official or error-driven.")] = "official",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    precision: Annotated[str, typer.Option(help="fp32, bf16 or auto (bf16 where the CPU has "
+                                           "bfloat16 instructions).")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the held-out phantoms.")] = 9001,
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
@@ -143,7 +145,7 @@ def demo(
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 
     config = DemoConfig(models=models, out=out, cases=cases, clicks=clicks, device=device,
-                        seed=seed)
+                        seed=seed, precision=precision)
     try:
         with progress() as bar:
             task = bar.add_task("click steps", total=None)

@@ -12,13 +12,16 @@ from petloop.cli import app, console, err_console, fail, progress
 
 Models = Annotated[Path, typer.Option(help="Model set folder (manifest.json).")]
 DEFAULT_MODELS = Path("models/phantom")
+Precision = Annotated[str, typer.Option(
+    help="Network arithmetic on a CPU: fp32, bf16, or auto (bf16 where the CPU has bfloat16 "
+    "instructions, AMX or AVX512-BF16, about three times faster; else fp32).")]
 
 
-def _pipeline(models: Path, device: str):
+def _pipeline(models: Path, device: str, precision: str = "fp32"):
     from petloop.inference.modelset import load_model_set
     from petloop.inference.pipeline import Pipeline
 
-    return Pipeline(load_model_set(models), device)
+    return Pipeline(load_model_set(models), device, precision)
 
 
 def _errors():
@@ -45,6 +48,7 @@ def predict(
     time_budget: Annotated[float | None, typer.Option(
         help="Seconds for test-time mirroring (0: none).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    precision: Precision = "auto",
 ) -> None:
     """Segment lesions in one PET/CT with the model set, given clicks."""
     from petloop.io.atomic import write_json_atomic
@@ -53,7 +57,7 @@ def predict(
     from petloop.metrics.report import lesion_report
 
     try:
-        pipeline = _pipeline(models, device)
+        pipeline = _pipeline(models, device, precision)
         pet_vol = read_volume(pet)
         c = read_clicks(clicks, shape=pet_vol.shape) if clicks else Clicks()
         if step is not None:
@@ -84,6 +88,7 @@ def predict_folder(
     processes: Annotated[int, typer.Option(min=0, help="nnU-Net preprocessing workers (0: none)."
                                            )] = 2,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    precision: Precision = "auto",
 ) -> None:
     """Segment many cases (with their clicks); nnU-Net's worker processes preprocess ahead;
     --num-parts/--part-id split a cohort across machines."""
@@ -94,7 +99,7 @@ def predict_folder(
         fail(f"part id {part_id} must be below the number of parts {num_parts}")
     try:
         cases = find_cases(data)[part_id::num_parts]
-        pipeline = _pipeline(models, device)
+        pipeline = _pipeline(models, device, precision)
         with progress() as bar:
             task = bar.add_task(f"predicting part {part_id + 1}/{num_parts}", total=len(cases))
             predict_cases(pipeline, cases, out, step, tracer, time_budget, processes,
@@ -113,6 +118,7 @@ def grand_challenge(
     models: Models = DEFAULT_MODELS,
     time_budget: Annotated[float | None, typer.Option(help="Seconds for mirroring.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    precision: Precision = "auto",
 ) -> None:
     """The challenge container's entry point: /input/images/{ct,pet}/<uuid>.mha and
     /input/lesion-clicks.json in, /output/images/tumor-lesion-segmentation/<uuid>.mha out."""
@@ -128,8 +134,8 @@ def grand_challenge(
         case = files.load(with_label=False)
         from petloop.io.clicks import Clicks
 
-        result = _pipeline(models, device).predict(case.ct, case.pet, case.clicks or Clicks(),
-                                                   "auto", time_budget)
+        result = _pipeline(models, device, precision).predict(
+            case.ct, case.pet, case.clicks or Clicks(), "auto", time_budget)
     except (*_errors(), LayoutError) as exc:
         fail(str(exc))
     target = output_dir / "images" / "tumor-lesion-segmentation" / f"{files.case_id}.mha"
@@ -148,6 +154,7 @@ def crossval(
     clicks: Annotated[str, typer.Option(help="official or error-driven.")] = "official",
     steps: Annotated[int, typer.Option(min=1, help="Click steps.")] = 11,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    precision: Precision = "auto",
     workdir: Annotated[Path | None, typer.Option(help="petloop work directory.")] = None,
 ) -> None:
     """Cross-validation as in the paper's Table 1: each fold's checkpoint on that fold's
@@ -173,7 +180,7 @@ def crossval(
                 ids = validation_cases(paths.preprocessed / name, fold)
                 cases = [all_cases[i] for i in ids]
                 task = bar.add_task(f"fold {fold}", total=len(cases))
-                run_steps(Pipeline(ms, device), cases, pred_dir, clicks, steps, "case",
+                run_steps(Pipeline(ms, device, precision), cases, pred_dir, clicks, steps, "case",
                           progress=lambda _, t=task: bar.advance(t))
                 evaluated += cases
         ev = merge([evaluate_model(evaluated, pred_dir, model.name, steps)])
@@ -208,15 +215,20 @@ def models_export(
     description: Annotated[str, typer.Option(help="One line on what it is.")] = "",
     full_precision: Annotated[bool, typer.Option("--full-precision",
                                                  help="Keep float32 weights.")] = False,
+    routing: Annotated[str, typer.Option(
+        help="birth: the published rule (FDG: v4 below 5 background clicks, v3 from 5); "
+        "birth-fg: the same, but v3 only once a lesion has been clicked.")] = "birth",
 ) -> None:
     """Assemble a model set (manifest with the BIRTH routing, slim checkpoints, tracer
     weights)."""
     from petloop.inference.export import export_model_set, folder_size
-    from petloop.inference.modelset import ModelSetError
+    from petloop.inference.modelset import ROUTINGS, ModelSetError
 
+    if routing not in ROUTINGS:
+        fail(f"unknown routing {routing!r}; use one of {', '.join(ROUTINGS)}")
     try:
         path = export_model_set(out, fdg_v4, fdg_v3, psma_v2, tracer_weights, name,
-                                description, half=not full_precision)
+                                description, half=not full_precision, routing=routing)
     except (ModelSetError, FileNotFoundError) as exc:
         fail(str(exc))
     console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")

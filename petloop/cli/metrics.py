@@ -55,6 +55,8 @@ def evaluate(
     time_budget: Annotated[float | None, typer.Option(help="With --models: seconds for "
                                                       "mirroring.")] = None,
     device: Annotated[str, typer.Option(help="With --models: cpu or cuda.")] = "cpu",
+    precision: Annotated[str, typer.Option(help="With --models: fp32, bf16 or auto (see "
+                                           "predict).")] = "auto",
     steps: Annotated[int, typer.Option(min=1, help="Number of click steps (0..steps-1).")] = 11,
     layout: Annotated[str, typer.Option(help="auto, autopet, nnunet or gc.")] = "auto",
     label: Annotated[int | None, typer.Option(help="Class to evaluate in non-binary masks.")]
@@ -95,7 +97,7 @@ def evaluate(
             with progress() as bar:
                 task = bar.add_task(f"running {model_set.name} ({clicks} clicks)",
                                     total=len(cases))
-                folder = run_steps(Pipeline(model_set, device), cases,
+                folder = run_steps(Pipeline(model_set, device, precision), cases,
                                    out / "predictions" / name, clicks, steps, tracer,
                                    time_budget, progress=lambda _: bar.advance(task))
         except (ModelSetError, TracerError, VolumeError, ValueError) as exc:

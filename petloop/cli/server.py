@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from petloop.cli import app, err_console, fail
-from petloop.cli.inference import DEFAULT_MODELS, Models, _errors, _pipeline
+from petloop.cli.inference import DEFAULT_MODELS, Models, Precision, _errors, _pipeline
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -25,6 +25,7 @@ def serve(
                                       "otherwise.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8000,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    precision: Precision = "auto",
     time_budget: Annotated[float | None, typer.Option(
         help="Seconds per click for test-time mirroring (0 or none: no mirroring).")] = None,
     max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest upload (CT and PET "
@@ -50,7 +51,7 @@ def serve(
         write_phantoms(PhantomConfig(seed=4242, tracer="mixed", negative_fraction=0.0), data,
                        phantoms)
     try:
-        pipeline = _pipeline(models, device)
+        pipeline = _pipeline(models, device, precision)
         if data is not None:
             n = len(find_cases(data))
             err_console.print(f"{n} cases in {data}")

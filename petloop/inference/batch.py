@@ -37,7 +37,7 @@ def predict_cases(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Pat
                          reference_name=str(files.pet))
         explicit = case.tracer if tracer == "case" else tracer
         t = pipeline.tracer(case.pet, explicit, str(files.pet)).tracer
-        entry = pipeline.model_set.route(t, len(clicks.background))
+        entry = pipeline.model_set.route(t, len(clicks.background), len(clicks.tumor))
         groups[entry.name].append((case.case_id, ct, case.pet, clicks, t, entry))
     written = []
     for jobs in groups.values():

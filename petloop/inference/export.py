@@ -1,7 +1,8 @@
 """Assembling a model set folder from trained nnU-Net model folders.
 
 Each model folder is copied with what prediction needs (``plans.json``, ``dataset.json``, the
-fingerprint, the training options, log and curve) and, per fold, a slimmed checkpoint: the
+fingerprint, the training options, the log and the curve, nnU-Net's ``progress.png`` kept as a
+64-colour palette PNG of about a third of the size) and, per fold, a slimmed checkpoint: the
 network weights (optionally in half precision, tensors that share storage kept shared), the
 trainer name, its init arguments and the mirroring axes; no optimizer state.
 """
@@ -19,7 +20,17 @@ from petloop.io.atomic import atomic_path, write_json_atomic
 from .modelset import MANIFEST, birth_routing, load_model_set
 
 KEEP = ("plans.json", "dataset.json", "dataset_fingerprint.json")
-FOLD_KEEP = ("petloop_train.json", "progress.png")
+FOLD_KEEP = ("petloop_train.json",)
+
+
+def copy_curve(src: Path, dst: Path) -> None:
+    """nnU-Net's ``progress.png`` (lines on a plain background) as a 64-colour palette PNG."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        small = im.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+    with atomic_path(dst) as tmp:
+        small.save(tmp, format="PNG", optimize=True)
 
 
 def slim_checkpoint(src: Path, dst: Path, half: bool = True) -> None:
@@ -55,6 +66,8 @@ def copy_model(folder: Path, dst: Path, half: bool = True) -> list[str]:
         for name in FOLD_KEEP:
             if (fold_dir / name).is_file():
                 shutil.copyfile(fold_dir / name, dst / fold_dir.name / name)
+        if (fold_dir / "progress.png").is_file():
+            copy_curve(fold_dir / "progress.png", dst / fold_dir.name / "progress.png")
         logs = sorted(fold_dir.glob("training_log_*.txt"))  # one per run, continued ones too
         if logs:
             (dst / fold_dir.name / "training_log.txt").write_text(
@@ -68,9 +81,9 @@ def copy_model(folder: Path, dst: Path, half: bool = True) -> list[str]:
 
 def export_model_set(out: str | Path, fdg_stochastic: Path, fdg_full: Path, psma: Path,
                      tracer_weights: Path | None = None, name: str = "phantom",
-                     description: str = "", half: bool = True) -> Path:
+                     description: str = "", half: bool = True, routing: str = "birth") -> Path:
     """A model set with the BIRTH routing: fdg_v4 below 5 background clicks, fdg_v3 from 5,
-    psma_v2 for PSMA."""
+    psma_v2 for PSMA (``birth-fg``: fdg_v3 only once a lesion has been clicked)."""
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -81,11 +94,13 @@ def export_model_set(out: str | Path, fdg_stochastic: Path, fdg_full: Path, psma
                        "folds": [f if f == "all" else int(f) for f in folds]}
     manifest = {"name": name, "description": description,
                 "suv_threshold": {"fdg": 1.5, "psma": 1.0}, "models": models,
-                "routing": birth_routing("fdg_v4", "fdg_v3", "psma_v2")}
+                "routing": birth_routing("fdg_v4", "fdg_v3", "psma_v2", routing)}
     if tracer_weights is not None:
         # gzip saves about 8 % of half-precision weights; the loader reads either form
-        with open(tracer_weights, "rb") as src, \
-                gzip.open(out / "tracer_classifier.pt.gz", "wb", compresslevel=6) as dst:
+        # mtime 0: the same weights give the same bytes, so a re-export changes nothing
+        target = out / "tracer_classifier.pt.gz"
+        with open(tracer_weights, "rb") as src, open(target, "wb") as raw, \
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as dst:
             shutil.copyfileobj(src, dst)
         if Path(tracer_weights).with_suffix(".json").is_file():
             shutil.copyfile(Path(tracer_weights).with_suffix(".json"),

@@ -20,10 +20,16 @@ A model set is a folder with ``manifest.json``::
 
 Paths are relative to the manifest (absolute paths work too, e.g. a downloaded BIRTH model
 folder ``Dataset723_.../autoPET3_Trainer__ResEncL_Plan__3d_fullres_patch192_bs2``). For each
-tracer the first route whose ``max_background_clicks`` admits the number of background clicks
-(or that has none) is used; the default is the BIRTH rule: FDG the stochastic model below 5
-background clicks and the full-guidance model from 5 on, PSMA one model. After prediction,
-voxels below the tracer's SUV threshold are set to background.
+tracer the first route whose conditions admit the clicks is used: ``max_background_clicks`` (at
+most that many background clicks) and ``min_foreground_clicks`` (at least that many lesion
+clicks), each optional. The default is the BIRTH rule: FDG the stochastic model below 5
+background clicks and the full-guidance model from 5 on, PSMA one model. petloop's
+``birth-fg`` variant keeps the stochastic model while no lesion has been clicked::
+
+    "fdg": [{"model": "fdg_v4", "max_background_clicks": 4},
+            {"model": "fdg_v3", "min_foreground_clicks": 1}, {"model": "fdg_v4"}]
+
+After prediction, voxels below the tracer's SUV threshold are set to background.
 """
 
 from __future__ import annotations
@@ -55,6 +61,18 @@ class ModelEntry:
 class Route:
     model: str
     max_background_clicks: int | None = None
+    min_foreground_clicks: int | None = None
+
+    def admits(self, n_background: int, n_foreground: int) -> bool:
+        return ((self.max_background_clicks is None or n_background <= self.max_background_clicks)
+                and (self.min_foreground_clicks is None
+                     or n_foreground >= self.min_foreground_clicks))
+
+    def to_json(self) -> dict:
+        return {"model": self.model,
+                **{k: v for k, v in (("max_background_clicks", self.max_background_clicks),
+                                     ("min_foreground_clicks", self.min_foreground_clicks))
+                   if v is not None}}
 
 
 @dataclass(frozen=True)
@@ -66,14 +84,14 @@ class ModelSet:
     suv_threshold: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     tracer_classifier: Path | None = None
 
-    def route(self, tracer: str, n_background: int) -> ModelEntry:
+    def route(self, tracer: str, n_background: int, n_foreground: int) -> ModelEntry:
         if tracer not in self.routing:
             raise ModelSetError(f"model set {self.root} has no model for tracer {tracer!r}")
         for r in self.routing[tracer]:
-            if r.max_background_clicks is None or n_background <= r.max_background_clicks:
+            if r.admits(n_background, n_foreground):
                 return self.models[r.model]
         raise ModelSetError(f"model set {self.root}: no {tracer} route admits "
-                            f"{n_background} background clicks")
+                            f"{n_background} background and {n_foreground} lesion clicks")
 
     def to_json(self) -> dict:
         return {
@@ -82,10 +100,7 @@ class ModelSet:
             "suv_threshold": self.suv_threshold,
             "models": {k: {"folder": str(m.folder), "folds": list(m.folds),
                            "checkpoint": m.checkpoint} for k, m in self.models.items()},
-            "routing": {t: [{"model": r.model, **({"max_background_clicks":
-                                                   r.max_background_clicks}
-                                                  if r.max_background_clicks is not None else {})}
-                            for r in routes] for t, routes in self.routing.items()},
+            "routing": {t: [r.to_json() for r in routes] for t, routes in self.routing.items()},
         }
 
 
@@ -130,7 +145,14 @@ def load_model_set(root: str | Path) -> ModelSet:
             if model not in models:
                 raise ModelSetError(f"{manifest}: routing.{tracer}[{n}] names model {model!r}, "
                                     f"which is not in models")
-            parsed.append(Route(model, r.get("max_background_clicks")))
+            limits = {}
+            for key in ("max_background_clicks", "min_foreground_clicks"):
+                v = r.get(key)
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+                    raise ModelSetError(f"{manifest}: routing.{tracer}[{n}].{key} must be a "
+                                        f"whole number of clicks, got {v!r}")
+                limits[key] = v
+            parsed.append(Route(model, **limits))
         routing[tracer] = tuple(parsed)
     thresholds = {**DEFAULT_THRESHOLDS, **obj.get("suv_threshold", {})}
     classifier = obj.get("tracer_classifier")
@@ -142,8 +164,19 @@ def load_model_set(root: str | Path) -> ModelSet:
                     classifier or None)
 
 
-def birth_routing(fdg_stochastic: str, fdg_full: str, psma: str) -> dict:
-    """The published rule as manifest routing."""
-    return {"fdg": [{"model": fdg_stochastic, "max_background_clicks": 4},
-                    {"model": fdg_full}],
-            "psma": [{"model": psma}]}
+ROUTINGS = ("birth", "birth-fg")
+
+
+def birth_routing(fdg_stochastic: str, fdg_full: str, psma: str, variant: str = "birth") -> dict:
+    """The published rule as manifest routing; ``birth-fg`` also keeps the stochastic model
+    while no lesion has been clicked (the full-guidance model learned with lesion clicks and
+    on negative controls, which get background clicks only, finds uptake to mark)."""
+    if variant not in ROUTINGS:
+        raise ValueError(f"unknown routing {variant!r}; use one of {', '.join(ROUTINGS)}")
+    full = {"model": fdg_full}
+    if variant == "birth-fg":
+        full["min_foreground_clicks"] = 1
+    fdg = [{"model": fdg_stochastic, "max_background_clicks": 4}, full]
+    if variant == "birth-fg":
+        fdg.append({"model": fdg_stochastic})
+    return {"fdg": fdg, "psma": [{"model": psma}]}
