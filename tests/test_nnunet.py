@@ -167,6 +167,9 @@ def test_bad_training_input_fails_before_training(work, tmp_path):
                           options=TrainOptions(pretrained=str(tmp_path / "x.pth"))), paths)
     with pytest.raises(TrainingError, match="needs organ labels"):
         train(TrainConfig(902, "Dataset902_TinyOrgans", "v4", plans=plans), paths)
+    with pytest.raises(TrainingError, match="--time-budget needs a single device"):
+        train(TrainConfig(901, "Dataset901_Tiny", "v4", plans=plans, num_gpus=2,
+                          options=TrainOptions(time_budget=60)), paths)
     # a checkpoint of another architecture is refused before any trainer is made
     other = {"network_weights": _tiny_resenc(1, organ=False).state_dict()}
     torch.save(other, tmp_path / "other.pth")

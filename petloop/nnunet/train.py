@@ -84,6 +84,9 @@ def check(config: TrainConfig, paths: NnunetPaths) -> None:
     cls = config.trainer_class
     if config.options.schedule is not None:
         ClickSchedule.get(config.options.schedule)
+    if config.options.time_budget is not None and config.num_gpus > 1:
+        raise TrainingError("--time-budget needs a single device: each of several GPUs' "
+                            "processes would fit its own number of epochs")
     if config.fold != "all" and not 0 <= int(config.fold) < 5:
         raise TrainingError(f"fold must be 0-4 or 'all', got {config.fold}")
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
