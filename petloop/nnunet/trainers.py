@@ -49,9 +49,9 @@ def epochs_within_budget(requested: int, epochs_done: int, elapsed: float,
                          recent_epoch_seconds, budget: float) -> int:
     """How many epochs a run ends after so that it stays within ``budget`` seconds.
 
-    ``epochs_done`` epochs (of the whole run, earlier sessions included) are finished,
-    ``elapsed`` seconds of this session spent; the epochs still to come are assumed to take as
-    long as the slowest of the recent ones. Never more than ``requested``, never fewer than done.
+    ``epochs_done`` epochs (of the whole training, continued runs included) are finished and
+    ``elapsed`` seconds of this run spent; the epochs still to come are assumed to take as long
+    as the slowest of the recent ones. Never more than ``requested``, never fewer than done.
     """
     if not recent_epoch_seconds:
         return requested
