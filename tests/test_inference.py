@@ -300,6 +300,10 @@ def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
 
     weights = tmp_path / "tracer.pt"
     torch.save({k: v.half() for k, v in MipClassifier().state_dict().items()}, weights)
+    with pytest.raises(ValueError, match="unknown routing 'birth-x'"):
+        export_model_set(tmp_path / "set", trained["v4"].parent, trained["v3"].parent,
+                         trained["v2"].parent, weights, routing="birth-x")
+    assert not (tmp_path / "set").exists()  # refused before anything was written
     out = export_model_set(tmp_path / "set", trained["v4"].parent, trained["v3"].parent,
                            trained["v2"].parent, weights, name="t", description="test")
     ms = load_model_set(out)

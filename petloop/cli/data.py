@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from petloop.cli import app, console, err_console, fail, progress
+from petloop.cli.inference import Precision
 
 
 @app.command()
@@ -127,8 +128,7 @@ def demo(
     models: Annotated[Path, typer.Option(help="Model set.")] = Path("models/phantom"),
     clicks: Annotated[str, typer.Option(help="official or error-driven.")] = "official",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    precision: Annotated[str, typer.Option(help="fp32, bf16 or auto (bf16 where the CPU has "
-                                           "bfloat16 instructions).")] = "auto",
+    precision: Precision = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the held-out phantoms.")] = 9001,
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:

@@ -222,13 +222,9 @@ def models_export(
     """Assemble a model set (manifest with the BIRTH routing, slim checkpoints, tracer
     weights)."""
     from petloop.inference.export import export_model_set, folder_size
-    from petloop.inference.modelset import ROUTINGS, ModelSetError
-
-    if routing not in ROUTINGS:
-        fail(f"unknown routing {routing!r}; use one of {', '.join(ROUTINGS)}")
     try:
         path = export_model_set(out, fdg_v4, fdg_v3, psma_v2, tracer_weights, name,
                                 description, half=not full_precision, routing=routing)
-    except (ModelSetError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # ModelSetError is a ValueError
         fail(str(exc))
     console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")

@@ -84,6 +84,7 @@ def export_model_set(out: str | Path, fdg_stochastic: Path, fdg_full: Path, psma
                      description: str = "", half: bool = True, routing: str = "birth") -> Path:
     """A model set with the BIRTH routing: fdg_v4 below 5 background clicks, fdg_v3 from 5,
     psma_v2 for PSMA (``birth-fg``: fdg_v3 only once a lesion has been clicked)."""
+    routes = birth_routing("fdg_v4", "fdg_v3", "psma_v2", routing)  # a bad name: before any copy
     out = Path(out)
     if out.exists():
         shutil.rmtree(out)
@@ -94,7 +95,7 @@ def export_model_set(out: str | Path, fdg_stochastic: Path, fdg_full: Path, psma
                        "folds": [f if f == "all" else int(f) for f in folds]}
     manifest = {"name": name, "description": description,
                 "suv_threshold": {"fdg": 1.5, "psma": 1.0}, "models": models,
-                "routing": birth_routing("fdg_v4", "fdg_v3", "psma_v2", routing)}
+                "routing": routes}
     if tracer_weights is not None:
         # gzip saves about 8 % of half-precision weights; the loader reads either form
         # mtime 0: the same weights give the same bytes, so a re-export changes nothing

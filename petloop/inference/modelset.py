@@ -173,10 +173,10 @@ def birth_routing(fdg_stochastic: str, fdg_full: str, psma: str, variant: str = 
     on negative controls, which get background clicks only, finds uptake to mark)."""
     if variant not in ROUTINGS:
         raise ValueError(f"unknown routing {variant!r}; use one of {', '.join(ROUTINGS)}")
-    full = {"model": fdg_full}
-    if variant == "birth-fg":
-        full["min_foreground_clicks"] = 1
-    fdg = [{"model": fdg_stochastic, "max_background_clicks": 4}, full]
-    if variant == "birth-fg":
-        fdg.append({"model": fdg_stochastic})
+    below_five = {"model": fdg_stochastic, "max_background_clicks": 4}
+    if variant == "birth":
+        fdg = [below_five, {"model": fdg_full}]
+    else:
+        fdg = [below_five, {"model": fdg_full, "min_foreground_clicks": 1},
+               {"model": fdg_stochastic}]
     return {"fdg": fdg, "psma": [{"model": psma}]}
