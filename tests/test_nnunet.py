@@ -383,6 +383,38 @@ def test_time_budget_fits_the_epochs():
     assert epochs_within_budget(100, 10, 70.0, [5.0], 60) == 10  # over budget: stop now
 
 
+def test_time_budget_counts_whole_epochs(monkeypatch):
+    """The trainer's pace is measured from one epoch's start to the next, so nnU-Net's
+    end-of-epoch work (log, progress plot, checkpoints) counts: the learning-rate schedule is
+    fitted to the right number of epochs from the start, not cut short later."""
+    from types import SimpleNamespace
+
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+    import petloop.nnunet.trainers as tr
+
+    clock = [0.0]
+    monkeypatch.setattr(tr.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(nnUNetTrainer, "on_train_start", lambda self: None)
+    monkeypatch.setattr(nnUNetTrainer, "on_epoch_start", lambda self: None)
+    trainer = object.__new__(tr.PetloopBase)
+    trainer.petloop_options = SimpleNamespace(time_budget=60.0)
+    trainer.num_epochs, trainer.current_epoch = 1000, 0
+    trainer.lr_scheduler = SimpleNamespace(max_steps=1000)
+    trainer.print_to_log_file = lambda *a: None
+    trainer.on_train_start()
+    schedules = []
+    with pytest.raises(tr._BudgetSpent):
+        while True:
+            trainer.on_epoch_start()
+            schedules.append(trainer.lr_scheduler.max_steps)
+            clock[0] += 1.0  # training and validation
+            clock[0] += 2.0  # nnU-Net's on_epoch_end
+            trainer.current_epoch += 1
+    assert trainer.current_epoch == 20 and clock[0] == 60.0
+    assert set(schedules[1:]) == {20}  # fitted after the first epoch, never changed again
+
+
 def test_organ_supervised_loss_parts_and_weight():
     from petloop.nnunet.trainers import OrganSupervisedLoss
 

@@ -104,29 +104,29 @@ class PetloopBase(nnUNetTrainer):
             self.print_to_log_file(f"pretrained weights from {o.pretrained}: {report.summary()}")
 
     def on_train_start(self):
-        self._budget_start, self._epoch_spans = time.monotonic(), []
+        self._budget_start, self._epoch_spans, self._last_epoch_start = time.monotonic(), [], None
         super().on_train_start()  # initialises: the run options set num_epochs there
         self._requested_epochs = self.num_epochs
 
     def on_epoch_start(self):
-        if self.current_epoch >= self.num_epochs:
-            raise _BudgetSpent
-        self._epoch_start = time.monotonic()
-        super().on_epoch_start()
-
-    def on_epoch_end(self):
+        now = time.monotonic()
         budget = self.petloop_options.time_budget
-        if budget is not None:
-            self._epoch_spans.append(time.monotonic() - self._epoch_start)
-            fitted = epochs_within_budget(self._requested_epochs, self.current_epoch + 1,
-                                          time.monotonic() - self._budget_start,
-                                          self._epoch_spans[-5:], budget)
+        if budget is not None and self._last_epoch_start is not None:
+            # from one epoch's start to the next: training, validation and nnU-Net's end-of-epoch
+            # work (log, progress plot, checkpoints), which takes a good part of a short epoch
+            self._epoch_spans.append(now - self._last_epoch_start)
+            fitted = epochs_within_budget(self._requested_epochs, self.current_epoch,
+                                          now - self._budget_start, self._epoch_spans[-5:],
+                                          budget)
             if fitted != self.num_epochs:
                 self.print_to_log_file(f"time budget {budget:.0f} s: training ends after epoch "
                                        f"{fitted - 1} (of {self._requested_epochs} requested)")
                 self.num_epochs = fitted
                 self.lr_scheduler.max_steps = fitted  # the poly learning rate reaches 0 there
-        super().on_epoch_end()
+        self._last_epoch_start = now
+        if self.current_epoch >= self.num_epochs:
+            raise _BudgetSpent
+        super().on_epoch_start()
 
     def run_training(self):
         """nnU-Net's loop; a time budget may end it before the requested epochs."""
