@@ -48,6 +48,7 @@ class DemoConfig:
     clicks: str = "official"
     device: str = "cpu"
     precision: str = "auto"  # fp32, bf16 or auto (bf16 where the CPU has it)
+    time_budget: float | None = None  # seconds per prediction for mirrored passes (TTA); None: none
     steps: int = N_STEPS
     compare_error_driven: bool = True  # also run the FDG hybrid with error-driven clicks
 
@@ -57,6 +58,13 @@ class Column:
     name: str
     tracer: str
     model_set: ModelSet | None  # None: assembled from other columns by the routing (hybrid)
+
+
+def tta_text(time_budget: float | None) -> str:
+    if not time_budget:
+        return "no test-time mirroring"
+    return (f"test-time mirroring within {time_budget:g} s per prediction (as many of the 7 "
+            "mirrored passes as fit after the plain one)")
 
 
 def short_name(model_key: str) -> str:
@@ -189,7 +197,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
                     progress(f"{col.tracer} {col.name}: {case_id}", done, total)
 
             run_steps(Pipeline(ms, config.device, config.precision), these, folder, mode,
-                      config.steps, "case", progress=tick)
+                      config.steps, "case", config.time_budget, progress=tick)
         folders.setdefault(col.tracer, {})[col.name] = folder
         evaluations.append(evaluate_model(these, folder, col.name, config.steps))
     ev = merge(evaluations)
@@ -224,7 +232,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
               f"{len(by_tracer['fdg'])} FDG, {len(by_tracer['psma'])} PSMA ({negatives} "
               f"negative control(s)); {config.clicks} clicks; mean over cases per click step; "
               f"network arithmetic {resolve_precision(config.precision, config.device)} on "
-              f"{config.device}.", ""]
+              f"{config.device}; {tta_text(config.time_budget)}.", ""]
     for tracer in ("fdg", "psma"):
         if by_tracer[tracer]:
             report.append(markdown_table(summary, tracer, f"{tracer.upper()} phantoms"))
@@ -324,7 +332,8 @@ def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | No
             "error-driven clicks reach a given Dice with fewer clicks than the official ones "
             f"({main})",
             f"Dice {t5:.3f}: official at step {first_step_reaching(official, t5)}, error-driven "
-            f"at step {first_step_reaching(ed, t5)}; over the {len(pairs)} Dice levels the "
-            f"official clicks reach: {earlier} earlier, {later} later",
+            f"at step {first_step_reaching(ed, t5)}; of the {len(pairs)} Dice levels the "
+            f"official clicks reach, error-driven clicks reach {earlier} earlier and {later} "
+            "later or never",
             earlier > 0 and later == 0))
     return out

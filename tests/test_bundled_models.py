@@ -40,11 +40,11 @@ def test_dice_rises_with_the_clicks_and_false_positives_fall(demo):
     dice = [v["mean"] for v in s["models"][fdg]["tracers"]["fdg"]["per_step"]["dice"]]
     fpv = [v["mean"] for v in s["models"][fdg]["tracers"]["fdg"]["per_step"]["fpv"]]
     assert dice[10] - dice[0] >= 0.05
-    # the aim is 0.85; the phantom set reaches 0.70 on these draws (0.75 on the demo's), 0.87
-    # of the isocontour drawn around the true lesions here (1.03 there; README)
-    assert dice[10] >= 0.6
+    # the aim is 0.85; the phantom set reaches 0.84 on these draws (0.82 on the demo's), 1.05
+    # of the isocontour drawn around the true lesions here (1.12 there; README)
+    assert dice[10] >= 0.75
     reference = demo["references"]["fdg"]
-    assert reference.cases >= 1 and dice[10] >= 0.8 * reference.dice
+    assert reference.cases >= 1 and dice[10] >= 0.95 * reference.dice
     assert fpv[10] <= fpv[0]
     assert ERROR_DRIVEN in s["models"]
     report = demo["report"].read_text()

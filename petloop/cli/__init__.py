@@ -41,7 +41,9 @@ Step k of an interactive run uses the first k tumor and the first k background c
 clicks_app = typer.Typer(help=CLICKS_HELP, no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(clicks_app, name="clicks")
 
-console = Console()
+# wide tables (the demo's has 13 columns) stay readable when the output goes to a file or a pipe,
+# where rich would otherwise assume 80 columns and cut every cell
+console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
 

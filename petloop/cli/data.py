@@ -130,6 +130,10 @@ def demo(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     precision: Precision = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the held-out phantoms.")] = 9001,
+    time_budget: Annotated[float | None, typer.Option(
+        min=0, help="Seconds per prediction for test-time mirroring (the paper's TTA within a "
+        "time budget: as many of the 7 mirrored passes as fit after the plain one); none by "
+        "default.")] = None,
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
     tables per click step, plots and a report."""
@@ -145,7 +149,7 @@ def demo(
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 
     config = DemoConfig(models=models, out=out, cases=cases, clicks=clicks, device=device,
-                        seed=seed, precision=precision)
+                        seed=seed, precision=precision, time_budget=time_budget)
     try:
         with progress() as bar:
             task = bar.add_task("click steps", total=None)
