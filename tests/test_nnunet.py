@@ -352,6 +352,77 @@ def test_dataset_build_and_train_commands(work, tmp_path):
     assert result.exit_code == 2 and "unknown recipe 'v7'" in result.output
 
 
+def test_phantoms_straight_to_preprocessed_data(work, tmp_path):
+    """`dataset phantoms` gives exactly the arrays, labels, organ labels, clicks and properties
+    that `dataset build --plans-from` gives through the written phantoms, and trains."""
+    import pickle
+
+    import blosc2
+    from typer.testing import CliRunner
+
+    from petloop.cli import app
+    from petloop.nnunet.dataset import BuildConfig, build_dataset
+    from petloop.nnunet.synthetic import build_phantom_dataset
+    from petloop.phantom.generate import PhantomConfig
+
+    root, paths, lesions, _ = work
+    plans = f"Dataset901_Tiny/{lesions.plans_identifier}"
+    cfg = PhantomConfig.from_json(json.loads((root / "phantoms" / "phantom_config.json")
+                                             .read_text()))
+    from_files = paths.preprocessed / "Dataset905_TinyFiles"
+    build_dataset(root / "phantoms", paths, BuildConfig(905, "TinyFiles", plans_from=plans))
+    built = build_phantom_dataset(cfg, 5, paths, BuildConfig(904, "TinySynth", plans_from=plans,
+                                                             num_processes=1))
+    assert (built.cases, built.with_organs, built.simulated_clicks) == (5, 5, 5)
+    ident = json.loads((built.preprocessed / f"{lesions.plans_identifier}.json").read_text())[
+        "configurations"]["3d_fullres"]["data_identifier"]
+
+    def arrays(base, case):
+        def b2(p):
+            return blosc2.open(str(p), mode="r")[:]
+        props = pickle.loads((base / ident / f"{case}.pkl").read_bytes())
+        return (b2(base / ident / f"{case}.b2nd"), b2(base / ident / f"{case}_seg.b2nd"),
+                b2(base / "petloop" / "organs" / ident / f"{case}.b2nd"),
+                json.loads((base / "petloop" / "clicks" / f"{case}_clicks.json").read_text()),
+                props)
+
+    cases = sorted(p.name[:-4] for p in (from_files / ident).glob("*.pkl"))
+    assert cases == sorted(p.name[:-4] for p in (built.preprocessed / ident).glob("*.pkl"))
+    assert len(cases) == 5
+    for case in cases:
+        a, b = arrays(from_files, case), arrays(built.preprocessed, case)
+        for x, y in zip(a[:3], b[:3], strict=True):
+            assert x.shape == y.shape and np.array_equal(x, y), case
+        assert a[3] == b[3]
+        pa, pb = a[4], b[4]
+        for key in ("bbox_used_for_cropping", "shape_before_cropping",
+                    "shape_after_cropping_and_before_resampling"):
+            assert np.array_equal(pa[key], pb[key]), key
+        assert np.allclose(pa["spacing"], pb["spacing"])
+        for key, locations in pa["class_locations"].items():
+            assert np.array_equal(locations, pb["class_locations"][key])
+    # the command line, with worker processes, then a training epoch on what it wrote
+    runner = CliRunner()
+    result = runner.invoke(app, ["dataset", "phantoms", "--config",
+                                 str(root / "phantoms" / "phantom_config.json"), "--cases", "2",
+                                 "--id", "906", "--plans-from", "Dataset901_Tiny/nope"])
+    assert result.exit_code == 2 and "nope.json: no such plans" in result.output
+    (tmp_path / "bad.json").write_text('{"tracer": "xray"}')
+    result = runner.invoke(app, ["dataset", "phantoms", "--config", str(tmp_path / "bad.json"),
+                                 "--cases", "2", "--id", "906", "--plans-from", plans])
+    assert result.exit_code == 2 and "bad.json: not a phantom configuration" in result.output
+    result = runner.invoke(app, ["dataset", "phantoms", "--config",
+                                 str(root / "phantoms" / "phantom_config.json"), "--cases", "2",
+                                 "--id", "906", "--name", "CliSynth", "--plans-from", plans,
+                                 "--processes", "2", "--seed", "22", "--workdir", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "built Dataset906_CliSynth: 2 phantoms (seed 22, 2 with organ labels)" in \
+        result.output.replace("\n", " ")
+    result = runner.invoke(app, ["train", "--dataset", "906", "--recipe", "v4", "--epochs", "1",
+                                 "--iters", "1", "--val-iters", "1", "--workdir", str(root)])
+    assert result.exit_code == 0, result.output
+
+
 def _budgeted_run(epoch_seconds, requested, budget):
     """Simulate nnU-Net's loop with the budget check after every epoch."""
     from petloop.nnunet.trainers import epochs_within_budget

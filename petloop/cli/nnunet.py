@@ -10,7 +10,8 @@ import typer
 
 from petloop.cli import app, console, err_console, fail, progress
 
-dataset_app = typer.Typer(help="nnU-Net datasets: build (write, plan and preprocess).",
+dataset_app = typer.Typer(help="nnU-Net datasets: build (write, plan and preprocess), or phantoms "
+                          "straight to preprocessed data.",
                           no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
 
@@ -68,6 +69,53 @@ def dataset_build(
                   f"({built.with_organs} with organ labels, {built.simulated_clicks} with "
                   f"simulated clicks), plans {built.plans_identifier}\n  raw: {built.raw}\n  "
                   f"preprocessed: {built.preprocessed}")
+
+
+@dataset_app.command("phantoms")
+def dataset_phantoms(
+    config: Annotated[Path, typer.Option(
+        "--config", help="A phantom configuration (the phantom_config.json written beside every "
+        "phantom set).")],
+    cases: Annotated[int, typer.Option(min=1, help="Phantoms 0..cases-1 of that configuration.")],
+    dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (1-999).")],
+    plans_from: Annotated[str, typer.Option(
+        help="The plans of a built dataset (DatasetXXX_Name/PLANS).")],
+    name: Annotated[str, typer.Option(help="Dataset name (DatasetXXX_NAME).")] = "PetLoop",
+    seed: Annotated[int | None, typer.Option(help="Another seed than the configuration's.")]
+    = None,
+    processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
+    workdir: WorkDir = None,
+) -> None:
+    """Phantoms straight into nnU-Net's preprocessed format with the plans of a built dataset:
+    the same arrays as `dataset build --plans-from` on the written phantoms, without writing or
+    reading any image file (thousands of training phantoms where they are trained)."""
+    import json
+
+    from petloop.io.layouts import LayoutError
+    from petloop.nnunet.dataset import BuildConfig
+    from petloop.nnunet.paths import dataset_name
+    from petloop.nnunet.synthetic import build_phantom_dataset
+    from petloop.phantom.generate import PhantomConfig
+
+    if not 1 <= dataset_id <= 999:
+        fail(f"dataset id must be 1-999, got {dataset_id}")
+    try:
+        phantoms = PhantomConfig.from_json(json.loads(config.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        fail(f"{config}: not a phantom configuration ({exc})")
+    if seed is not None:
+        phantoms = PhantomConfig.from_json({**phantoms.to_json(), "seed": seed})
+    build = BuildConfig(dataset_id, name, num_processes=processes, plans_from=plans_from)
+    with progress() as bar:
+        task = bar.add_task("phantoms", total=cases)
+        try:
+            built = build_phantom_dataset(phantoms, cases, nnunet_paths(workdir), build,
+                                          lambda done, total: bar.update(task, completed=done))
+        except (LayoutError, ValueError) as exc:
+            fail(str(exc))
+    console.print(f"built {dataset_name(dataset_id, name)}: {built.cases} phantoms (seed "
+                  f"{phantoms.seed}, {built.with_organs} with organ labels), plans "
+                  f"{built.plans_identifier}\n  preprocessed: {built.preprocessed}")
 
 
 @app.command()

@@ -169,21 +169,28 @@ def preprocess_organs(paths: NnunetPaths, config: BuildConfig, plans_identifier:
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    tf = list(pm.transpose_forward)
     n = 0
     for organ_file in sorted((paths.raw / config.folder_name / "organsTr").glob("*.nii.gz")):
         case = organ_file.name[: -len(".nii.gz")]
         props = load_pickle(str(data_dir / f"{case}.pkl"))
         shape = blosc2.open(str(data_dir / f"{case}.b2nd"), mode="r").shape[1:]
         seg, _ = SimpleITKIO().read_seg(str(organ_file))
-        seg = seg.transpose([0, *[i + 1 for i in tf]])
-        bbox = props["bbox_used_for_cropping"]
-        seg = seg[(slice(None), *[slice(int(a), int(b)) for a, b in bbox])]
-        spacing = [props["spacing"][i] for i in tf]
-        seg = cm.resampling_fn_seg(seg, shape, spacing, cm.spacing)
-        nnUNetDatasetBlosc2.save_seg(np.asarray(seg[0], dtype=np.int8), str(out_dir / case))
+        nnUNetDatasetBlosc2.save_seg(resample_organs(seg, props, shape, pm, cm),
+                                     str(out_dir / case))
         n += 1
     return n
+
+
+def resample_organs(seg: np.ndarray, props: dict, shape, pm, cm) -> np.ndarray:
+    """An organ label ``(1, z, y, x)`` as nnU-Net preprocessed the case's lesion label: its
+    transpose, the crop in ``props`` and the resampling to ``shape``."""
+    tf = list(pm.transpose_forward)
+    seg = seg.transpose([0, *[i + 1 for i in tf]])
+    bbox = props["bbox_used_for_cropping"]
+    seg = seg[(slice(None), *[slice(int(a), int(b)) for a, b in bbox])]
+    spacing = [props["spacing"][i] for i in tf]
+    seg = cm.resampling_fn_seg(seg, shape, spacing, cm.spacing)
+    return np.asarray(seg[0], dtype=np.int8)
 
 
 def build_dataset(source: str | Path, paths: NnunetPaths, config: BuildConfig,
