@@ -219,7 +219,8 @@ def test_cross_validation_per_fold(work, tmp_path):
 def test_demo_smaller_run(model_set, tmp_path):
     """The demo's whole path on a small run: phantoms, columns v4, v3, hybrid, v2, report."""
     result = runner.invoke(app, ["demo", "--models", str(model_set), "--out",
-                                 str(tmp_path / "demo"), "--cases", "3"])
+                                 str(tmp_path / "demo"), "--cases", "3", "--time-budget",
+                                 "0.001"])  # too short for any mirrored pass: same masks
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert {"v4", "v3", "hybrid"} <= set(summary["models"])
@@ -231,6 +232,7 @@ def test_demo_smaller_run(model_set, tmp_path):
         assert hybrid[k]["mean"] == pytest.approx(expected, nan_ok=True)
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "| clicks | Dice" in report and "mip_overlay.png" in report
+    assert "test-time mirroring within 0.001 s per prediction" in report
     assert (tmp_path / "demo" / "mip_overlay.png").read_bytes()[:4] == b"\x89PNG"
     assert "FDG phantoms: mean per click step" in result.output
     refs = {t: r for t, r in summary["reference"].items() if r["cases"]}
