@@ -18,6 +18,8 @@ app.add_typer(dataset_app, name="dataset")
 WorkDir = Annotated[Path | None, typer.Option(
     help="petloop work directory holding nnUNet_raw, nnUNet_preprocessed and nnUNet_results "
          "(default: $PETLOOP_WORKDIR or ./petloop_work; nnU-Net's own variables win).")]
+DatasetId = Annotated[int, typer.Option("--id", min=1, max=999, help="nnU-Net dataset id.")]
+DatasetName = Annotated[str, typer.Option(help="Dataset name (DatasetXXX_NAME).")]
 
 
 def nnunet_paths(workdir: Path | None):
@@ -30,8 +32,8 @@ def nnunet_paths(workdir: Path | None):
 @dataset_app.command("build")
 def dataset_build(
     data: Annotated[Path, typer.Option(help="Cases in any layout petloop reads.")],
-    dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (1-999).")],
-    name: Annotated[str, typer.Option(help="Dataset name (DatasetXXX_NAME).")] = "PetLoop",
+    dataset_id: DatasetId,
+    name: DatasetName = "PetLoop",
     planner: Annotated[str, typer.Option(help="cpu, resenc_m, resenc_l or default.")] = "cpu",
     task: Annotated[str, typer.Option(help="lesions, or organs (CT only, organs as target: "
                                       "single-channel pretraining).")] = "lesions",
@@ -48,8 +50,6 @@ def dataset_build(
     from petloop.nnunet.dataset import BuildConfig, build_dataset
     from petloop.nnunet.paths import dataset_name
 
-    if not 1 <= dataset_id <= 999:
-        fail(f"dataset id must be 1-999, got {dataset_id}")
     paths = nnunet_paths(workdir)
     config = BuildConfig(dataset_id, name, planner, num_processes=processes, task=task,
                          plans_from=plans_from)
@@ -77,10 +77,10 @@ def dataset_phantoms(
         "--config", help="A phantom configuration (the phantom_config.json written beside every "
         "phantom set).")],
     cases: Annotated[int, typer.Option(min=1, help="Phantoms 0..cases-1 of that configuration.")],
-    dataset_id: Annotated[int, typer.Option("--id", help="nnU-Net dataset id (1-999).")],
+    dataset_id: DatasetId,
     plans_from: Annotated[str, typer.Option(
         help="The plans of a built dataset (DatasetXXX_Name/PLANS).")],
-    name: Annotated[str, typer.Option(help="Dataset name (DatasetXXX_NAME).")] = "PetLoop",
+    name: DatasetName = "PetLoop",
     seed: Annotated[int | None, typer.Option(help="Another seed than the configuration's.")]
     = None,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
@@ -97,8 +97,6 @@ def dataset_phantoms(
     from petloop.nnunet.synthetic import build_phantom_dataset
     from petloop.phantom.generate import PhantomConfig
 
-    if not 1 <= dataset_id <= 999:
-        fail(f"dataset id must be 1-999, got {dataset_id}")
     try:
         phantoms = PhantomConfig.from_json(json.loads(config.read_text()))
     except (OSError, ValueError, TypeError) as exc:

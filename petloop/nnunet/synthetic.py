@@ -13,6 +13,7 @@ can be made where they are trained. Without the raw files nnU-Net's final valida
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Callable
@@ -68,6 +69,15 @@ def _take_plans(paths: NnunetPaths, config: BuildConfig) -> tuple[Path, str]:
     return base, plans_identifier
 
 
+@functools.cache
+def _plans(base: Path, plans_identifier: str, configuration: str):
+    """The plans, configuration and dataset.json, read once per worker process."""
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    pm = PlansManager(str(base / f"{plans_identifier}.json"))
+    return pm, pm.get_configuration(configuration), json.loads((base / "dataset.json").read_text())
+
+
 def _one_case(job) -> tuple[str, bool, bool]:
     """Generate phantom ``index`` and write its preprocessed arrays, organs and clicks."""
     phantoms, index, base, plans_identifier, config = job
@@ -75,11 +85,8 @@ def _one_case(job) -> tuple[str, bool, bool]:
         comp_blosc2_params,
         nnUNetDatasetBlosc2,
     )
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    pm = PlansManager(str(base / f"{plans_identifier}.json"))
-    cm = pm.get_configuration(config.configuration)
-    dataset_json = json.loads((base / "dataset.json").read_text())
+    pm, cm, dataset_json = _plans(base, plans_identifier, config.configuration)
     case, simulated = _prepare_case(generate_case(phantoms, index).case, config.click_seed)
     data = np.stack([case.ct.itk_array(), case.pet.itk_array()]).astype(np.float32)
     seg = case.label.itk_array()[None].astype(np.float32)
@@ -108,15 +115,13 @@ def build_phantom_dataset(phantoms: PhantomConfig, cases: int, paths: NnunetPath
                           progress: Callable[[int, int], None] | None = None) -> BuiltDataset:
     """Phantoms 0..cases-1 of ``phantoms`` as preprocessed dataset ``config.folder_name``, with
     the plans named by ``config.plans_from``."""
-    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
-
     if cases < 1:
         raise ValueError(f"a dataset needs at least one case, got {cases}")
     paths.activate()
+    _plans.cache_clear()  # a rebuilt folder may hold other plans under the same name
     base, plans_identifier = _take_plans(paths, config)
     write_nnunet_dataset_json(base, cases, config.name)
-    data_identifier = PlansManager(str(base / f"{plans_identifier}.json")).get_configuration(
-        config.configuration).data_identifier
+    data_identifier = _plans(base, plans_identifier, config.configuration)[1].data_identifier
     for folder in (base / data_identifier, organ_folder(base, data_identifier),
                    clicks_folder(base)):
         folder.mkdir(parents=True, exist_ok=True)
