@@ -16,7 +16,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from petloop.inference.evaluate import run_steps
-from petloop.inference.modelset import ModelSet, Route, load_model_set
+from petloop.inference.modelset import (
+    MAX_MIRRORS,
+    InferenceSettings,
+    ModelSet,
+    Route,
+    load_model_set,
+)
 from petloop.inference.pipeline import Pipeline, resolve_precision
 from petloop.io.atomic import write_json_atomic, write_text_atomic
 from petloop.io.clicks import read_clicks
@@ -48,7 +54,9 @@ class DemoConfig:
     clicks: str = "official"
     device: str = "cpu"
     precision: str = "auto"  # fp32, bf16 or auto (bf16 where the CPU has it)
-    time_budget: float | None = None  # seconds per prediction for mirrored passes (TTA); None: none
+    time_budget: float | None = None  # seconds per prediction; caps the mirrored passes (TTA)
+    window: str | None = None  # sliding or whole; None: the model set's inference.window
+    mirrors: int | None = None  # mirrored passes; None: the model set's inference.mirrors
     steps: int = N_STEPS
     compare_error_driven: bool = True  # also run the FDG hybrid with error-driven clicks
 
@@ -60,11 +68,19 @@ class Column:
     model_set: ModelSet | None  # None: assembled from other columns by the routing (hybrid)
 
 
-def tta_text(time_budget: float | None) -> str:
-    if not time_budget:
-        return "no test-time mirroring"
-    return (f"test-time mirroring within {time_budget:g} s per prediction (as many of the 7 "
-            "mirrored passes as fit after the plain one)")
+def inference_text(settings: InferenceSettings, time_budget: float | None) -> str:
+    """How the networks were run, in words: window and test-time mirroring."""
+    window = ("whole-volume window (one pass over each volume)" if settings.window == "whole"
+              else "nnU-Net's sliding window")
+    most = MAX_MIRRORS if settings.mirrors is None else settings.mirrors
+    if time_budget:
+        tta = (f"test-time mirroring within {time_budget:g} s per prediction (as many of "
+               f"{most} mirrored passes as fit after the plain one)")
+    elif settings.mirrors:
+        tta = f"test-time mirroring: {settings.mirrors} mirrored passes per prediction"
+    else:
+        tta = "no test-time mirroring"
+    return f"{window}; {tta}"
 
 
 def short_name(model_key: str) -> str:
@@ -155,6 +171,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
              ) -> dict:
     out = Path(config.out)
     model_set = load_model_set(config.models)
+    settings = model_set.inference.override(config.window, config.mirrors)
     phantoms = out / "phantoms"
     if phantoms.exists():
         shutil.rmtree(phantoms)
@@ -196,7 +213,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
                 if progress:
                     progress(f"{col.tracer} {col.name}: {case_id}", done, total)
 
-            run_steps(Pipeline(ms, config.device, config.precision), these, folder, mode,
+            run_steps(Pipeline(ms, config.device, config.precision, settings.window,
+                               settings.mirrors), these, folder, mode,
                       config.steps, "case", config.time_budget, progress=tick)
         folders.setdefault(col.tracer, {})[col.name] = folder
         evaluations.append(evaluate_model(these, folder, col.name, config.steps))
@@ -206,7 +224,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     write_text_atomic(out / "metrics_per_step.csv", records_csv(ev.records))
     write_json_atomic(out / "summary.json", to_json_safe({
         **summary, "reference": {t: r.to_json() for t, r in references.items()},
-        "demo": {k: str(v) for k, v in asdict(config).items()}}))
+        "demo": {k: str(v) for k, v in asdict(config).items()},
+        "inference": settings.to_json()}))
     plots = {}
     for tracer, group in by_tracer.items():
         if group:
@@ -232,7 +251,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
               f"{len(by_tracer['fdg'])} FDG, {len(by_tracer['psma'])} PSMA ({negatives} "
               f"negative control(s)); {config.clicks} clicks; mean over cases per click step; "
               f"network arithmetic {resolve_precision(config.precision, config.device)} on "
-              f"{config.device}; {tta_text(config.time_budget)}.", ""]
+              f"{config.device}; "
+              f"{inference_text(settings, config.time_budget)}.", ""]
     for tracer in ("fdg", "psma"):
         if by_tracer[tracer]:
             report.append(markdown_table(summary, tracer, f"{tracer.upper()} phantoms"))
@@ -312,9 +332,10 @@ def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | No
         hy = _dice_fpv(summary, "hybrid", "fdg", "dice")
         if hy:
             worse = [k for k in range(steps) if hy[k] < max(v3[k], v4[k]) - 1e-9]
+            where = ("worse at step" + ("s " if len(worse) > 1 else " ")
+                     + ", ".join(map(str, worse)))
             out.append(Finding("hybrid at least as good as v3 and v4 at every step",
-                               "worse at steps " + ", ".join(map(str, worse)) if worse
-                               else "at every step", not worse))
+                               where if worse else "at every step", not worse))
     psma = [m for m, e in summary["models"].items() if "psma" in e["tracers"]]
     for m in psma:
         d = _dice_fpv(summary, m, "psma", "dice")

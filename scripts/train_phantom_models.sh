@@ -141,6 +141,6 @@ $PETLOOP models export --out "$OUT" \
     --fdg-v4 "$RES/Dataset601_PhantomFDG/PetloopV4Trainer__petloopCPUPlans__3d_fullres" \
     --fdg-v3 "$RES/Dataset601_PhantomFDG/PetloopV3Trainer__petloopCPUPlans__3d_fullres" \
     --psma-v2 "$RES/Dataset602_PhantomPSMA/PetloopV2Trainer__petloopCPUPlans__3d_fullres" \
-    "${TRACER[@]}" --name phantom --routing birth-fg \
+    "${TRACER[@]}" --name phantom --routing birth-fg --window whole --mirrors 7 \
     --description "trained on synthetic phantoms only: not for patients; FDG routing birth-fg: \
 the published rule, with v3 only once a lesion has been clicked"

@@ -49,3 +49,36 @@ def test_dice_rises_with_the_clicks_and_false_positives_fall(demo):
     assert ERROR_DRIVEN in s["models"]
     report = demo["report"].read_text()
     assert "## What the numbers show" in report and "| clicks | Dice" in report
+
+
+def test_the_whole_window_is_one_pass_of_the_network(tmp_path):
+    """The bundled set runs whole volumes: one network pass, not nnU-Net's eight tiles."""
+    import numpy as np
+    import torch
+
+    from petloop.inference.pipeline import Pipeline
+    from petloop.io.clicks import Clicks
+    from petloop.nnunet.predict import network_input, preprocess
+    from petloop.phantom import PhantomConfig, generate_case
+
+    ms = load_model_set(BUNDLED)
+    assert ms.inference.window == "whole"
+    case = generate_case(PhantomConfig(seed=9003, tracer="fdg", shape=(64, 64, 96),
+                                       spacing=(3.0, 3.0, 4.0)), 0).case
+    clicks = Clicks(((32, 32, 48),), ((5, 5, 5),))
+    whole = Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v3"])
+    sliding = Pipeline(ms, "cpu", "fp32", window="sliding").model(ms.models["fdg_v3"])
+    pre = preprocess(whole.predictor, case.ct, case.pet, clicks)
+    x = torch.from_numpy(network_input(whole.predictor, pre, clicks))
+    tile = whole.tile(x.shape[1:])
+    assert tile is not None and sliding.tile(x.shape[1:]) is None
+    got = whole._logits(x, tile)
+    pad = [(t - s) for t, s in zip(tile, x.shape[1:], strict=True)]
+    padded = torch.nn.functional.pad(x, [v for d in reversed(pad) for v in (d // 2, d - d // 2)])
+    with torch.no_grad():
+        want = whole.predictor.network(padded[None])[0]
+    want = want[(slice(None), *(slice(d // 2, d // 2 + s) for d, s in zip(pad, x.shape[1:],
+                                                                            strict=True)))]
+    # nnU-Net sums the tiles' logits in half precision
+    np.testing.assert_allclose(got.float().numpy(), want.numpy(), rtol=2e-3, atol=1e-2)
+    assert not torch.allclose(sliding._logits(x, None).float(), got.float(), atol=0.5)

@@ -10,8 +10,14 @@ import torch
 from typer.testing import CliRunner
 
 from petloop.cli import app
-from petloop.inference.modelset import ModelSetError, load_model_set
-from petloop.inference.pipeline import MIRROR_ORDER, Pipeline, Session, choose_mirrors
+from petloop.inference.modelset import InferenceSettings, ModelSetError, load_model_set
+from petloop.inference.pipeline import (
+    MIRROR_ORDER,
+    Pipeline,
+    Session,
+    choose_mirrors,
+    whole_tile,
+)
 from petloop.io.clicks import Clicks, write_clicks
 from petloop.io.layouts import Case, find_cases, write_case
 from petloop.io.volume import Volume, VolumeError, read_volume, write_volume
@@ -88,6 +94,56 @@ def test_tta_budget_choice():
     assert choose_mirrors(2.0, 9.0, (0, 1, 2)) == MIRROR_ORDER[:3]
     assert choose_mirrors(1.0, 100.0, (0, 1, 2)) == MIRROR_ORDER
     assert choose_mirrors(1.0, 100.0, (1, 2)) == ((2,), (1,), (2, 1))
+    # a fixed number of passes: without a budget all of them, with one as many as fit
+    assert choose_mirrors(2.0, None, (0, 1, 2), wanted=3) == MIRROR_ORDER[:3]
+    assert choose_mirrors(2.0, 0, (0, 1, 2), wanted=7) == MIRROR_ORDER
+    assert choose_mirrors(2.0, 7.0, (0, 1, 2), wanted=5) == MIRROR_ORDER[:2]
+    assert choose_mirrors(1.0, 100.0, (0, 1, 2), wanted=2) == MIRROR_ORDER[:2]
+    assert choose_mirrors(1.0, None, (0, 1, 2), wanted=0) == ()
+
+
+def test_whole_tile_against_the_rule_written_out():
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        shape = rng.integers(1, 160, 3)
+        divisors = rng.choice([1, 2, 4, 8, 16, 32], 3)
+        patch = [int(d * rng.integers(1, 6)) for d in divisors]
+        want = []
+        for s, p, d in zip(shape, patch, divisors, strict=True):
+            t = 0
+            while t < s:
+                t += int(d)
+            want.append(max(t, p))
+        got = whole_tile(shape, patch, divisors, 3.0)
+        if np.prod(want) > 3.0 * np.prod(patch):
+            assert got is None
+        else:
+            assert got == want and all(t % d == 0 for t, d in zip(got, divisors, strict=True))
+
+
+def test_inference_settings_from_the_manifest_and_overrides(model_set, case, tmp_path):
+    manifest = json.loads((model_set / "manifest.json").read_text())
+    manifest["tracer_classifier"] = str(model_set / manifest["tracer_classifier"])
+    manifest["inference"] = {"window": "whole", "mirrors": 2}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    ms = load_model_set(tmp_path)
+    assert ms.inference.window == "whole" and ms.inference.mirrors == 2
+    assert ms.to_json()["inference"] == {"window": "whole", "mirrors": 2}
+    result = Pipeline(ms).predict(case.ct, case.pet, Clicks(), "fdg")
+    assert len(result.tta.mirrors) == 2 and "mirrored passes x, y" in result.tta.describe()
+    result = Pipeline(ms, window="sliding", mirrors=0).predict(case.ct, case.pet, Clicks(), "fdg")
+    assert result.tta.window == "sliding" and result.tta.mirrors == ()
+    with pytest.raises(ModelSetError, match="unknown window 'tiles'"):
+        Pipeline(ms, window="tiles")
+    for bad, message in (({"window": "tiles"}, "inference: unknown window 'tiles'"),
+                         ({"mirrors": 8}, "inference: mirrors must be a whole number from 0 "
+                                          "to 7, got 8"),
+                         ({"mirrors": True}, "inference: mirrors must be a whole number"),
+                         ({"tiles": 2}, "inference must be an object with window")):
+        manifest["inference"] = bad
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(ModelSetError, match=f"manifest.json: {message}"):
+            load_model_set(tmp_path)
 
 
 def test_session_clicks_undo_reset_and_threshold(pipeline, case):
@@ -307,9 +363,11 @@ def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
                          trained["v2"].parent, weights, routing="birth-x")
     assert not (tmp_path / "set").exists()  # refused before anything was written
     out = export_model_set(tmp_path / "set", trained["v4"].parent, trained["v3"].parent,
-                           trained["v2"].parent, weights, name="t", description="test")
+                           trained["v2"].parent, weights, name="t", description="test",
+                           inference=InferenceSettings("whole", 3))
     ms = load_model_set(out)
     assert ms.tracer_classifier.name == "tracer_classifier.pt.gz"
+    assert ms.inference == InferenceSettings("whole", 3)
     assert folder_size(out) < weights.stat().st_size + 3 * (trained["v4"] /
                                                             "checkpoint_final.pth").stat().st_size
     ckpt = torch.load(out / "fdg_v4" / trained["v4"].parent.name / "fold_all" /

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from petloop.cli import app, console, err_console, fail, progress
-from petloop.cli.inference import Precision
+from petloop.cli.inference import Mirrors, Precision, Window
 
 
 @app.command()
@@ -132,8 +132,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the held-out phantoms.")] = 9001,
     time_budget: Annotated[float | None, typer.Option(
         min=0, help="Seconds per prediction for test-time mirroring (the paper's TTA within a "
-        "time budget: as many of the 7 mirrored passes as fit after the plain one); none by "
-        "default.")] = None,
+        "time budget: as many of the 7 mirrored passes as fit after the plain one, at most "
+        "--mirrors or the model set's inference.mirrors).")] = None,
+    window: Window = None,
+    mirrors: Mirrors = None,
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
     tables per click step, plots and a report."""
@@ -149,7 +151,8 @@ def demo(
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 
     config = DemoConfig(models=models, out=out, cases=cases, clicks=clicks, device=device,
-                        seed=seed, precision=precision, time_budget=time_budget)
+                        seed=seed, precision=precision, time_budget=time_budget,
+                        window=window, mirrors=mirrors)
     try:
         with progress() as bar:
             task = bar.add_task("click steps", total=None)

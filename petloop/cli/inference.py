@@ -15,13 +15,20 @@ DEFAULT_MODELS = Path("models/phantom")
 Precision = Annotated[str, typer.Option(
     help="Network arithmetic on a CPU: fp32, bf16, or auto (bf16 where the CPU has bfloat16 "
     "instructions, AMX or AVX512-BF16, about three times faster; else fp32).")]
+Window = Annotated[str | None, typer.Option(
+    help="sliding (nnU-Net's tiles) or whole (one pass over the whole volume where it is at "
+    "most four patches' worth); default: the model set's inference.window.")]
+Mirrors = Annotated[int | None, typer.Option(
+    min=0, max=7, help="Mirrored passes per prediction (test-time augmentation); default: the "
+    "model set's inference.mirrors. A --time-budget caps them.")]
 
 
-def _pipeline(models: Path, device: str, precision: str = "fp32"):
+def _pipeline(models: Path, device: str, precision: str = "fp32", window: str | None = None,
+              mirrors: int | None = None):
     from petloop.inference.modelset import load_model_set
     from petloop.inference.pipeline import Pipeline
 
-    return Pipeline(load_model_set(models), device, precision)
+    return Pipeline(load_model_set(models), device, precision, window, mirrors)
 
 
 def _errors():
@@ -49,6 +56,8 @@ def predict(
         help="Seconds for test-time mirroring (0: none).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     precision: Precision = "auto",
+    window: Window = None,
+    mirrors: Mirrors = None,
 ) -> None:
     """Segment lesions in one PET/CT with the model set, given clicks."""
     from petloop.io.atomic import write_json_atomic
@@ -57,7 +66,7 @@ def predict(
     from petloop.metrics.report import lesion_report
 
     try:
-        pipeline = _pipeline(models, device, precision)
+        pipeline = _pipeline(models, device, precision, window, mirrors)
         pet_vol = read_volume(pet)
         c = read_clicks(clicks, shape=pet_vol.shape) if clicks else Clicks()
         if step is not None:
@@ -89,6 +98,8 @@ def predict_folder(
                                            )] = 2,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     precision: Precision = "auto",
+    window: Window = None,
+    mirrors: Mirrors = None,
 ) -> None:
     """Segment many cases (with their clicks); nnU-Net's worker processes preprocess ahead;
     --num-parts/--part-id split a cohort across machines."""
@@ -99,7 +110,7 @@ def predict_folder(
         fail(f"part id {part_id} must be below the number of parts {num_parts}")
     try:
         cases = find_cases(data)[part_id::num_parts]
-        pipeline = _pipeline(models, device, precision)
+        pipeline = _pipeline(models, device, precision, window, mirrors)
         with progress() as bar:
             task = bar.add_task(f"predicting part {part_id + 1}/{num_parts}", total=len(cases))
             predict_cases(pipeline, cases, out, step, tracer, time_budget, processes,
@@ -119,6 +130,8 @@ def grand_challenge(
     time_budget: Annotated[float | None, typer.Option(help="Seconds for mirroring.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
     precision: Precision = "auto",
+    window: Window = None,
+    mirrors: Mirrors = None,
 ) -> None:
     """The challenge container's entry point: /input/images/{ct,pet}/<uuid>.mha and
     /input/lesion-clicks.json in, /output/images/tumor-lesion-segmentation/<uuid>.mha out."""
@@ -134,7 +147,7 @@ def grand_challenge(
         case = files.load(with_label=False)
         from petloop.io.clicks import Clicks
 
-        result = _pipeline(models, device, precision).predict(
+        result = _pipeline(models, device, precision, window, mirrors).predict(
             case.ct, case.pet, case.clicks or Clicks(), "auto", time_budget)
     except (*_errors(), LayoutError) as exc:
         fail(str(exc))
@@ -218,13 +231,20 @@ def models_export(
     routing: Annotated[str, typer.Option(
         help="birth: the published rule (FDG: v4 below 5 background clicks, v3 from 5); "
         "birth-fg: the same, but v3 only once a lesion has been clicked.")] = "birth",
+    window: Annotated[str, typer.Option(help="The set's default window: sliding or whole "
+                                       "(see predict).")] = "sliding",
+    mirrors: Annotated[int | None, typer.Option(min=0, max=7, help="The set's default number "
+                                                "of mirrored passes (none: only within a time "
+                                                "budget).")] = None,
 ) -> None:
-    """Assemble a model set (manifest with the BIRTH routing, slim checkpoints, tracer
-    weights)."""
+    """Assemble a model set (manifest with the BIRTH routing and how to run it, slim
+    checkpoints, tracer weights)."""
     from petloop.inference.export import export_model_set, folder_size
+    from petloop.inference.modelset import InferenceSettings
     try:
         path = export_model_set(out, fdg_v4, fdg_v3, psma_v2, tracer_weights, name,
-                                description, half=not full_precision, routing=routing)
+                                description, half=not full_precision, routing=routing,
+                                inference=InferenceSettings(window, mirrors))
     except (ValueError, FileNotFoundError) as exc:  # ModelSetError is a ValueError
         fail(str(exc))
     console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")

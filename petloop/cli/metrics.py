@@ -57,6 +57,10 @@ def evaluate(
     device: Annotated[str, typer.Option(help="With --models: cpu or cuda.")] = "cpu",
     precision: Annotated[str, typer.Option(help="With --models: fp32, bf16 or auto (see "
                                            "predict).")] = "auto",
+    window: Annotated[str | None, typer.Option(help="With --models: sliding or whole (see "
+                                               "predict).")] = None,
+    mirrors: Annotated[int | None, typer.Option(min=0, max=7, help="With --models: mirrored "
+                                                "passes (see predict).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Number of click steps (0..steps-1).")] = 11,
     layout: Annotated[str, typer.Option(help="auto, autopet, nnunet or gc.")] = "auto",
     label: Annotated[int | None, typer.Option(help="Class to evaluate in non-binary masks.")]
@@ -97,7 +101,7 @@ def evaluate(
             with progress() as bar:
                 task = bar.add_task(f"running {model_set.name} ({clicks} clicks)",
                                     total=len(cases))
-                folder = run_steps(Pipeline(model_set, device, precision), cases,
+                folder = run_steps(Pipeline(model_set, device, precision, window, mirrors), cases,
                                    out / "predictions" / name, clicks, steps, tracer,
                                    time_budget, progress=lambda _: bar.advance(task))
         except (ModelSetError, TracerError, VolumeError, ValueError) as exc:

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from petloop.cli import app, err_console, fail
-from petloop.cli.inference import DEFAULT_MODELS, Models, Precision, _errors, _pipeline
+from petloop.cli.inference import (
+    DEFAULT_MODELS,
+    Mirrors,
+    Models,
+    Precision,
+    Window,
+    _errors,
+    _pipeline,
+)
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -28,6 +36,8 @@ def serve(
     precision: Precision = "auto",
     time_budget: Annotated[float | None, typer.Option(
         help="Seconds per click for test-time mirroring (0 or none: no mirroring).")] = None,
+    window: Window = None,
+    mirrors: Mirrors = None,
     max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest upload (CT and PET "
                                                  "together).")] = 1024.0,
     session_ttl: Annotated[float, typer.Option(min=10, help="Seconds a session lives without "
@@ -51,7 +61,7 @@ def serve(
         write_phantoms(PhantomConfig(seed=4242, tracer="mixed", negative_fraction=0.0), data,
                        phantoms)
     try:
-        pipeline = _pipeline(models, device, precision)
+        pipeline = _pipeline(models, device, precision, window, mirrors)
         if data is not None:
             n = len(find_cases(data))
             err_console.print(f"{n} cases in {data}")

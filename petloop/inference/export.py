@@ -17,7 +17,7 @@ import torch
 
 from petloop.io.atomic import atomic_path, write_json_atomic
 
-from .modelset import MANIFEST, birth_routing, load_model_set
+from .modelset import MANIFEST, InferenceSettings, birth_routing, load_model_set
 
 KEEP = ("plans.json", "dataset.json", "dataset_fingerprint.json")
 FOLD_KEEP = ("petloop_train.json",)
@@ -81,9 +81,11 @@ def copy_model(folder: Path, dst: Path, half: bool = True) -> list[str]:
 
 def export_model_set(out: str | Path, fdg_stochastic: Path, fdg_full: Path, psma: Path,
                      tracer_weights: Path | None = None, name: str = "phantom",
-                     description: str = "", half: bool = True, routing: str = "birth") -> Path:
+                     description: str = "", half: bool = True, routing: str = "birth",
+                     inference: InferenceSettings | None = None) -> Path:
     """A model set with the BIRTH routing: fdg_v4 below 5 background clicks, fdg_v3 from 5,
-    psma_v2 for PSMA (``birth-fg``: fdg_v3 only once a lesion has been clicked)."""
+    psma_v2 for PSMA (``birth-fg``: fdg_v3 only once a lesion has been clicked); ``inference``
+    becomes the manifest's default window and mirrored passes."""
     routes = birth_routing("fdg_v4", "fdg_v3", "psma_v2", routing)  # a bad name: before any copy
     out = Path(out)
     if out.exists():
@@ -96,6 +98,8 @@ def export_model_set(out: str | Path, fdg_stochastic: Path, fdg_full: Path, psma
     manifest = {"name": name, "description": description,
                 "suv_threshold": {"fdg": 1.5, "psma": 1.0}, "models": models,
                 "routing": routes}
+    if inference is not None:
+        manifest["inference"] = inference.to_json()
     if tracer_weights is not None:
         # gzip saves about 8 % of half-precision weights; the loader reads either form
         # mtime 0: the same weights give the same bytes, so a re-export changes nothing

@@ -15,7 +15,8 @@ A model set is a folder with ``manifest.json``::
       "routing": {
         "fdg": [{"model": "fdg_v4", "max_background_clicks": 4}, {"model": "fdg_v3"}],
         "psma": [{"model": "psma_v2"}]
-      }
+      },
+      "inference": {"window": "whole", "mirrors": 7}
     }
 
 Paths are relative to the manifest (absolute paths work too, e.g. a downloaded BIRTH model
@@ -30,6 +31,14 @@ background clicks and the full-guidance model from 5 on, PSMA one model. petloop
             {"model": "fdg_v3", "min_foreground_clicks": 1}, {"model": "fdg_v4"}]
 
 After prediction, voxels below the tracer's SUV threshold are set to background.
+
+``inference`` (optional) is how the set's models are best run, the defaults of every command
+that predicts with it: ``window`` is ``sliding`` (nnU-Net's tiles of the training patch size,
+half overlapping, Gaussian-weighted; the default) or ``whole`` (one pass over the whole volume,
+padded to what the network's pooling divides, where that is at most four patches' worth of
+voxels; sliding otherwise); ``mirrors`` (0 to 7) is how many mirrored passes (test-time
+augmentation) each prediction makes. Without it there is no mirroring unless a time budget is
+given, which then allows as many of the 7 as fit; a time budget also caps ``mirrors``.
 """
 
 from __future__ import annotations
@@ -45,6 +54,10 @@ DEFAULT_THRESHOLDS = {"fdg": 1.5, "psma": 1.0}
 DEFAULT_MODEL_SET = Path("models/phantom")
 
 
+WINDOWS = ("sliding", "whole")
+MAX_MIRRORS = 7
+
+
 class ModelSetError(ValueError):
     """A model set folder or manifest is incomplete; the message names what is missing."""
 
@@ -55,6 +68,30 @@ class ModelEntry:
     folder: Path
     folds: tuple = ("all",)
     checkpoint: str = "checkpoint_final.pth"
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    window: str = "sliding"
+    mirrors: int | None = None  # None: none, or as many as a time budget allows
+
+    def __post_init__(self):
+        if self.window not in WINDOWS:
+            raise ValueError(f"unknown window {self.window!r}; use one of {', '.join(WINDOWS)}")
+        if self.mirrors is not None and (isinstance(self.mirrors, bool)
+                                         or not isinstance(self.mirrors, int)
+                                         or not 0 <= self.mirrors <= MAX_MIRRORS):
+            raise ValueError(f"mirrors must be a whole number from 0 to {MAX_MIRRORS}, "
+                             f"got {self.mirrors!r}")
+
+    def override(self, window: str | None = None, mirrors: int | None = None
+                 ) -> InferenceSettings:
+        return InferenceSettings(window or self.window,
+                                 self.mirrors if mirrors is None else mirrors)
+
+    def to_json(self) -> dict:
+        return {"window": self.window,
+                **({"mirrors": self.mirrors} if self.mirrors is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -83,6 +120,7 @@ class ModelSet:
     routing: dict[str, tuple[Route, ...]]
     suv_threshold: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     tracer_classifier: Path | None = None
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
 
     def route(self, tracer: str, n_background: int, n_foreground: int) -> ModelEntry:
         if tracer not in self.routing:
@@ -101,6 +139,7 @@ class ModelSet:
             "models": {k: {"folder": str(m.folder), "folds": list(m.folds),
                            "checkpoint": m.checkpoint} for k, m in self.models.items()},
             "routing": {t: [r.to_json() for r in routes] for t, routes in self.routing.items()},
+            "inference": self.inference.to_json(),
         }
 
 
@@ -160,8 +199,16 @@ def load_model_set(root: str | Path) -> ModelSet:
         classifier = Path(classifier) if Path(classifier).is_absolute() else root / classifier
         if not classifier.is_file():
             raise ModelSetError(f"{manifest}: tracer_classifier {classifier} is missing")
+    inference = obj.get("inference", {})
+    if not isinstance(inference, dict) or set(inference) - {"window", "mirrors"}:
+        raise ModelSetError(f"{manifest}: inference must be an object with window and/or "
+                            f"mirrors, got {inference!r}")
+    try:
+        settings = InferenceSettings(**inference)
+    except ValueError as exc:
+        raise ModelSetError(f"{manifest}: inference: {exc}") from exc
     return ModelSet(root, obj.get("name", root.name), models, routing, thresholds,
-                    classifier or None)
+                    classifier or None, settings)
 
 
 ROUTINGS = ("birth", "birth-fg")

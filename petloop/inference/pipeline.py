@@ -8,7 +8,16 @@ Test-time augmentation within a time budget (done better than the published code
 one tile and multiplied): one plain sliding-window pass over the case is timed (with device
 synchronisation), and ``min(int((budget - t) / t), 7)`` mirrored passes follow, in the published
 order x, y, z, xy, xz, yz, xyz (only over axes the model allows); their softmax is averaged.
-A budget of 0 (or none) means no mirroring.
+A budget of 0 (or none) means no mirroring. A fixed number of mirrored passes can be asked for
+instead (the model set's ``inference.mirrors`` or ``mirrors=``); a budget then caps it.
+
+Windows: ``sliding`` is nnU-Net's sliding window (tiles of the training patch size, half
+overlapping, Gaussian-weighted); ``whole`` runs the network once over the whole volume, padded to
+what its pooling divides, where that is at most ``WHOLE_MAX_PATCHES`` patches' worth of voxels
+(sliding otherwise). Both go through nnU-Net's own predictor: ``whole`` only sets the tile size
+to the padded volume (and Gaussian weighting off) for that pass. On the bundled phantoms'
+64 x 64 x 96 grid one whole pass costs a fifth of the eight tiles, so mirroring becomes
+affordable (``bench/inference_window.py``).
 
 Precision: ``fp32``, ``bf16`` (the network runs under CPU autocast to bfloat16; on a CPU with
 native bfloat16 instructions, AMX or AVX512-BF16, about three times faster) or ``auto`` (bf16
@@ -19,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +47,11 @@ from petloop.tracer.classifier import (
     resolve_tracer,
 )
 
-from .modelset import ModelEntry, ModelSet, ModelSetError
+from .modelset import MAX_MIRRORS, InferenceSettings, ModelEntry, ModelSet, ModelSetError
 
 # published order x, y, z, xy, xz, yz, xyz as axes of nnU-Net's (z, y, x) arrays
 MIRROR_ORDER = ((2,), (1,), (0,), (2, 1), (2, 0), (1, 0), (2, 1, 0))
+WHOLE_MAX_PATCHES = 4.0
 
 
 @dataclass(frozen=True)
@@ -48,21 +59,44 @@ class TTAChoice:
     plain_seconds: float
     budget: float | None
     mirrors: tuple[tuple[int, ...], ...]
+    window: str = "sliding"  # the window the passes used
 
     def describe(self) -> str:
         names = {0: "z", 1: "y", 2: "x"}
         flips = ", ".join("".join(names[a] for a in m) for m in self.mirrors) or "none"
-        return (f"plain pass {self.plain_seconds:.2f} s, budget "
+        return (f"{self.window} window, plain pass {self.plain_seconds:.2f} s, budget "
                 f"{'none' if not self.budget else f'{self.budget:g} s'}: mirrored passes {flips}")
 
 
-def choose_mirrors(plain_seconds: float, budget: float | None, allowed) -> tuple:
-    if not budget or budget <= 0 or plain_seconds <= 0:
-        return ()
-    n = max(0, min(int((budget - plain_seconds) / plain_seconds), 7))
+def choose_mirrors(plain_seconds: float, budget: float | None, allowed,
+                   wanted: int | None = None) -> tuple:
+    """The mirrored passes to make: ``wanted`` of them (None: none without a budget, up to 7
+    with one), capped by what fits in ``budget`` after the timed plain pass."""
+    n = MAX_MIRRORS if wanted is None else wanted
+    if budget and budget > 0:
+        fit = int((budget - plain_seconds) / plain_seconds) if plain_seconds > 0 else 0
+        n = min(n, fit)
+    elif wanted is None:
+        n = 0
     allowed = set(allowed or ())
     usable = [m for m in MIRROR_ORDER if set(m) <= allowed]
-    return tuple(usable[:n])
+    return tuple(usable[:max(0, n)])
+
+
+def whole_tile(shape, patch, divisors, max_patches: float = WHOLE_MAX_PATCHES):
+    """The tile that covers ``shape`` in one pass: each axis padded up to a multiple of its
+    divisor and to at least the patch; None where that exceeds ``max_patches`` patches."""
+    tile = [max(int(np.ceil(s / d) * d), p) for s, p, d in zip(shape, patch, divisors,
+                                                               strict=True)]
+    if np.prod(tile, dtype=np.float64) > max_patches * np.prod(patch, dtype=np.float64):
+        return None
+    return tile
+
+
+def pooling_divisors(configuration_manager) -> list[int]:
+    """Per axis, the product of the network's strides: what an input size must divide by."""
+    strides = np.asarray(configuration_manager.pool_op_kernel_sizes, dtype=np.int64)
+    return [int(v) for v in strides.prod(axis=0)]
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -92,10 +126,13 @@ def resolve_precision(precision: str, device: str) -> str:
 
 
 class LoadedModel:
-    def __init__(self, entry: ModelEntry, device: str, precision: str = "fp32"):
+    def __init__(self, entry: ModelEntry, device: str, precision: str = "fp32",
+                 settings: InferenceSettings | None = None):
         self.entry = entry
         self.device = device
         self.precision = resolve_precision(precision, device)
+        self.settings = settings or InferenceSettings()
+        self._lock = threading.Lock()  # the whole window changes the predictor's tile size
         self.predictor = load_predictor(entry.folder, entry.folds, entry.checkpoint, device,
                                         mirroring=False)
         self.encoding = click_encoding(self.predictor.dataset_json)
@@ -108,23 +145,43 @@ class LoadedModel:
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def _logits(self, data: torch.Tensor) -> torch.Tensor:
+    def tile(self, shape) -> list[int] | None:
+        """The whole-volume tile for an input of ``shape`` (z, y, x), or None for sliding."""
+        if self.settings.window != "whole":
+            return None
+        cm = self.predictor.configuration_manager
+        return whole_tile(shape, cm.patch_size, pooling_divisors(cm))
+
+    def _logits(self, data: torch.Tensor, tile) -> torch.Tensor:
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
                     else contextlib.nullcontext())
-        with autocast:
-            return self.predictor.predict_sliding_window_return_logits(data)
+        cm = self.predictor.configuration_manager
+        with self._lock, autocast:
+            if tile is None:
+                return self.predictor.predict_sliding_window_return_logits(data)
+            # one tile: no Gaussian weights (in nnU-Net's half-precision sum they would only
+            # round the logits near the volume's edges, where the weights are small)
+            saved = cm.configuration["patch_size"], self.predictor.use_gaussian
+            cm.configuration["patch_size"] = list(tile)
+            self.predictor.use_gaussian = False
+            try:
+                return self.predictor.predict_sliding_window_return_logits(data)
+            finally:
+                cm.configuration["patch_size"], self.predictor.use_gaussian = saved
 
     def probabilities(self, x: np.ndarray, budget: float | None):
         data = torch.from_numpy(x)
+        tile = self.tile(data.shape[1:])
         t0 = time.perf_counter()
-        logits = self._logits(data)
+        logits = self._logits(data, tile)
         self._sync()
         plain = time.perf_counter() - t0
         probs = torch.softmax(logits.float(), 0)
-        choice = TTAChoice(plain, budget, choose_mirrors(plain, budget, self.allowed_axes))
+        mirrors = choose_mirrors(plain, budget, self.allowed_axes, self.settings.mirrors)
+        choice = TTAChoice(plain, budget, mirrors, "sliding" if tile is None else "whole")
         for axes in choice.mirrors:
             dims = tuple(a + 1 for a in axes)
-            flipped = self._logits(torch.flip(data, dims))
+            flipped = self._logits(torch.flip(data, dims), tile)
             probs += torch.softmax(torch.flip(flipped.float(), dims), 0)
         probs /= 1 + len(choice.mirrors)
         return probs, choice
@@ -145,10 +202,17 @@ class Result:
 
 
 class Pipeline:
-    def __init__(self, model_set: ModelSet, device: str = "cpu", precision: str = "fp32"):
+    """``window`` and ``mirrors`` override the model set's ``inference`` settings."""
+
+    def __init__(self, model_set: ModelSet, device: str = "cpu", precision: str = "fp32",
+                 window: str | None = None, mirrors: int | None = None):
         self.model_set = model_set
         self.device = device
         self.precision = resolve_precision(precision, device)
+        try:
+            self.settings = model_set.inference.override(window, mirrors)
+        except ValueError as exc:
+            raise ModelSetError(str(exc)) from exc
         self._models: dict[str, LoadedModel] = {}
         self._classifier: TracerClassifier | None = None
 
@@ -160,7 +224,8 @@ class Pipeline:
 
     def model(self, entry: ModelEntry) -> LoadedModel:
         if entry.name not in self._models:
-            self._models[entry.name] = LoadedModel(entry, self.device, self.precision)
+            self._models[entry.name] = LoadedModel(entry, self.device, self.precision,
+                                                   self.settings)
         return self._models[entry.name]
 
     def tracer(self, pet: Volume, explicit: str | None = None,

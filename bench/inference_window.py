@@ -1,0 +1,82 @@
+"""Inference windows and test-time mirroring, side by side: nnU-Net's sliding window against one
+whole-volume pass, each with 0, 3 or 7 mirrored passes, with the bundled model set on held-out
+FDG phantoms of the demo's grid (64 x 64 x 96 at 3 x 3 x 4 mm), through the interactive session.
+
+For every case and click step (official clicks) all settings predict in turn, so that they see
+the same machine load. Prints, per setting, the median seconds per prediction, the ratio to the
+plain sliding window, and the mean Dice against the truth at each step measured.
+
+    .venv/bin/python bench/inference_window.py [--models models/phantom] [--cases 4]
+        [--steps 0 5 10] [--seed 9300] [--sliding-mirrors]
+
+--sliding-mirrors adds the sliding window with 7 mirrored passes (about 8 times the plain time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=Path("models/phantom"))
+    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--steps", type=int, nargs="+", default=[0, 5, 10])
+    parser.add_argument("--seed", type=int, default=9300)
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--sliding-mirrors", action="store_true")
+    args = parser.parse_args()
+
+    import numpy as np
+    import torch
+
+    from petloop.clicks.simulate import simulate_clicks
+    from petloop.inference.modelset import load_model_set
+    from petloop.inference.pipeline import Pipeline, Session, resolve_precision
+    from petloop.io.layouts import find_cases
+    from petloop.phantom import PhantomConfig, write_phantoms
+
+    ms = load_model_set(args.models)
+    settings = [("sliding", 0), ("whole", 0), ("whole", 3), ("whole", 7)]
+    if args.sliding_mirrors:
+        settings.append(("sliding", 7))
+    pipelines = {s: Pipeline(ms, "cpu", args.precision, *s) for s in settings}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = PhantomConfig(seed=args.seed, tracer="fdg", negative_fraction=0.0,
+                               shape=(64, 64, 96), spacing=(3.0, 3.0, 4.0))
+        write_phantoms(config, Path(tmp), args.cases)
+        cases = [f.load() for f in find_cases(Path(tmp))]
+    times = {s: [] for s in settings}
+    dice = {(s, k): [] for s in settings for k in args.steps}
+    for case in cases:
+        truth = np.asarray(case.label.array) != 0
+        clicks = simulate_clicks(case.label.array, case.pet.array)  # the official simulation
+        sessions = {}
+        for s, pipeline in pipelines.items():
+            sessions[s] = Session(pipeline)
+            sessions[s].set_case(case.ct, case.pet, "fdg")
+        for k in args.steps:
+            for s, session in sessions.items():
+                session.clicks = clicks.step(k)
+                t = time.perf_counter()
+                mask = np.asarray(session.run().mask.array) != 0
+                times[s].append(time.perf_counter() - t)
+                dice[s, k].append(2 * (mask & truth).sum() / max(mask.sum() + truth.sum(), 1))
+    base = statistics.median(times[settings[0]])
+    print(f"model set {ms.name}, {len(cases)} FDG phantoms (seed {args.seed}) "
+          f"{cases[0].pet.shape}, {torch.get_num_threads()} threads, "
+          f"{resolve_precision(args.precision, 'cpu')}")
+    head = " ".join(f"Dice@{k:<3d}" for k in args.steps)
+    print(f"{'window':8s} {'mirrors':>7s} {'s/prediction':>12s} {'x sliding':>9s}  {head}")
+    for s in settings:
+        t = statistics.median(times[s])
+        scores = " ".join(f"{statistics.mean(dice[s, k]):8.3f}" for k in args.steps)
+        print(f"{s[0]:8s} {s[1]:7d} {t:12.2f} {t / base:9.2f}  {scores}")
+
+
+if __name__ == "__main__":
+    main()
