@@ -47,10 +47,13 @@
 # parallel on one H100 with nnUNet_n_proc_DA=7: TIME_BUDGET=480 at lr 1e-2 (v3 123 epochs, v4
 # 125), then from those weights TIME_BUDGET=190 at LR=3e-3 (51 epochs each); with three times the
 # phantoms, Dice at 10 clicks on unseen phantoms rose from 0.74 to 0.82. v2 and the tracer
-# classifier were kept. Last, v3 alone on 2 CPU cores on 600 FDG phantoms of seed 101, made by
+# classifier were kept. Then v3 alone on 2 CPU cores on 600 FDG phantoms of seed 101, made by
 # `dataset phantoms` (below) with the same plans: TIME_BUDGET=2400 LR=3e-3 from the bundled v3
-# (29 epochs; Dice at 10 clicks on unseen phantoms 0.824 to 0.835). For many more FDG phantoms (more data moved Dice most), `petloop dataset
-# phantoms --config $WORK/fdg/phantom_config.json --cases N --id 601 --name PhantomFDG
+# (29 epochs; Dice at 10 clicks on unseen phantoms 0.824 to 0.835). Last, v3 alone again on 2 CPU
+# cores from the bundled v3, on 1000 new FDG phantoms (`dataset phantoms ... --cases 1000
+# --seed 102`): TIME_BUDGET=5000 LR=3e-3 (55 epochs). The model set is exported with
+# --window whole --mirrors 7 (README, "Prediction"). For many more FDG phantoms (more data
+# moved Dice most), `petloop dataset phantoms --config $WORK/fdg/phantom_config.json --cases N --id 601 --name PhantomFDG
 # --plans-from Dataset600_PhantomFDGPlans/petloopCPUPlans` makes Dataset601 without image files,
 # also on the machine that trains.
 set -euo pipefail
