@@ -54,8 +54,8 @@
 # --seed 102`): TIME_BUDGET=5000 LR=3e-3 (55 epochs). The model set is exported with
 # --window whole --mirrors 7 (README, "Prediction"). For many more FDG phantoms (more data
 # moved Dice most), `petloop dataset phantoms --config $WORK/fdg/phantom_config.json --cases N
-# --id 601 --name PhantomFDG --plans-from Dataset600_PhantomFDGPlans/petloopCPUPlans` makes Dataset601 without image files,
-# also on the machine that trains.
+# --id 601 --name PhantomFDG --plans-from Dataset600_PhantomFDGPlans/petloopCPUPlans` makes
+# Dataset601 without image files, also on the machine that trains.
 set -euo pipefail
 DEVICE=${1:-cpu}
 PETLOOP=${PETLOOP:-.venv/bin/petloop}
