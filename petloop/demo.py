@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from petloop.inference.evaluate import run_steps
@@ -95,9 +95,8 @@ def columns(model_set: ModelSet) -> list[Column]:
     out = []
     for tracer, routes in model_set.routing.items():
         for r in dict.fromkeys(r.model for r in routes):
-            single = ModelSet(model_set.root, r, {r: model_set.models[r]},
-                              {tracer: (Route(r),)}, model_set.suv_threshold,
-                              model_set.tracer_classifier)
+            single = replace(model_set, name=r, models={r: model_set.models[r]},
+                             routing={tracer: (Route(r),)})
             out.append(Column(short_name(r), tracer, single))
         if len({r.model for r in routes}) > 1:
             out.append(Column("hybrid", tracer, None))
@@ -203,9 +202,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
             assemble_hybrid(model_set, col.tracer, [c.case_id for c in these],
                             folders[col.tracer], folder, config.steps)
         else:
-            ms = col.model_set or ModelSet(model_set.root, "hybrid", model_set.models,
-                                           {col.tracer: model_set.routing[col.tracer]},
-                                           model_set.suv_threshold)
+            ms = col.model_set or replace(model_set, name="hybrid", routing={
+                col.tracer: model_set.routing[col.tracer]})
 
             def tick(case_id, col=col):
                 nonlocal done
@@ -213,8 +211,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
                 if progress:
                     progress(f"{col.tracer} {col.name}: {case_id}", done, total)
 
-            run_steps(Pipeline(ms, config.device, config.precision, settings.window,
-                               settings.mirrors), these, folder, mode,
+            run_steps(Pipeline(ms, config.device, config.precision, config.window,
+                               config.mirrors), these, folder, mode,
                       config.steps, "case", config.time_budget, progress=tick)
         folders.setdefault(col.tracer, {})[col.name] = folder
         evaluations.append(evaluate_model(these, folder, col.name, config.steps))

@@ -19,7 +19,7 @@ WorkDir = Annotated[Path | None, typer.Option(
     help="petloop work directory holding nnUNet_raw, nnUNet_preprocessed and nnUNet_results "
          "(default: $PETLOOP_WORKDIR or ./petloop_work; nnU-Net's own variables win).")]
 DatasetId = Annotated[int, typer.Option("--id", min=1, max=999, help="nnU-Net dataset id.")]
-DatasetName = Annotated[str, typer.Option(help="Dataset name (DatasetXXX_NAME).")]
+DatasetName = Annotated[str, typer.Option(help="Dataset name: the NAME of DatasetXXX_NAME.")]
 
 
 def nnunet_paths(workdir: Path | None):
@@ -38,7 +38,7 @@ def dataset_build(
     task: Annotated[str, typer.Option(help="lesions, or organs (CT only, organs as target: "
                                       "single-channel pretraining).")] = "lesions",
     plans_from: Annotated[str | None, typer.Option(
-        help="Take the plans of a built dataset (DatasetXXX_Name/PLANS) instead of planning.")]
+        help="Take the plans of a built dataset (DatasetXXX_NAME/PLANS) instead of planning.")]
     = None,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes for nnU-Net.")] = 2,
     workdir: WorkDir = None,
@@ -79,7 +79,7 @@ def dataset_phantoms(
     cases: Annotated[int, typer.Option(min=1, help="Phantoms 0..cases-1 of that configuration.")],
     dataset_id: DatasetId,
     plans_from: Annotated[str, typer.Option(
-        help="The plans of a built dataset (DatasetXXX_Name/PLANS).")],
+        help="The plans of a built dataset (DatasetXXX_NAME/PLANS).")],
     name: DatasetName = "PetLoop",
     seed: Annotated[int | None, typer.Option(help="Another seed than the configuration's.")]
     = None,
