@@ -10,11 +10,13 @@ case.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from petloop.inference.calibrate import CALIBRATION
 from petloop.inference.evaluate import run_steps
 from petloop.inference.modelset import (
     MAX_MIRRORS,
@@ -81,6 +83,20 @@ def inference_text(settings: InferenceSettings, time_budget: float | None) -> st
     else:
         tta = "no test-time mirroring"
     return f"{window}; {tta}"
+
+
+def threshold_text(model_set: ModelSet) -> str:
+    """The SUV thresholds and where they came from (``calibration.json`` beside the manifest)."""
+    path = Path(model_set.root) / CALIBRATION
+    fitted = json.loads(path.read_text(encoding="utf-8")).get("suv_threshold", {}) \
+        if path.is_file() else {}
+    parts = []
+    for tracer, value in model_set.suv_threshold.items():
+        cal = fitted.get(tracer)
+        origin = (f"fitted on {len(cal['cases'])} validation cases" if cal and
+                  cal.get("chosen") == value else "as set")
+        parts.append(f"{tracer.upper()} {value:g} ({origin})")
+    return "SUV threshold " + ", ".join(parts)
 
 
 def short_name(model_key: str) -> str:
@@ -223,7 +239,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     write_json_atomic(out / "summary.json", to_json_safe({
         **summary, "reference": {t: r.to_json() for t, r in references.items()},
         "demo": {k: str(v) for k, v in asdict(config).items()},
-        "inference": settings.to_json()}))
+        "inference": settings.to_json(), "suv_threshold": model_set.suv_threshold}))
     plots = {}
     for tracer, group in by_tracer.items():
         if group:
@@ -250,7 +266,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
               f"negative control(s)); {config.clicks} clicks; mean over cases per click step; "
               f"network arithmetic {resolve_precision(config.precision, config.device)} on "
               f"{config.device}; "
-              f"{inference_text(settings, config.time_budget)}.", ""]
+              f"{inference_text(settings, config.time_budget)}; "
+              f"{threshold_text(model_set)}.", ""]
     for tracer in ("fdg", "psma"):
         if by_tracer[tracer]:
             report.append(markdown_table(summary, tracer, f"{tracer.upper()} phantoms"))

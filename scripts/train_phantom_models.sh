@@ -147,3 +147,23 @@ $PETLOOP models export --out "$OUT" \
     "${TRACER[@]}" --name phantom --routing birth-fg --window whole --mirrors 7 \
     --description "trained on synthetic phantoms only: not for patients; FDG routing birth-fg: \
 the published rule, with v3 only once a lesion has been clicked"
+
+# The SUV thresholds, fitted on validation phantoms of seeds of their own (not the training
+# seeds, not the demo's 9001): `models calibrate` writes them into the manifest and the scores
+# into calibration.json (VAL_FDG=0 VAL_PSMA=0: keep BIRTH's 1.5 and 1.0).
+VAL_FDG=${VAL_FDG:-24}
+VAL_PSMA=${VAL_PSMA:-16}
+VAL=()
+if [ "$VAL_FDG" -gt 0 ]; then
+  $PETLOOP phantom --out "$WORK/val_fdg" --cases "$VAL_FDG" --tracer fdg --seed 9400 "${GEOM[@]}" \
+      --negative-fraction 0.2
+  VAL+=(--data "$WORK/val_fdg")
+fi
+if [ "$VAL_PSMA" -gt 0 ]; then
+  $PETLOOP phantom --out "$WORK/val_psma" --cases "$VAL_PSMA" --tracer psma --seed 9401 \
+      "${GEOM[@]}" --negative-fraction 0.2
+  VAL+=(--data "$WORK/val_psma")
+fi
+if [ "${#VAL[@]}" -gt 0 ]; then
+  $PETLOOP models calibrate --models "$OUT" "${VAL[@]}" --device "$DEVICE"
+fi

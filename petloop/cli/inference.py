@@ -248,3 +248,72 @@ def models_export(
     except (ValueError, FileNotFoundError) as exc:  # ModelSetError is a ValueError
         fail(str(exc))
     console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")
+
+
+@models_app.command("calibrate")
+def models_calibrate(
+    data: Annotated[list[Path], typer.Option(
+        help="Validation cases with lesion labels (any layout; repeat for several folders). "
+             "Not the cases the set is tested on.")],
+    models: Models = DEFAULT_MODELS,
+    tracer: Annotated[str, typer.Option(help="case (each case's own tracer), fdg or psma.")]
+    = "case",
+    thresholds: Annotated[str | None, typer.Option(
+        help="Candidate SUV thresholds, comma-separated (default: 0 to 3 in nine steps, and "
+             "the set's own).")] = None,
+    steps: Annotated[int, typer.Option(min=2, help="Click steps (0..steps-1).")] = 11,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the scores; change "
+                                          "nothing.")] = False,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    precision: Precision = "auto",
+    window: Window = None,
+    mirrors: Mirrors = None,
+) -> None:
+    """Fit the set's SUV thresholds (the post-processing) on validation cases: each case runs
+    the click steps once, every candidate threshold is scored on the same masks, and the one
+    with the highest Dice AUC goes into the manifest, with the scores in calibration.json."""
+    from rich.table import Table
+
+    from petloop.inference.calibrate import CANDIDATES, calibrate_thresholds, write_calibration
+    from petloop.inference.modelset import load_model_set
+    from petloop.inference.pipeline import Pipeline
+    from petloop.io.layouts import LayoutError, find_cases
+
+    try:
+        candidates = (CANDIDATES if thresholds is None else
+                      [float(v) for v in thresholds.split(",") if v.strip()])
+    except ValueError:
+        fail(f"--thresholds: {thresholds!r} is not a comma-separated list of numbers")
+    if tracer not in ("case", "fdg", "psma"):
+        fail(f"--tracer: {tracer!r} is not case, fdg or psma")
+    try:
+        model_set = load_model_set(models)
+        cases = [c for folder in data for c in find_cases(folder)]
+        with progress() as bar:
+            task = bar.add_task(f"calibrating {model_set.name}", total=len(cases))
+            result = calibrate_thresholds(
+                lambda ms: Pipeline(ms, device, precision, window, mirrors), model_set, cases,
+                candidates, steps, None if tracer == "case" else tracer,
+                progress=lambda _: bar.advance(task))
+    except (*_errors(), LayoutError, FileNotFoundError) as exc:
+        fail(str(exc))
+    for t, cal in result.items():
+        table = Table(title=f"{t.upper()}: {len(cal.cases)} validation case(s), "
+                            f"{cal.lesion_cases} with lesions, {cal.steps} click steps")
+        for col in ("SUV threshold", "Dice AUC", f"Dice at {cal.steps - 1}", "FPV AUC ml",
+                    "FNV AUC ml", ""):
+            table.add_column(col, justify="right")
+        for s in cal.scores:
+            mark = ("chosen" if s.threshold == cal.chosen else "") + \
+                (" (was)" if s.threshold == cal.previous else "")
+            table.add_row(f"{s.threshold:g}", f"{s.dice_auc:.4f}", f"{s.dice_last:.4f}",
+                          f"{s.fpv_auc:.3f}", f"{s.fnv_auc:.3f}", mark.strip())
+        console.print(table)
+    if dry_run:
+        console.print("dry run: the manifest is unchanged")
+        return
+    settings = {"data": [str(d) for d in data], "window": window, "mirrors": mirrors,
+                "precision": precision, "device": device}
+    path = write_calibration(models, result, settings)
+    console.print(f"SUV thresholds {', '.join(f'{t} {c.chosen:g}' for t, c in result.items())} "
+                  f"written to {models / 'manifest.json'}; scores in {path}")

@@ -47,6 +47,7 @@ from petloop.tracer.classifier import (
     resolve_tracer,
 )
 
+from .calibrate import apply_suv_threshold
 from .modelset import MAX_MIRRORS, InferenceSettings, ModelEntry, ModelSet, ModelSetError
 
 # published order x, y, z, xy, xz, yz, xyz as axes of nnU-Net's (z, y, x) arrays
@@ -234,10 +235,8 @@ class Pipeline:
         return resolve_tracer(explicit, pet, classifier, source)
 
     def postprocess(self, mask: Volume, pet: Volume, tracer: str) -> Volume:
-        threshold = self.model_set.suv_threshold[tracer]
-        out = np.asarray(mask.array, dtype=np.uint8).copy()
-        out[np.asarray(pet.array) < threshold] = 0
-        return mask.with_array(out)
+        return mask.with_array(apply_suv_threshold(mask.array, pet.array,
+                                                   self.model_set.suv_threshold[tracer]))
 
     def predict(self, ct: Volume, pet: Volume, clicks: Clicks | None = None,
                 tracer: str | None = "auto", time_budget: float | None = None) -> Result:

@@ -1,0 +1,192 @@
+"""Fitting a model set's SUV thresholds on validation cases (``petloop models calibrate``).
+
+BIRTH's post-processing sets every voxel below a fixed SUV to background (1.5 for FDG, 1.0 for
+PSMA). Which value helps depends on how the lesions were delineated: a contour drawn on the PET
+rarely holds voxels below 1.5, while the true outline of a faint lesion blurred by the scanner
+does. So a model set's thresholds are best fitted on labelled cases like those it will see, and
+not on the cases it is tested on.
+
+For each tracer, every validation case goes once through the click steps with the set's
+routing, with the official clicks and with no threshold; each candidate threshold is then
+applied to those same masks. The post-processing is voxel-wise and comes after the network, so
+this equals a run with that threshold (a test checks it), at the cost of one run. The masks are
+scored with the challenge's metrics; the chosen threshold has the highest mean Dice AUC over the
+click steps (the challenge's ranking metric) on the cases with lesions, ties going to the higher
+threshold, which removes more. FPV and FNV AUCs, over all cases, are reported beside it.
+Error-driven clicks depend on the thresholded masks, so calibration uses the official ones.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from petloop.clicks.simulate import simulate_clicks
+from petloop.io.atomic import write_json_atomic
+from petloop.io.layouts import CaseFiles
+from petloop.metrics.official import auc, compute_metrics
+
+from .modelset import MANIFEST, ModelSet, ModelSetError, load_model_set
+
+CANDIDATES = (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
+CALIBRATION = "calibration.json"
+TIE = 1e-9
+
+
+def apply_suv_threshold(mask: np.ndarray, pet: np.ndarray, threshold: float) -> np.ndarray:
+    """BIRTH's post-processing: voxels of PET below ``threshold`` (SUV) set to 0."""
+    out = np.asarray(mask, dtype=np.uint8).copy()
+    out[np.asarray(pet) < threshold] = 0
+    return out
+
+
+def score_case(gt: np.ndarray, masks: Sequence[np.ndarray], pet: np.ndarray,
+               spacing: Sequence[float], thresholds: Sequence[float]) -> np.ndarray:
+    """Dice, FPV and FNV of one case's unthresholded step masks under every threshold:
+    an array of shape (thresholds, steps, 3)."""
+    out = np.empty((len(thresholds), len(masks), 3))
+    for t, threshold in enumerate(thresholds):
+        for k, mask in enumerate(masks):
+            m = compute_metrics(gt, apply_suv_threshold(mask, pet, threshold) != 0, spacing)
+            out[t, k] = m.dice, m.fpv, m.fnv
+    return out
+
+
+@dataclass(frozen=True)
+class ThresholdScore:
+    threshold: float
+    dice_auc: float  # mean over the cases with lesions of the Dice AUC over the steps
+    dice_last: float  # mean Dice at the last step, cases with lesions
+    fpv_auc: float  # ml, mean over all cases
+    fnv_auc: float  # ml, mean over the cases with lesions
+
+    def to_json(self) -> dict:
+        return {k: (None if isinstance(v, float) and math.isnan(v) else round(v, 5))
+                for k, v in self.__dict__.items()}
+
+
+def _mean(values) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def summarize_scores(per_case: Sequence[np.ndarray], thresholds: Sequence[float]
+                     ) -> tuple[ThresholdScore, ...]:
+    """One score per threshold from :func:`score_case` arrays (Dice is NaN without lesions)."""
+    out = []
+    for t, threshold in enumerate(thresholds):
+        dice = [auc(a[t, :, 0]) for a in per_case]
+        out.append(ThresholdScore(
+            float(threshold), _mean(dice), _mean([a[t, -1, 0] for a in per_case]),
+            _mean([auc(a[t, :, 1]) for a in per_case]),
+            _mean([auc(a[t, :, 2]) for a in per_case])))
+    return tuple(out)
+
+
+def choose(scores: Sequence[ThresholdScore]) -> ThresholdScore:
+    """The highest Dice AUC; ties go to the higher threshold."""
+    usable = [s for s in scores if not math.isnan(s.dice_auc)]
+    if not usable:
+        raise ValueError("no validation case has a lesion: Dice cannot choose a threshold")
+    best = max(s.dice_auc for s in usable)
+    return max((s for s in usable if s.dice_auc >= best - TIE), key=lambda s: s.threshold)
+
+
+@dataclass(frozen=True)
+class TracerCalibration:
+    tracer: str
+    cases: tuple[str, ...]
+    lesion_cases: int
+    steps: int
+    previous: float
+    chosen: float
+    scores: tuple[ThresholdScore, ...]
+
+    def to_json(self) -> dict:
+        return {"tracer": self.tracer, "cases": list(self.cases),
+                "lesion_cases": self.lesion_cases, "steps": self.steps,
+                "previous": self.previous, "chosen": self.chosen,
+                "criterion": "highest mean Dice AUC over the click steps (official clicks), "
+                             "ties to the higher threshold",
+                "scores": [s.to_json() for s in self.scores]}
+
+
+def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: ModelSet,
+                         cases: Sequence[CaseFiles], thresholds: Sequence[float] = CANDIDATES,
+                         steps: int = 11, tracer: str | None = None,
+                         progress: Callable[[str], None] | None = None
+                         ) -> dict[str, TracerCalibration]:
+    """Fit each tracer's threshold on ``cases`` (their own tracer unless ``tracer`` is given).
+
+    ``pipeline_for`` makes a :class:`~petloop.inference.pipeline.Pipeline` for a model set (so
+    the caller sets device, precision, window and mirrors)."""
+    from .pipeline import Session
+
+    if steps < 2:
+        raise ValueError("calibration needs at least 2 click steps for a Dice AUC")
+    groups: dict[str, list[CaseFiles]] = {}
+    for files in cases:
+        t = tracer or files.tracer
+        if t not in model_set.routing:
+            raise ModelSetError(f"case {files.case_id}: tracer {t!r} is unknown or has no "
+                                f"route in {model_set.root} (give it with --tracer)")
+        if files.label is None:
+            raise ValueError(f"case {files.case_id}: no lesion label to calibrate against")
+        groups.setdefault(t, []).append(files)
+    # no threshold while predicting: each candidate is applied to the same masks afterwards
+    raw = replace(model_set, suv_threshold={t: -math.inf for t in model_set.suv_threshold})
+    session = Session(pipeline_for(raw))
+    result = {}
+    for t, group in groups.items():
+        own = sorted({float(v) for v in thresholds} | {float(model_set.suv_threshold[t])})
+        per_case = []
+        lesions = 0
+        for files in group:
+            case = files.load()
+            gt = np.asarray(case.label.array) != 0
+            lesions += bool(gt.any())
+            pet = np.asarray(case.pet.array)
+            official = case.clicks or simulate_clicks(gt.astype(np.uint8), pet)
+            session.set_case(case.ct, case.pet, t, str(files.ct), str(files.pet))
+            masks = []
+            for k in range(steps):
+                session.clicks = official.step(k)
+                masks.append(np.asarray(session.run().mask.array))
+            per_case.append(score_case(gt, masks, pet, case.pet.spacing, own))
+            if progress:
+                progress(files.case_id)
+        scores = summarize_scores(per_case, own)
+        result[t] = TracerCalibration(t, tuple(f.case_id for f in group), lesions, steps,
+                                      float(model_set.suv_threshold[t]),
+                                      choose(scores).threshold, scores)
+    return result
+
+
+def write_calibration(root: str | Path, calibration: dict[str, TracerCalibration],
+                      settings: dict | None = None) -> Path:
+    """Set the chosen thresholds in the model set's manifest and keep the scores beside it in
+    ``calibration.json``; both written atomically, the manifest checked again afterwards."""
+    root = Path(root)
+    manifest = root / MANIFEST
+    obj = json.loads(manifest.read_text(encoding="utf-8"))
+    obj["suv_threshold"] = {**obj.get("suv_threshold", {}),
+                            **{t: c.chosen for t, c in calibration.items()}}
+    previous = root / CALIBRATION  # a tracer calibrated before keeps its entry
+    kept = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {}
+    tracers = {**kept.get("suv_threshold", {}),
+               **{t: {**c.to_json(), **({"settings": settings} if settings else {})}
+                  for t, c in calibration.items()}}
+    path = write_json_atomic(previous, {"suv_threshold": tracers})
+    write_json_atomic(manifest, obj)
+    load_model_set(root)
+    return path
+
+
+__all__ = ["CANDIDATES", "ThresholdScore", "TracerCalibration", "apply_suv_threshold",
+           "calibrate_thresholds", "choose", "score_case", "summarize_scores",
+           "write_calibration"]

@@ -1,0 +1,146 @@
+"""Fitting a model set's SUV thresholds on validation cases."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from petloop.cli import app
+from petloop.inference.calibrate import (
+    ThresholdScore,
+    apply_suv_threshold,
+    choose,
+    score_case,
+    summarize_scores,
+)
+from petloop.inference.modelset import load_model_set
+from petloop.inference.pipeline import Pipeline, Session
+from petloop.io.clicks import Clicks
+from petloop.io.layouts import find_cases
+
+runner = CliRunner()
+
+
+def slow_dice(gt, pred):
+    inter = n_gt = n_pred = 0
+    for g, p in zip(gt.ravel().tolist(), pred.ravel().tolist(), strict=True):
+        inter += g and p
+        n_gt += g
+        n_pred += p
+    return math.nan if n_gt == 0 else 2 * inter / (n_gt + n_pred)
+
+
+def test_threshold_scores_against_the_definition_written_out():
+    rng = np.random.default_rng(3)
+    shape = (12, 10, 9)
+    pet = rng.gamma(2.0, 1.0, shape).astype(np.float32)
+    gt = rng.random(shape) < 0.15
+    masks = [(rng.random(shape) < 0.2) | (gt & (rng.random(shape) < p)) for p in (0.2, 0.6, 0.9)]
+    thresholds = (0.0, 1.0, 2.0)
+    scores = score_case(gt, masks, pet, (2.0, 2.0, 3.0), thresholds)
+    assert scores.shape == (3, 3, 3)
+    for t, thr in enumerate(thresholds):
+        for k, m in enumerate(masks):
+            kept = np.array([[[bool(m[i, j, kk]) and float(pet[i, j, kk]) >= thr
+                               for kk in range(shape[2])] for j in range(shape[1])]
+                             for i in range(shape[0])])
+            assert scores[t, k, 0] == pytest.approx(slow_dice(gt, kept))
+    # a negative control: Dice NaN, so only the lesion case counts for Dice
+    empty = score_case(np.zeros(shape, bool), masks, pet, (2.0, 2.0, 3.0), thresholds)
+    summary = summarize_scores([scores, empty], thresholds)
+    for t, s in enumerate(summary):
+        dice = scores[t, :, 0]
+        assert s.dice_auc == pytest.approx((dice[0] + dice[2]) / 2 + dice[1])  # trapezoid
+        assert s.dice_last == pytest.approx(dice[-1])
+        fpv = [a[t, :, 1] for a in (scores, empty)]
+        assert s.fpv_auc == pytest.approx(np.mean([(f[0] + f[2]) / 2 + f[1] for f in fpv]))
+
+
+def test_choice_is_the_best_dice_auc_and_ties_go_to_the_higher_threshold():
+    def s(t, d):
+        return ThresholdScore(t, d, d, 0.0, 0.0)
+
+    assert choose([s(0.0, 8.0), s(1.0, 8.2), s(1.5, 8.1)]).threshold == 1.0
+    assert choose([s(0.0, 8.2), s(1.0, 8.2), s(1.5, 8.1)]).threshold == 1.0
+    assert choose([s(0.0, math.nan), s(2.0, 7.0)]).threshold == 2.0
+    with pytest.raises(ValueError, match="no validation case has a lesion"):
+        choose([s(0.0, math.nan)])
+
+
+def test_a_threshold_applied_afterwards_equals_a_run_with_it(model_set, work):
+    """Calibration scores each candidate on masks predicted without a threshold."""
+    case = next(c for c in (f.load() for f in find_cases(work[0] / "phantoms"))
+                if c.label.array.any())
+    ms = load_model_set(model_set)
+    lesion = tuple(int(v) for v in np.argwhere(case.label.array)[0])
+    clicks = Clicks((lesion,), ((0, 0, 0),))
+    raw = Session(Pipeline(replace(ms, suv_threshold={"fdg": -math.inf, "psma": -math.inf})))
+    raw.set_case(case.ct, case.pet, "fdg")
+    raw.clicks = clicks
+    unthresholded = np.asarray(raw.run().mask.array)
+    pet = np.asarray(case.pet.array)
+    removed = 0
+    for threshold in (0.5, 1.5, 3.0):
+        run = Session(Pipeline(replace(ms, suv_threshold={"fdg": threshold, "psma": 1.0})))
+        run.set_case(case.ct, case.pet, "fdg")
+        run.clicks = clicks
+        after = apply_suv_threshold(unthresholded, pet, threshold)
+        np.testing.assert_array_equal(np.asarray(run.run().mask.array), after)
+        removed += int(unthresholded.sum() - after.sum())
+    assert removed > 0  # the thresholds did remove voxels, so the comparison means something
+
+
+def _own_set(model_set, tmp_path):
+    root = tmp_path / "set"
+    root.mkdir()
+    for name in ("manifest.json", "tracer_classifier.pt"):
+        shutil.copyfile(model_set / name, root / name)
+    return root
+
+
+def test_calibrate_command_writes_the_manifest_and_the_scores(model_set, work, tmp_path):
+    root = _own_set(model_set, tmp_path)
+    phantoms = work[0] / "phantoms"
+    before = (root / "manifest.json").read_text()
+    args = ["models", "calibrate", "--models", str(root), "--data", str(phantoms),
+            "--thresholds", "0,2,40", "--steps", "3"]
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "dry run" in dry.output and "Dice AUC" in dry.output
+    assert (root / "manifest.json").read_text() == before
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cal = json.loads((root / "calibration.json").read_text())["suv_threshold"]["fdg"]
+    n_cases = len(find_cases(phantoms))
+    assert len(cal["cases"]) == n_cases and cal["steps"] == 3 and cal["previous"] == 1.5
+    assert [s["threshold"] for s in cal["scores"]] == [0.0, 1.5, 2.0, 40.0]  # with its own
+    best = max(s["dice_auc"] for s in cal["scores"])
+    assert cal["chosen"] == max(s["threshold"] for s in cal["scores"]
+                                if s["dice_auc"] >= best - 1e-9)
+    # no phantom voxel reaches SUV 40: nothing is left, which never wins
+    assert cal["scores"][-1]["dice_auc"] == 0.0 and cal["chosen"] != 40.0
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["suv_threshold"] == {"fdg": cal["chosen"], "psma": 1.0}
+    assert load_model_set(root).suv_threshold["fdg"] == cal["chosen"]
+    assert cal["settings"]["data"] == [str(phantoms)]
+
+
+def test_calibrate_command_refuses_bad_input(model_set, work, tmp_path):
+    root = _own_set(model_set, tmp_path)
+    phantoms = work[0] / "phantoms"
+    bad = runner.invoke(app, ["models", "calibrate", "--models", str(root), "--data",
+                              str(phantoms), "--thresholds", "1,x"])
+    assert bad.exit_code == 2 and "not a comma-separated list" in bad.output
+    manifest = json.loads((root / "manifest.json").read_text())
+    manifest["routing"].pop("fdg")
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    no_route = runner.invoke(app, ["models", "calibrate", "--models", str(root), "--data",
+                                   str(phantoms), "--steps", "2"])
+    assert no_route.exit_code == 2 and "has no route" in no_route.output
+    assert not (root / "calibration.json").exists()
