@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from petloop.cli import app
+from petloop.demo import threshold_text
 from petloop.inference.calibrate import (
     ThresholdScore,
     apply_suv_threshold,
@@ -129,6 +130,12 @@ def test_calibrate_command_writes_the_manifest_and_the_scores(model_set, work, t
     assert manifest["suv_threshold"] == {"fdg": cal["chosen"], "psma": 1.0}
     assert load_model_set(root).suv_threshold["fdg"] == cal["chosen"]
     assert cal["settings"]["data"] == [str(phantoms)]
+    assert cal["settings"]["window"] == "sliding" and cal["settings"]["precision"] in ("fp32",
+                                                                                     "bf16")
+    # the demo's report says where the thresholds came from
+    text = threshold_text(load_model_set(root))
+    assert f"FDG {cal['chosen']:g} (fitted on {n_cases} validation cases)" in text
+    assert "PSMA 1 (as set)" in text
 
 
 def test_calibrate_command_refuses_bad_input(model_set, work, tmp_path):

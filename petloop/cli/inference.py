@@ -259,7 +259,7 @@ def models_calibrate(
     tracer: Annotated[str, typer.Option(help="case (each case's own tracer), fdg or psma.")]
     = "case",
     thresholds: Annotated[str | None, typer.Option(
-        help="Candidate SUV thresholds, comma-separated (default: 0 to 3 in nine steps, and "
+        help="Candidate SUV thresholds, comma-separated (default: nine from 0 to 3, and "
              "the set's own).")] = None,
     steps: Annotated[int, typer.Option(min=2, help="Click steps (0..steps-1).")] = 11,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the scores; change "
@@ -276,7 +276,7 @@ def models_calibrate(
 
     from petloop.inference.calibrate import CANDIDATES, calibrate_thresholds, write_calibration
     from petloop.inference.modelset import load_model_set
-    from petloop.inference.pipeline import Pipeline
+    from petloop.inference.pipeline import Pipeline, resolve_precision
     from petloop.io.layouts import LayoutError, find_cases
 
     try:
@@ -312,8 +312,9 @@ def models_calibrate(
     if dry_run:
         console.print("dry run: the manifest is unchanged")
         return
-    settings = {"data": [str(d) for d in data], "window": window, "mirrors": mirrors,
-                "precision": precision, "device": device}
+    ran = model_set.inference.override(window, mirrors)
+    settings = {"data": [str(d) for d in data], "window": ran.window, "mirrors": ran.mirrors,
+                "precision": resolve_precision(precision, device), "device": device}
     path = write_calibration(models, result, settings)
     console.print(f"SUV thresholds {', '.join(f'{t} {c.chosen:g}' for t, c in result.items())} "
                   f"written to {models / 'manifest.json'}; scores in {path}")
