@@ -52,8 +52,10 @@
 # (29 epochs; Dice at 10 clicks on unseen phantoms 0.824 to 0.835). Last, v3 alone again on 2 CPU
 # cores from the bundled v3, on 1000 new FDG phantoms (`dataset phantoms ... --cases 1000
 # --seed 102`): TIME_BUDGET=5000 LR=3e-3 (55 epochs). The model set is exported with
-# --window whole --mirrors 7 (README, "Prediction"). For many more FDG phantoms (more data
-# moved Dice most), `petloop dataset phantoms --config $WORK/fdg/phantom_config.json --cases N
+# --window whole --mirrors 7 (README, "Prediction"), and its SUV thresholds were fitted by the
+# calibration block at the end (VAL_FDG=24 VAL_PSMA=16: FDG kept 1.5, PSMA 0.5). For many more
+# FDG phantoms (more data moved Dice most),
+# `petloop dataset phantoms --config $WORK/fdg/phantom_config.json --cases N
 # --id 601 --name PhantomFDG --plans-from Dataset600_PhantomFDGPlans/petloopCPUPlans` makes
 # Dataset601 without image files, also on the machine that trains.
 set -euo pipefail
