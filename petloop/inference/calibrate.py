@@ -26,23 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
-from petloop.clicks.simulate import simulate_clicks
 from petloop.io.atomic import write_json_atomic
 from petloop.io.layouts import CaseFiles
 from petloop.metrics.official import auc, compute_metrics
 
+from .evaluate import case_steps
 from .modelset import MANIFEST, ModelSet, ModelSetError, load_model_set
+from .pipeline import Session, apply_suv_threshold
 
 CANDIDATES = (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 CALIBRATION = "calibration.json"
 TIE = 1e-9
-
-
-def apply_suv_threshold(mask: np.ndarray, pet: np.ndarray, threshold: float) -> np.ndarray:
-    """BIRTH's post-processing: voxels of PET below ``threshold`` (SUV) set to 0."""
-    out = np.asarray(mask, dtype=np.uint8).copy()
-    out[np.asarray(pet) < threshold] = 0
-    return out
 
 
 def score_case(gt: np.ndarray, masks: Sequence[np.ndarray], pet: np.ndarray,
@@ -125,8 +119,6 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
 
     ``pipeline_for`` makes a :class:`~petloop.inference.pipeline.Pipeline` for a model set (so
     the caller sets device, precision, window and mirrors)."""
-    from .pipeline import Session
-
     if steps < 2:
         raise ValueError("calibration needs at least 2 click steps for a Dice AUC")
     groups: dict[str, list[CaseFiles]] = {}
@@ -147,16 +139,12 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
         per_case = []
         lesions = 0
         for files in group:
-            case = files.load()
+            runs = list(case_steps(session, files, t, "official", steps))
+            case = runs[0][0]
+            masks = [np.asarray(result.mask.array) for _, _, result in runs]
             gt = np.asarray(case.label.array) != 0
             lesions += bool(gt.any())
             pet = np.asarray(case.pet.array)
-            official = case.clicks or simulate_clicks(gt.astype(np.uint8), pet)
-            session.set_case(case.ct, case.pet, t, str(files.ct), str(files.pet))
-            masks = []
-            for k in range(steps):
-                session.clicks = official.step(k)
-                masks.append(np.asarray(session.run().mask.array))
             per_case.append(score_case(gt, masks, pet, case.pet.spacing, own))
             if progress:
                 progress(files.case_id)

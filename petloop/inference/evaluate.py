@@ -4,7 +4,7 @@ metrics module then scores."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +12,38 @@ import numpy as np
 from petloop.clicks.error_driven import add_next
 from petloop.clicks.simulate import simulate_clicks
 from petloop.io.clicks import Clicks, write_clicks
-from petloop.io.layouts import CaseFiles
+from petloop.io.layouts import Case, CaseFiles
 from petloop.io.volume import write_volume
 
-from .pipeline import Pipeline, Session
+from .pipeline import Pipeline, Result, Session
 
 CLICK_MODES = ("official", "error-driven")
+
+
+def case_steps(session: Session, files: CaseFiles, tracer: str | None = "auto",
+               clicks_mode: str = "official", steps: int = 11,
+               time_budget: float | None = None) -> Iterator[tuple[Case, Clicks, Result]]:
+    """Load one case, set it on ``session`` and run its click steps: ``(case, clicks, result)``
+    per step, the clicks placed from its ground truth (official, or error-driven from the
+    previous step's mask)."""
+    if clicks_mode not in CLICK_MODES:
+        raise ValueError(f"unknown click mode {clicks_mode!r}; use one of {CLICK_MODES}")
+    case = files.load()
+    if case.label is None:
+        raise ValueError(f"case {case.case_id} has no ground truth to place clicks from")
+    gt = np.asarray(case.label.array) != 0
+    official = case.clicks or simulate_clicks(gt.astype(np.uint8), case.pet.array)
+    explicit = case.tracer if tracer == "case" else tracer
+    session.set_case(case.ct, case.pet, explicit, str(files.ct), str(files.pet))
+    clicks = Clicks()
+    for k in range(steps):
+        if clicks_mode == "official":
+            clicks = official.step(k)
+        session.clicks = clicks
+        result = session.run(time_budget)
+        yield case, clicks, result
+        if clicks_mode == "error-driven" and k + 1 < steps:
+            clicks = add_next(gt, result.mask.array, clicks, fallback=official)
 
 
 def run_steps(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
@@ -25,30 +51,16 @@ def run_steps(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
               time_budget: float | None = None,
               progress: Callable[[str], None] | None = None) -> Path:
     """Write ``<out>/<case>_step{k}.nii.gz`` for k = 0..steps-1 and the clicks used."""
-    if clicks_mode not in CLICK_MODES:
-        raise ValueError(f"unknown click mode {clicks_mode!r}; use one of {CLICK_MODES}")
     out = Path(out)
     session = Session(pipeline)
     for files in cases:
-        case = files.load()
-        if case.label is None:
-            raise ValueError(f"case {case.case_id} has no ground truth to place clicks from")
-        gt = np.asarray(case.label.array) != 0
-        official = case.clicks or simulate_clicks(gt.astype(np.uint8), case.pet.array)
-        explicit = case.tracer if tracer == "case" else tracer
-        session.set_case(case.ct, case.pet, explicit, str(files.ct), str(files.pet))
-        clicks = Clicks()
-        for k in range(steps):
-            if clicks_mode == "official":
-                clicks = official.step(k)
-            session.clicks = clicks
-            result = session.run(time_budget)
+        for k, (case, clicks, result) in enumerate(case_steps(session, files, tracer,
+                                                              clicks_mode, steps, time_budget)):
             write_volume(result.mask, out / f"{case.case_id}_step{k}.nii.gz")
-            if clicks_mode == "error-driven" and k + 1 < steps:
-                clicks = add_next(gt, result.mask.array, clicks, fallback=official)
-        write_clicks(clicks, out / "clicks" / f"{case.case_id}_clicks.json")
+            if k == steps - 1:  # the clicks of the last step hold all the case got
+                write_clicks(clicks, out / "clicks" / f"{case.case_id}_clicks.json")
         if progress:
-            progress(case.case_id)
+            progress(files.case_id)
     return out
 
 

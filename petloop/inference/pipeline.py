@@ -47,7 +47,6 @@ from petloop.tracer.classifier import (
     resolve_tracer,
 )
 
-from .calibrate import apply_suv_threshold
 from .modelset import MAX_MIRRORS, InferenceSettings, ModelEntry, ModelSet, ModelSetError
 
 # published order x, y, z, xy, xz, yz, xyz as axes of nnU-Net's (z, y, x) arrays
@@ -191,6 +190,13 @@ class LoadedModel:
         from petloop.nnunet.predict import logits_to_mask
 
         return logits_to_mask(self.predictor, torch.log(probs.clamp_min(1e-8)), pre)
+
+
+def apply_suv_threshold(mask: np.ndarray, pet: np.ndarray, threshold: float) -> np.ndarray:
+    """BIRTH's post-processing: voxels of PET below ``threshold`` (SUV) set to 0."""
+    out = np.asarray(mask, dtype=np.uint8).copy()
+    out[np.asarray(pet) < threshold] = 0
+    return out
 
 
 @dataclass
