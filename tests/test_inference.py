@@ -181,6 +181,62 @@ def test_pipeline_mirroring_and_bad_input(pipeline, case):
         pipeline.predict(case.ct, nan, Clicks(), "fdg")
 
 
+def _two_fold_folder(trained, tmp_path):
+    """The tiny v3 as fold ``all`` and, as fold 0, the same network with its weights moved."""
+    import shutil
+
+    src = trained["v3"].parent
+    folder = tmp_path / src.name
+    folder.mkdir()
+    for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        shutil.copyfile(src / name, folder / name)
+    (folder / "fold_all").mkdir()
+    shutil.copyfile(trained["v3"] / "checkpoint_final.pth",
+                    folder / "fold_all" / "checkpoint_final.pth")
+    ckpt = torch.load(trained["v3"] / "checkpoint_final.pth", map_location="cpu",
+                      weights_only=False)
+    gen = torch.Generator().manual_seed(0)
+    ckpt["network_weights"] = {
+        k: (v + 0.3 * v.float().std().nan_to_num() * torch.randn(v.shape, generator=gen)
+            if v.is_floating_point() and v.numel() > 1 else v)
+        for k, v in ckpt["network_weights"].items()}
+    (folder / "fold_0").mkdir()
+    torch.save(ckpt, folder / "fold_0" / "checkpoint_final.pth")
+    return folder
+
+
+def test_folds_are_averaged_over_every_pass(trained, model_set, case, tmp_path):
+    from petloop.inference.modelset import ModelEntry
+    from petloop.inference.pipeline import LoadedModel
+
+    folder = _two_fold_folder(trained, tmp_path)
+    settings = InferenceSettings("whole", 1)
+    x = np.random.default_rng(1).normal(size=(4, 48, 48, 64)).astype(np.float32)
+
+    def probs(folds):
+        return LoadedModel(ModelEntry("m", folder, folds), "cpu", "fp32",
+                           settings).probabilities(x, None)
+
+    (p_all, one), (p_0, _) = probs(("all",)), probs((0,))
+    assert one.folds == 1 and len(one.mirrors) == 1
+    assert (p_all - p_0).abs().max() > 1e-3  # the two folds differ
+    both = LoadedModel(ModelEntry("m", folder, ("all", 0)), "cpu", "fp32", settings)
+    for _ in range(2):  # and again, after the last fold's weights were left in the network
+        p, choice = both.probabilities(x, None)
+        assert choice.folds == 2 and choice.mirrors == one.mirrors
+        torch.testing.assert_close(p, (p_all + p_0) / 2, atol=1e-5, rtol=1e-5)
+    assert "2 folds averaged" in choice.describe()
+    manifest = json.loads((model_set / "manifest.json").read_text())
+    manifest["models"]["fdg_v3"] = {"folder": str(folder), "folds": ["all", 0]}
+    manifest["tracer_classifier"] = str(model_set / manifest["tracer_classifier"])
+    root = tmp_path / "set"
+    root.mkdir()
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    clicks = Clicks(tuple((n, n, n) for n in range(5)), tuple((n, 0, 0) for n in range(5)))
+    result = Pipeline(load_model_set(root)).predict(case.ct, case.pet, clicks, "fdg")
+    assert result.model == "fdg_v3" and result.tta.folds == 2
+
+
 def test_predict_command_and_empty_clicks(model_set, case, tmp_path):
     write_volume(case.ct, tmp_path / "ct.nii.gz")
     write_volume(case.pet, tmp_path / "pet.nii.gz")

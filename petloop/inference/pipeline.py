@@ -11,6 +11,13 @@ order x, y, z, xy, xz, yz, xyz (only over axes the model allows); their softmax 
 A budget of 0 (or none) means no mirroring. A fixed number of mirrored passes can be asked for
 instead (the model set's ``inference.mirrors`` or ``mirrors=``); a budget then caps it.
 
+Folds: a model entry with several folds (nnU-Net's five cross-validation folds, BIRTH's PSMA
+model "all folds", or several checkpoints of one model) is an ensemble. Each fold's weights are
+loaded in turn and every fold makes the plain and the mirrored passes; all their softmax outputs
+are averaged. (nnU-Net's own predictor averages folds too, but its sliding-window call, which
+petloop uses for the window and the time budget, runs only the weights the network holds.)
+The budget counts one plain pass per fold.
+
 Windows: ``sliding`` is nnU-Net's sliding window (tiles of the training patch size, half
 overlapping, Gaussian-weighted); ``whole`` runs the network once over the whole volume, padded to
 what its pooling divides, where that is at most ``WHOLE_MAX_PATCHES`` patches' worth of voxels
@@ -60,11 +67,13 @@ class TTAChoice:
     budget: float | None
     mirrors: tuple[tuple[int, ...], ...]
     window: str = "sliding"  # the window the passes used
+    folds: int = 1  # every fold makes the plain and the mirrored passes
 
     def describe(self) -> str:
         names = {0: "z", 1: "y", 2: "x"}
         flips = ", ".join("".join(names[a] for a in m) for m in self.mirrors) or "none"
-        return (f"{self.window} window, plain pass {self.plain_seconds:.2f} s, budget "
+        folds = f", {self.folds} folds averaged" if self.folds > 1 else ""
+        return (f"{self.window} window{folds}, plain pass {self.plain_seconds:.2f} s, budget "
                 f"{'none' if not self.budget else f'{self.budget:g} s'}: mirrored passes {flips}")
 
 
@@ -132,7 +141,8 @@ class LoadedModel:
         self.device = device
         self.precision = resolve_precision(precision, device)
         self.settings = settings or InferenceSettings()
-        self._lock = threading.Lock()  # the whole window changes the predictor's tile size
+        # the whole window changes the predictor's tile size, and folds its network's weights
+        self._lock = threading.Lock()
         self.predictor = load_predictor(entry.folder, entry.folds, entry.checkpoint, device,
                                         mirroring=False)
         self.encoding = click_encoding(self.predictor.dataset_json)
@@ -152,11 +162,16 @@ class LoadedModel:
         cm = self.predictor.configuration_manager
         return whole_tile(shape, cm.patch_size, pooling_divisors(cm))
 
+    @property
+    def folds(self) -> int:
+        return len(self.predictor.list_of_parameters)
+
     def _logits(self, data: torch.Tensor, tile) -> torch.Tensor:
+        """One pass of the network as it is loaded; the caller holds ``_lock``."""
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
                     else contextlib.nullcontext())
         cm = self.predictor.configuration_manager
-        with self._lock, autocast:
+        with autocast:
             if tile is None:
                 return self.predictor.predict_sliding_window_return_logits(data)
             # one tile: no Gaussian weights (in nnU-Net's half-precision sum they would only
@@ -169,21 +184,37 @@ class LoadedModel:
             finally:
                 cm.configuration["patch_size"], self.predictor.use_gaussian = saved
 
+    def _load_fold(self, n: int) -> None:
+        if self.folds > 1:  # one fold's weights stay in the network between predictions
+            net = self.predictor.network
+            getattr(net, "_orig_mod", net).load_state_dict(self.predictor.list_of_parameters[n])
+
     def probabilities(self, x: np.ndarray, budget: float | None):
+        """Softmax averaged over every fold and mirrored pass. The plain pass of the first fold
+        is timed; the budget then counts one plain pass per fold, and the mirrored passes that
+        fit are made for every fold."""
         data = torch.from_numpy(x)
         tile = self.tile(data.shape[1:])
-        t0 = time.perf_counter()
-        logits = self._logits(data, tile)
-        self._sync()
-        plain = time.perf_counter() - t0
-        probs = torch.softmax(logits.float(), 0)
-        mirrors = choose_mirrors(plain, budget, self.allowed_axes, self.settings.mirrors)
-        choice = TTAChoice(plain, budget, mirrors, "sliding" if tile is None else "whole")
-        for axes in choice.mirrors:
-            dims = tuple(a + 1 for a in axes)
-            flipped = self._logits(torch.flip(data, dims), tile)
-            probs += torch.softmax(torch.flip(flipped.float(), dims), 0)
-        probs /= 1 + len(choice.mirrors)
+        window = "sliding" if tile is None else "whole"
+        with self._lock:
+            probs, choice = None, None
+            for fold in range(self.folds):
+                self._load_fold(fold)
+                t0 = time.perf_counter()
+                logits = self._logits(data, tile)
+                self._sync()
+                p = torch.softmax(logits.float(), 0)
+                if choice is None:
+                    plain = (time.perf_counter() - t0) * self.folds
+                    mirrors = choose_mirrors(plain, budget, self.allowed_axes,
+                                             self.settings.mirrors)
+                    choice = TTAChoice(plain, budget, mirrors, window, self.folds)
+                for axes in choice.mirrors:
+                    dims = tuple(a + 1 for a in axes)
+                    flipped = self._logits(torch.flip(data, dims), tile)
+                    p += torch.softmax(torch.flip(flipped.float(), dims), 0)
+                probs = p if probs is None else probs + p
+        probs /= self.folds * (1 + len(choice.mirrors))
         return probs, choice
 
     def to_mask(self, probs, pre: Preprocessed) -> Volume:
