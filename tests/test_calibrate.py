@@ -16,11 +16,13 @@ from petloop.demo import threshold_text
 from petloop.inference.calibrate import (
     ThresholdScore,
     apply_suv_threshold,
+    calibrate_thresholds,
     choose,
+    routed_masks,
     score_case,
     summarize_scores,
 )
-from petloop.inference.modelset import load_model_set
+from petloop.inference.modelset import Route, handover, load_model_set, with_handover
 from petloop.inference.pipeline import Pipeline, Session
 from petloop.io.clicks import Clicks
 from petloop.io.layouts import find_cases
@@ -72,6 +74,30 @@ def test_choice_is_the_best_dice_auc_and_ties_go_to_the_higher_threshold():
     assert choose([s(0.0, math.nan), s(2.0, 7.0)]).threshold == 2.0
     with pytest.raises(ValueError, match="no validation case has a lesion"):
         choose([s(0.0, math.nan)])
+    # with hand-overs: ties keep the set's own, then the higher threshold
+    scores = [ThresholdScore(t, d, d, 0.0, 0.0, at) for at, t, d in
+              ((3, 1.0, 8.2), (5, 0.5, 8.2), (5, 1.5, 8.1), (7, 2.0, 8.2))]
+    assert (choose(scores, 5).handover, choose(scores, 5).threshold) == (5, 0.5)
+    assert (choose(scores, 4).handover, choose(scores, 4).threshold) == (7, 2.0)
+
+
+def test_handover_moves_the_first_route_only():
+    birth_fg = (Route("v4", max_background_clicks=4), Route("v3", min_foreground_clicks=1),
+                Route("v4"))
+    assert handover(birth_fg) == 5
+    assert with_handover(birth_fg, 2) == (Route("v4", max_background_clicks=1),) + birth_fg[1:]
+    assert with_handover(birth_fg, 0) == birth_fg[1:]  # the next routes from the first step
+    assert handover((Route("v2"),)) is None
+    assert handover((Route("a", max_background_clicks=3), Route("a"))) is None  # one model
+    with pytest.raises(ValueError, match="no first model"):
+        with_handover((Route("v2"),), 3)
+    # the routed masks against the rule written out, clicks (background, lesion) per step
+    masks = {m: [np.full(2, 10 * i + k) for k in range(4)] for i, m in enumerate(("v4", "v3"))}
+    counts = [(0, 0), (1, 1), (2, 0), (3, 3)]
+    got = routed_masks(with_handover(birth_fg, 2), masks, counts)
+    want = ["v4", "v4", "v4", "v3"]  # step 2: no lesion click, so v4 by birth-fg's fallback
+    for k, model in enumerate(want):
+        np.testing.assert_array_equal(got[k], masks[model][k])
 
 
 def test_a_threshold_applied_afterwards_equals_a_run_with_it(model_set, work):
@@ -136,6 +162,54 @@ def test_calibrate_command_writes_the_manifest_and_the_scores(model_set, work, t
     text = threshold_text(load_model_set(root))
     assert f"FDG {cal['chosen']:g} (fitted on {n_cases} validation cases)" in text
     assert "PSMA 1 (as set)" in text
+
+
+def test_fitted_handover_scores_equal_runs_with_that_routing(model_set, work):
+    """Every model runs each step once; a candidate hand-over takes the masks it routes to,
+    which must score exactly as a run of the set with that routing."""
+    ms = load_model_set(model_set)
+    cases = find_cases(work[0] / "phantoms")
+
+    def pipeline_for(m):
+        return Pipeline(m)
+
+    fitted = calibrate_thresholds(pipeline_for, ms, cases, (0.0, 1.5), steps=3,
+                                  routing=True)["fdg"]
+    assert fitted.previous_handover == 5
+    assert len(fitted.scores) == 5 * 2  # hand-overs 0..3 and its own, 2 thresholds
+    for at in (0, 2):
+        routes = with_handover(ms.routing["fdg"], at)
+        run = calibrate_thresholds(pipeline_for, replace(ms, routing={**ms.routing,
+                                                                      "fdg": routes}),
+                                   cases, (0.0, 1.5), steps=3)["fdg"]
+        assert run.routing is None
+        got = [sc for sc in fitted.scores if sc.handover == at]
+        assert [replace(sc, handover=None) for sc in got] == list(run.scores)
+    best = max(sc.dice_auc for sc in fitted.scores)
+    assert next(sc for sc in fitted.scores if sc.handover == fitted.chosen_handover
+                and sc.threshold == fitted.chosen).dice_auc >= best - 1e-9
+    assert fitted.routing == with_handover(ms.routing["fdg"], fitted.chosen_handover)
+
+
+def test_calibrate_command_fits_the_routing(model_set, work, tmp_path):
+    root = _own_set(model_set, tmp_path)
+    phantoms = work[0] / "phantoms"
+    args = ["models", "calibrate", "--models", str(root), "--data", str(phantoms),
+            "--thresholds", "0,2", "--steps", "3", "--routing"]
+    dry = runner.invoke(app, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "hand-over at" in dry.output and "5 background" in dry.output
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cal = json.loads((root / "calibration.json").read_text())["suv_threshold"]["fdg"]
+    assert cal["previous_handover"] == 5 and cal["chosen_handover"] in (0, 1, 2, 5)
+    assert {s["handover"] for s in cal["scores"]} == {0, 1, 2, 3, 5}
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["routing"]["fdg"] == cal["routing"]
+    routes = load_model_set(root).routing["fdg"]
+    assert handover(routes) in (cal["chosen_handover"], None)  # None: the first route went
+    assert f"hand-over fdg at {cal['chosen_handover']} background clicks" in \
+        result.output.replace("\n", " ")
 
 
 def test_calibrate_command_refuses_bad_input(model_set, work, tmp_path):

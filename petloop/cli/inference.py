@@ -262,6 +262,9 @@ def models_calibrate(
         help="Candidate SUV thresholds, comma-separated (default: nine from 0 to 3, and "
              "the set's own).")] = None,
     steps: Annotated[int, typer.Option(min=2, help="Click steps (0..steps-1).")] = 11,
+    routing: Annotated[bool, typer.Option(
+        "--routing", help="Also fit where the routing hands over from its first model (FDG: "
+        "the stochastic one below N background clicks, BIRTH's N = 5) to the next.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the scores; change "
                                           "nothing.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -269,9 +272,10 @@ def models_calibrate(
     window: Window = None,
     mirrors: Mirrors = None,
 ) -> None:
-    """Fit the set's SUV thresholds (the post-processing) on validation cases: each case runs
-    the click steps once, every candidate threshold is scored on the same masks, and the one
-    with the highest Dice AUC goes into the manifest, with the scores in calibration.json."""
+    """Fit the set's SUV thresholds (the post-processing), and with --routing where its routing
+    hands over, on validation cases: each case runs the click steps once (with --routing once
+    per model), every candidate is scored on the same masks, and the one with the highest Dice
+    AUC goes into the manifest, with the scores in calibration.json."""
     from rich.table import Table
 
     from petloop.inference.calibrate import CANDIDATES, calibrate_thresholds, write_calibration
@@ -294,21 +298,36 @@ def models_calibrate(
             result = calibrate_thresholds(
                 lambda ms: Pipeline(ms, device, precision, window, mirrors), model_set, cases,
                 candidates, steps, None if tracer == "case" else tracer,
-                progress=lambda _: bar.advance(task))
+                progress=lambda _: bar.advance(task), routing=routing)
     except (*_errors(), LayoutError, FileNotFoundError) as exc:
         fail(str(exc))
     for t, cal in result.items():
-        table = Table(title=f"{t.upper()}: {len(cal.cases)} validation case(s), "
-                            f"{cal.lesion_cases} with lesions, {cal.steps} click steps")
-        for col in ("SUV threshold", "Dice AUC", f"Dice at {cal.steps - 1}", "FPV AUC ml",
-                    "FNV AUC ml", ""):
-            table.add_column(col, justify="right")
-        for s in cal.scores:
-            mark = ("chosen" if s.threshold == cal.chosen else "") + \
-                (" (was)" if s.threshold == cal.previous else "")
-            table.add_row(f"{s.threshold:g}", f"{s.dice_auc:.4f}", f"{s.dice_last:.4f}",
-                          f"{s.fpv_auc:.3f}", f"{s.fnv_auc:.3f}", mark.strip())
-        console.print(table)
+        title = (f"{t.upper()}: {len(cal.cases)} validation case(s), {cal.lesion_cases} with "
+                 f"lesions, {cal.steps} click steps")
+        fitted = cal.routing is not None
+        # the thresholds at the chosen hand-over, then the hand-overs at the chosen threshold
+        tables = [("SUV threshold", [s for s in cal.scores if s.handover == cal.chosen_handover],
+                   lambda s: f"{s.threshold:g}",
+                   lambda s, c=cal: (s.threshold == c.chosen, s.threshold == c.previous))]
+        if fitted:
+            tables.append(("hand-over at", [s for s in cal.scores if s.threshold == cal.chosen],
+                           lambda s: f"{s.handover} background",
+                           lambda s, c=cal: (s.handover == c.chosen_handover,
+                                             s.handover == c.previous_handover)))
+        for first, rows, label, marks in tables:
+            table = Table(title=title + (f", hand-over at {cal.chosen_handover}" if fitted and
+                                         first == "SUV threshold" else "")
+                          + (f", SUV threshold {cal.chosen:g}" if first != "SUV threshold"
+                             else ""))
+            for col in (first, "Dice AUC", f"Dice at {cal.steps - 1}", "FPV AUC ml",
+                        "FNV AUC ml", ""):
+                table.add_column(col, justify="right")
+            for s in rows:
+                chosen, was = marks(s)
+                mark = ("chosen" if chosen else "") + (" (was)" if was else "")
+                table.add_row(label(s), f"{s.dice_auc:.4f}", f"{s.dice_last:.4f}",
+                              f"{s.fpv_auc:.3f}", f"{s.fnv_auc:.3f}", mark.strip())
+            console.print(table)
     if dry_run:
         console.print("dry run: the manifest is unchanged")
         return
@@ -316,5 +335,8 @@ def models_calibrate(
     settings = {"data": [str(d) for d in data], "window": ran.window, "mirrors": ran.mirrors,
                 "precision": resolve_precision(precision, device), "device": device}
     path = write_calibration(models, result, settings)
-    console.print(f"SUV thresholds {', '.join(f'{t} {c.chosen:g}' for t, c in result.items())} "
-                  f"written to {models / 'manifest.json'}; scores in {path}")
+    handovers = [f"{t} at {c.chosen_handover} background clicks" for t, c in result.items()
+                 if c.routing is not None]
+    console.print(f"SUV thresholds {', '.join(f'{t} {c.chosen:g}' for t, c in result.items())}"
+                  + (f", routing hand-over {', '.join(handovers)}" if handovers else "")
+                  + f" written to {models / 'manifest.json'}; scores in {path}")

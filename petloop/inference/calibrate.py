@@ -14,6 +14,14 @@ scored with the challenge's metrics; the chosen threshold has the highest mean D
 click steps (the challenge's ranking metric) on the cases with lesions, ties going to the higher
 threshold, which removes more. FPV and FNV AUCs, over all cases, are reported beside it.
 Error-driven clicks depend on the thresholded masks, so calibration uses the official ones.
+
+With ``routing`` the hand-over of a routing of the BIRTH form (its first model below a number of
+background clicks, the next routes from there; BIRTH's FDG rule hands over at 5) is fitted too.
+Every model of the routing then runs every click step of every case once. Each candidate
+hand-over, from 0 (the first model never answers) to the number of steps (it always does) and
+the set's own, takes step by step the mask of the model it routes to, which equals a run with
+that routing. Each pair of hand-over and threshold is scored as above and the pair with the
+highest Dice AUC wins; ties keep the set's own hand-over, then go to the higher threshold.
 """
 
 from __future__ import annotations
@@ -31,7 +39,16 @@ from petloop.io.layouts import CaseFiles
 from petloop.metrics.official import auc, compute_metrics
 
 from .evaluate import case_steps
-from .modelset import MANIFEST, ModelSet, ModelSetError, load_model_set
+from .modelset import (
+    MANIFEST,
+    ModelSet,
+    ModelSetError,
+    Route,
+    first_admitting,
+    handover,
+    load_model_set,
+    with_handover,
+)
 from .pipeline import Session, apply_suv_threshold
 
 CANDIDATES = (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
@@ -58,10 +75,12 @@ class ThresholdScore:
     dice_last: float  # mean Dice at the last step, cases with lesions
     fpv_auc: float  # ml, mean over all cases
     fnv_auc: float  # ml, mean over the cases with lesions
+    handover: int | None = None  # background clicks where the routing hands over, if fitted
 
     def to_json(self) -> dict:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else round(v, 5))
-                for k, v in self.__dict__.items()}
+        out = {k: (None if isinstance(v, float) and math.isnan(v) else round(v, 5))
+               for k, v in self.__dict__.items() if k != "handover"}
+        return out if self.handover is None else {"handover": self.handover, **out}
 
 
 def _mean(values) -> float:
@@ -69,8 +88,8 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def summarize_scores(per_case: Sequence[np.ndarray], thresholds: Sequence[float]
-                     ) -> tuple[ThresholdScore, ...]:
+def summarize_scores(per_case: Sequence[np.ndarray], thresholds: Sequence[float],
+                     handover: int | None = None) -> tuple[ThresholdScore, ...]:
     """One score per threshold from :func:`score_case` arrays (Dice is NaN without lesions)."""
     out = []
     for t, threshold in enumerate(thresholds):
@@ -78,17 +97,33 @@ def summarize_scores(per_case: Sequence[np.ndarray], thresholds: Sequence[float]
         out.append(ThresholdScore(
             float(threshold), _mean(dice), _mean([a[t, -1, 0] for a in per_case]),
             _mean([auc(a[t, :, 1]) for a in per_case]),
-            _mean([auc(a[t, :, 2]) for a in per_case])))
+            _mean([auc(a[t, :, 2]) for a in per_case]), handover))
     return tuple(out)
 
 
-def choose(scores: Sequence[ThresholdScore]) -> ThresholdScore:
-    """The highest Dice AUC; ties go to the higher threshold."""
+def choose(scores: Sequence[ThresholdScore], keep_handover: int | None = None) -> ThresholdScore:
+    """The highest Dice AUC; ties keep the hand-over ``keep_handover``, then go to the higher
+    threshold."""
     usable = [s for s in scores if not math.isnan(s.dice_auc)]
     if not usable:
         raise ValueError("no validation case has a lesion: Dice cannot choose a threshold")
     best = max(s.dice_auc for s in usable)
-    return max((s for s in usable if s.dice_auc >= best - TIE), key=lambda s: s.threshold)
+    return max((s for s in usable if s.dice_auc >= best - TIE),
+               key=lambda s: (s.handover == keep_handover, s.threshold))
+
+
+def routed_masks(routes: Sequence[Route], masks: dict[str, Sequence[np.ndarray]],
+                 counts: Sequence[tuple[int, int]]) -> list[np.ndarray]:
+    """Step by step, the mask of the model that ``routes`` choose for that step's
+    (background, lesion) click counts, from every model's masks of the same steps."""
+    out = []
+    for k, (n_background, n_foreground) in enumerate(counts):
+        model = first_admitting(routes, n_background, n_foreground)
+        if model is None:
+            raise ModelSetError(f"no route admits {n_background} background and "
+                                f"{n_foreground} lesion clicks")
+        out.append(masks[model][k])
+    return out
 
 
 @dataclass(frozen=True)
@@ -100,22 +135,44 @@ class TracerCalibration:
     previous: float
     chosen: float
     scores: tuple[ThresholdScore, ...]
+    routing: tuple[Route, ...] | None = None  # the fitted routing; None: not fitted
+    previous_handover: int | None = None
+    chosen_handover: int | None = None
 
     def to_json(self) -> dict:
-        return {"tracer": self.tracer, "cases": list(self.cases),
-                "lesion_cases": self.lesion_cases, "steps": self.steps,
-                "previous": self.previous, "chosen": self.chosen,
-                "criterion": "highest mean Dice AUC over the click steps (official clicks), "
-                             "ties to the higher threshold",
-                "scores": [s.to_json() for s in self.scores]}
+        fitted = self.routing is not None
+        criterion = ("highest mean Dice AUC over the click steps (official clicks), ties "
+                     + ("keeping the set's hand-over, then " if fitted else "")
+                     + "to the higher threshold")
+        out = {"tracer": self.tracer, "cases": list(self.cases),
+               "lesion_cases": self.lesion_cases, "steps": self.steps,
+               "previous": self.previous, "chosen": self.chosen}
+        if fitted:
+            out |= {"previous_handover": self.previous_handover,
+                    "chosen_handover": self.chosen_handover,
+                    "routing": [r.to_json() for r in self.routing]}
+        return out | {"criterion": criterion, "scores": [s.to_json() for s in self.scores]}
+
+
+def _model_masks(session_for, files, tracer, models, steps):
+    """Every model's unthresholded masks of one case's click steps, the click counts of each
+    step, and the case."""
+    masks, counts, case = {}, None, None
+    for model in models:
+        runs = list(case_steps(session_for(model), files, tracer, "official", steps))
+        case = runs[0][0]
+        masks[model] = [np.asarray(r.mask.array) for _, _, r in runs]
+        counts = [(len(c.background), len(c.tumor)) for _, c, _ in runs]
+    return masks, counts, case
 
 
 def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: ModelSet,
                          cases: Sequence[CaseFiles], thresholds: Sequence[float] = CANDIDATES,
                          steps: int = 11, tracer: str | None = None,
-                         progress: Callable[[str], None] | None = None
-                         ) -> dict[str, TracerCalibration]:
-    """Fit each tracer's threshold on ``cases`` (their own tracer unless ``tracer`` is given).
+                         progress: Callable[[str], None] | None = None,
+                         routing: bool = False) -> dict[str, TracerCalibration]:
+    """Fit each tracer's threshold on ``cases`` (their own tracer unless ``tracer`` is given),
+    and with ``routing`` where a routing of the BIRTH form hands over.
 
     ``pipeline_for`` makes a :class:`~petloop.inference.pipeline.Pipeline` for a model set (so
     the caller sets device, precision, window and mirrors)."""
@@ -132,38 +189,66 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
         groups.setdefault(t, []).append(files)
     # no threshold while predicting: each candidate is applied to the same masks afterwards
     raw = replace(model_set, suv_threshold={t: -math.inf for t in model_set.suv_threshold})
-    session = Session(pipeline_for(raw))
+    sessions: dict[str, Session] = {}
+
+    def session_for(model: str) -> Session:  # one model answering every click count
+        if model not in sessions:
+            alone = {t: (Route(model),) for t in raw.routing}
+            sessions[model] = Session(pipeline_for(replace(raw, routing=alone)))
+        return sessions[model]
+
+    routed = Session(pipeline_for(raw))
     result = {}
     for t, group in groups.items():
         own = sorted({float(v) for v in thresholds} | {float(model_set.suv_threshold[t])})
-        per_case = []
+        routes = model_set.routing[t]
+        previous = handover(routes)
+        fit = routing and previous is not None
+        options = ({at: with_handover(routes, at)
+                    for at in sorted(set(range(steps + 1)) | {previous})} if fit
+                   else {previous: routes})
+        per_case: dict[int | None, list[np.ndarray]] = {at: [] for at in options}
         lesions = 0
         for files in group:
-            runs = list(case_steps(session, files, t, "official", steps))
-            case = runs[0][0]
-            masks = [np.asarray(result.mask.array) for _, _, result in runs]
+            if fit:  # every model on every step, each routing picks from them
+                models = list(dict.fromkeys(r.model for r in routes))
+                masks, counts, case = _model_masks(session_for, files, t, models, steps)
+            else:  # the set's routing, once
+                runs = list(case_steps(routed, files, t, "official", steps))
+                case = runs[0][0]
+                masks = {None: [np.asarray(r.mask.array) for _, _, r in runs]}
             gt = np.asarray(case.label.array) != 0
             lesions += bool(gt.any())
             pet = np.asarray(case.pet.array)
-            per_case.append(score_case(gt, masks, pet, case.pet.spacing, own))
+            for at, candidate in options.items():
+                chosen = (routed_masks(candidate, masks, counts) if fit else masks[None])
+                per_case[at].append(score_case(gt, chosen, pet, case.pet.spacing, own))
             if progress:
                 progress(files.case_id)
-        scores = summarize_scores(per_case, own)
-        result[t] = TracerCalibration(t, tuple(f.case_id for f in group), lesions, steps,
-                                      float(model_set.suv_threshold[t]),
-                                      choose(scores).threshold, scores)
+        scores = tuple(sc for at in options
+                       for sc in summarize_scores(per_case[at], own, at if fit else None))
+        best = choose(scores, previous if fit else None)
+        result[t] = TracerCalibration(
+            t, tuple(f.case_id for f in group), lesions, steps,
+            float(model_set.suv_threshold[t]), best.threshold, scores,
+            options[best.handover] if fit else None, previous if fit else None,
+            best.handover if fit else None)
     return result
 
 
 def write_calibration(root: str | Path, calibration: dict[str, TracerCalibration],
                       settings: dict | None = None) -> Path:
-    """Set the chosen thresholds in the model set's manifest and keep the scores beside it in
-    ``calibration.json``; both written atomically, the manifest checked again afterwards."""
+    """Set the chosen thresholds (and fitted routings) in the model set's manifest and keep the
+    scores beside it in ``calibration.json``; both written atomically, the manifest checked
+    again afterwards."""
     root = Path(root)
     manifest = root / MANIFEST
     obj = json.loads(manifest.read_text(encoding="utf-8"))
     obj["suv_threshold"] = {**obj.get("suv_threshold", {}),
                             **{t: c.chosen for t, c in calibration.items()}}
+    for t, c in calibration.items():
+        if c.routing is not None:
+            obj["routing"][t] = [r.to_json() for r in c.routing]
     previous = root / CALIBRATION  # a tracer calibrated before keeps its entry
     kept = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {}
     tracers = {**kept.get("suv_threshold", {}),
@@ -176,5 +261,5 @@ def write_calibration(root: str | Path, calibration: dict[str, TracerCalibration
 
 
 __all__ = ["CANDIDATES", "ThresholdScore", "TracerCalibration", "apply_suv_threshold",
-           "calibrate_thresholds", "choose", "score_case", "summarize_scores",
+           "calibrate_thresholds", "choose", "routed_masks", "score_case", "summarize_scores",
            "write_calibration"]

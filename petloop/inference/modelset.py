@@ -44,7 +44,7 @@ given, which then allows as many of the 7 as fit; a time budget also caps ``mirr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from petloop.tracer.classifier import TRACERS
@@ -112,6 +112,30 @@ class Route:
                    if v is not None}}
 
 
+def first_admitting(routes, n_background: int, n_foreground: int) -> str | None:
+    """The model of the first route that admits the clicks, or None."""
+    return next((r.model for r in routes if r.admits(n_background, n_foreground)), None)
+
+
+def handover(routes) -> int | None:
+    """Where a routing of the BIRTH form hands over: its first model answers below this many
+    background clicks and the next routes from there on (None: not of that form)."""
+    if (len(routes) < 2 or routes[0].max_background_clicks is None
+            or len({r.model for r in routes}) < 2):
+        return None
+    return routes[0].max_background_clicks + 1
+
+
+def with_handover(routes, at: int) -> tuple[Route, ...]:
+    """The same routing handing over at ``at`` background clicks (0: the first route goes,
+    so the next routes answer from the first step)."""
+    if handover(routes) is None:
+        raise ValueError("the routing has no first model answering below a number of "
+                         "background clicks to move")
+    first = () if at == 0 else (replace(routes[0], max_background_clicks=at - 1),)
+    return first + tuple(routes[1:])
+
+
 @dataclass(frozen=True)
 class ModelSet:
     root: Path
@@ -125,11 +149,11 @@ class ModelSet:
     def route(self, tracer: str, n_background: int, n_foreground: int) -> ModelEntry:
         if tracer not in self.routing:
             raise ModelSetError(f"model set {self.root} has no model for tracer {tracer!r}")
-        for r in self.routing[tracer]:
-            if r.admits(n_background, n_foreground):
-                return self.models[r.model]
-        raise ModelSetError(f"model set {self.root}: no {tracer} route admits "
-                            f"{n_background} background and {n_foreground} lesion clicks")
+        model = first_admitting(self.routing[tracer], n_background, n_foreground)
+        if model is None:
+            raise ModelSetError(f"model set {self.root}: no {tracer} route admits "
+                                f"{n_background} background and {n_foreground} lesion clicks")
+        return self.models[model]
 
     def to_json(self) -> dict:
         return {
