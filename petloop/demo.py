@@ -23,6 +23,7 @@ from petloop.inference.modelset import (
     InferenceSettings,
     ModelSet,
     Route,
+    handover,
     load_model_set,
 )
 from petloop.inference.pipeline import Pipeline, resolve_precision
@@ -97,6 +98,33 @@ def threshold_text(model_set: ModelSet) -> str:
                   cal.get("chosen") == value else "as set")
         parts.append(f"{tracer.upper()} {value:g} ({origin})")
     return "SUV threshold " + ", ".join(parts)
+
+
+def routing_text(model_set: ModelSet) -> str:
+    """Which model answers which clicks, per tracer with several routes, and where a fitted
+    hand-over came from (``calibration.json``)."""
+    path = Path(model_set.root) / CALIBRATION
+    fitted = json.loads(path.read_text(encoding="utf-8")).get("suv_threshold", {}) \
+        if path.is_file() else {}
+    parts = []
+    for tracer, routes in model_set.routing.items():
+        if len({r.model for r in routes}) < 2:
+            continue
+        rules = []
+        for r in routes:
+            when = [f"up to {r.max_background_clicks} background clicks"
+                    if r.max_background_clicks is not None else "",
+                    f"from {r.min_foreground_clicks} lesion click(s)"
+                    if r.min_foreground_clicks is not None else ""]
+            when = " and ".join(w for w in when if w) or "otherwise"
+            rules.append(f"{short_name(r.model)} {when}")
+        cal = fitted.get(tracer, {})
+        at = handover(routes)
+        origin = (f" (hand-over fitted on {len(cal['cases'])} validation cases)"
+                  if cal.get("chosen_handover") is not None and cal.get("chosen_handover") == at
+                  else "")
+        parts.append(f"{tracer.upper()} {', '.join(rules)}{origin}")
+    return ("routing " + "; ".join(parts)) if parts else "one model per tracer"
 
 
 def short_name(model_key: str) -> str:
@@ -267,7 +295,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
               f"network arithmetic {resolve_precision(config.precision, config.device)} on "
               f"{config.device}; "
               f"{inference_text(settings, config.time_budget)}; "
-              f"{threshold_text(model_set)}.", ""]
+              f"{threshold_text(model_set)}; {routing_text(model_set)}.", ""]
     for tracer in ("fdg", "psma"):
         if by_tracer[tracer]:
             report.append(markdown_table(summary, tracer, f"{tracer.upper()} phantoms"))

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from petloop.cli import app
-from petloop.demo import threshold_text
+from petloop.demo import routing_text, threshold_text
 from petloop.inference.calibrate import (
     ThresholdScore,
     apply_suv_threshold,
@@ -210,6 +210,12 @@ def test_calibrate_command_fits_the_routing(model_set, work, tmp_path):
     assert handover(routes) in (cal["chosen_handover"], None)  # None: the first route went
     assert f"hand-over fdg at {cal['chosen_handover']} background clicks" in \
         result.output.replace("\n", " ")
+    # the demo's report says which model answers which clicks, and where that came from
+    assert "FDG v4 up to 4 background clicks, v3 otherwise" in routing_text(
+        load_model_set(model_set))
+    text = routing_text(load_model_set(root))
+    assert text.startswith("routing FDG ") and text.endswith(
+        f"(hand-over fitted on {len(cal['cases'])} validation cases)")
 
 
 def test_calibrate_command_refuses_bad_input(model_set, work, tmp_path):

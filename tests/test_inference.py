@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -443,6 +444,29 @@ def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
     TracerClassifier(ms.tracer_classifier).predict(case.pet)  # the gzip-compressed weights load
     full = Pipeline(load_model_set(out)).predict(case.ct, case.pet, Clicks(), tracer="fdg")
     assert full.mask.shape == case.pet.shape and full.model == "fdg_v4"
+    # exported again from itself, with a new run of v3 beside the history it brought along:
+    # nothing is lost, and the log holds the history, then the new run
+    run = tmp_path / "run" / trained["v3"].parent.name
+    shutil.copytree(trained["v3"].parent, run)
+    history = out / "fdg_v3" / trained["v3"].parent.name / "fold_all" / "training_log.txt"
+    shutil.copyfile(history, run / "fold_all" / "training_log.txt")
+    v4 = out / "fdg_v4" / trained["v4"].parent.name
+    before = torch.load(v4 / "fold_all" / "checkpoint_final.pth", weights_only=False)
+    tracer_before = (out / "tracer_classifier.pt.gz").read_bytes()
+    again = export_model_set(out, v4, run, out / "psma_v2" / trained["v2"].parent.name,
+                             out / "tracer_classifier.pt.gz", name="t")
+    after = torch.load(v4 / "fold_all" / "checkpoint_final.pth", weights_only=False)
+    for k, v in before["network_weights"].items():
+        assert torch.equal(after["network_weights"][k], v)
+    assert (again / "tracer_classifier.pt.gz").read_bytes() == tracer_before
+    TracerClassifier(load_model_set(again).tracer_classifier).predict(case.pet)
+    logs = sorted(trained["v3"].glob("training_log_*.txt"))
+    assert history.read_text() == "".join(p.read_text() for p in logs * 2)
+    # a failed export leaves the set as it was
+    with pytest.raises(FileNotFoundError, match="no fold"):
+        export_model_set(out, v4, tmp_path / "run", run, None)
+    assert load_model_set(out).models.keys() == ms.models.keys()
+    assert not list(tmp_path.glob(".set.*"))
     bad = tmp_path / "bad.pt.gz"
     bad.write_bytes(b"not gzip")
     with pytest.raises(ValueError, match="bad.pt.gz: not a gzip-compressed weights file"):

@@ -10,6 +10,7 @@ trainer name, its init arguments and the mirroring axes; no optimizer state.
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -68,7 +69,10 @@ def copy_model(folder: Path, dst: Path, half: bool = True) -> list[str]:
                 shutil.copyfile(fold_dir / name, dst / fold_dir.name / name)
         if (fold_dir / "progress.png").is_file():
             copy_curve(fold_dir / "progress.png", dst / fold_dir.name / "progress.png")
-        logs = sorted(fold_dir.glob("training_log_*.txt"))  # one per run, continued ones too
+        # the history an exported model brought along, then one log per run, continued ones too
+        earlier = fold_dir / "training_log.txt"
+        logs = ([earlier] if earlier.is_file() else []) + sorted(
+            fold_dir.glob("training_log_*.txt"))
         if logs:
             (dst / fold_dir.name / "training_log.txt").write_text(
                 "".join(log.read_text(encoding="utf-8", errors="replace") for log in logs),
@@ -88,8 +92,28 @@ def export_model_set(out: str | Path, fdg_stochastic: Path, fdg_full: Path, psma
     becomes the manifest's default window and mirrored passes."""
     routes = birth_routing("fdg_v4", "fdg_v3", "psma_v2", routing)  # a bad name: before any copy
     out = Path(out)
+    # written beside ``out`` and moved in place at the end: a failed export leaves an existing
+    # set as it was, and the models may come from that set itself
+    work = out.with_name(f".{out.name}.export-{os.getpid()}")
+    if work.exists():
+        shutil.rmtree(work)
+    try:
+        _write_model_set(work, routes, fdg_stochastic, fdg_full, psma, tracer_weights, name,
+                         description, half, inference)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
     if out.exists():
-        shutil.rmtree(out)
+        out.rename(old)
+    work.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def _write_model_set(out: Path, routes: dict, fdg_stochastic: Path, fdg_full: Path, psma: Path,
+                     tracer_weights: Path | None, name: str, description: str, half: bool,
+                     inference: InferenceSettings | None) -> None:
     models = {}
     for key, folder in (("fdg_v4", fdg_stochastic), ("fdg_v3", fdg_full), ("psma_v2", psma)):
         folds = copy_model(Path(folder), out / key / Path(folder).name, half)
@@ -104,16 +128,20 @@ def export_model_set(out: str | Path, fdg_stochastic: Path, fdg_full: Path, psma
         # gzip saves about 8 % of half-precision weights; the loader reads either form
         # mtime 0: the same weights give the same bytes, so a re-export changes nothing
         target = out / "tracer_classifier.pt.gz"
-        with open(tracer_weights, "rb") as src, open(target, "wb") as raw, \
-                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as dst:
-            shutil.copyfileobj(src, dst)
+        with open(tracer_weights, "rb") as src:
+            compressed = src.read(2) == b"\x1f\x8b"  # an exported set's weights: as they are
+        if compressed:
+            shutil.copyfile(tracer_weights, target)
+        else:
+            with open(tracer_weights, "rb") as src, open(target, "wb") as raw, \
+                    gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as dst:
+                shutil.copyfileobj(src, dst)
         if Path(tracer_weights).with_suffix(".json").is_file():
             shutil.copyfile(Path(tracer_weights).with_suffix(".json"),
                             out / "tracer_classifier.json")
         manifest["tracer_classifier"] = "tracer_classifier.pt.gz"
     write_json_atomic(out / MANIFEST, manifest)
     load_model_set(out)  # the result must be a valid model set
-    return out
 
 
 def folder_size(path: Path) -> int:
