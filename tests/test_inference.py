@@ -226,7 +226,13 @@ def test_folds_are_averaged_over_every_pass(trained, model_set, case, tmp_path):
         p, choice = both.probabilities(x, None)
         assert choice.folds == 2 and choice.mirrors == one.mirrors
         torch.testing.assert_close(p, (p_all + p_0) / 2, atol=1e-5, rtol=1e-5)
-    assert "2 folds averaged" in choice.describe()
+    assert "2 networks averaged" in choice.describe()
+    # the same two networks as two checkpoint files of one fold
+    shutil.copyfile(folder / "fold_0" / "checkpoint_final.pth",
+                    folder / "fold_all" / "run2.pth")
+    runs = LoadedModel(ModelEntry("m", folder, ("all",), ("checkpoint_final.pth", "run2.pth")),
+                       "cpu", "fp32", settings)
+    torch.testing.assert_close(runs.probabilities(x, None)[0], p, atol=1e-6, rtol=1e-6)
     manifest = json.loads((model_set / "manifest.json").read_text())
     manifest["models"]["fdg_v3"] = {"folder": str(folder), "folds": ["all", 0]}
     manifest["tracer_classifier"] = str(model_set / manifest["tracer_classifier"])
@@ -236,6 +242,21 @@ def test_folds_are_averaged_over_every_pass(trained, model_set, case, tmp_path):
     clicks = Clicks(tuple((n, n, n) for n in range(5)), tuple((n, 0, 0) for n in range(5)))
     result = Pipeline(load_model_set(root)).predict(case.ct, case.pet, clicks, "fdg")
     assert result.model == "fdg_v3" and result.tta.folds == 2
+    manifest["models"]["fdg_v3"] = {"folder": str(folder), "folds": ["all", 0],
+                                    "checkpoint": ["checkpoint_final.pth", "run2.pth"]}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelSetError, match="fold_0/run2.pth is missing"):
+        load_model_set(root)
+    manifest["models"]["fdg_v3"]["checkpoint"] = []
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelSetError, match="a file name or a list of them"):
+        load_model_set(root)
+    manifest["models"]["fdg_v3"] = {"folder": str(folder),
+                                    "checkpoint": ["checkpoint_final.pth", "run2.pth"]}
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    ms = load_model_set(root)
+    assert ms.models["fdg_v3"].checkpoints == ("checkpoint_final.pth", "run2.pth")
+    assert ms.to_json()["models"]["fdg_v3"]["checkpoint"] == ["checkpoint_final.pth", "run2.pth"]
 
 
 def test_predict_command_and_empty_clicks(model_set, case, tmp_path):

@@ -10,6 +10,7 @@ A model set is a folder with ``manifest.json``::
         "fdg_v4": {"folder": "fdg_v4/PetloopV4Trainer__petloopCPUPlans__3d_fullres",
                    "folds": ["all"], "checkpoint": "checkpoint_final.pth"},
         "fdg_v3": {"folder": "...", "folds": [0, 1, 2]},
+        "fdg_v3b": {"folder": "...", "checkpoint": ["checkpoint_final.pth", "run2.pth"]},
         "psma_v2": {"folder": "..."}
       },
       "routing": {
@@ -19,8 +20,10 @@ A model set is a folder with ``manifest.json``::
       "inference": {"window": "whole", "mirrors": 7}
     }
 
-Paths are relative to the manifest (absolute paths work too, e.g. a downloaded BIRTH model
-folder ``Dataset723_.../autoPET3_Trainer__ResEncL_Plan__3d_fullres_patch192_bs2``). For each
+Several folds, or several checkpoint files per fold, make an ensemble: every one of them runs
+and their softmax outputs are averaged. Paths are relative to the manifest (absolute paths work
+too, e.g. a downloaded BIRTH model folder
+``Dataset723_.../autoPET3_Trainer__ResEncL_Plan__3d_fullres_patch192_bs2``). For each
 tracer the first route whose conditions admit the clicks is used: ``max_background_clicks`` (at
 most that many background clicks) and ``min_foreground_clicks`` (at least that many lesion
 clicks), each optional. The default is the BIRTH rule: FDG the stochastic model below 5
@@ -67,7 +70,11 @@ class ModelEntry:
     name: str
     folder: Path
     folds: tuple = ("all",)
-    checkpoint: str = "checkpoint_final.pth"
+    checkpoint: str | tuple[str, ...] = "checkpoint_final.pth"  # several: an ensemble
+
+    @property
+    def checkpoints(self) -> tuple[str, ...]:
+        return (self.checkpoint,) if isinstance(self.checkpoint, str) else tuple(self.checkpoint)
 
 
 @dataclass(frozen=True)
@@ -161,7 +168,8 @@ class ModelSet:
             "tracer_classifier": str(self.tracer_classifier) if self.tracer_classifier else None,
             "suv_threshold": self.suv_threshold,
             "models": {k: {"folder": str(m.folder), "folds": list(m.folds),
-                           "checkpoint": m.checkpoint} for k, m in self.models.items()},
+                           "checkpoint": m.checkpoint if isinstance(m.checkpoint, str)
+                           else list(m.checkpoint)} for k, m in self.models.items()},
             "routing": {t: [r.to_json() for r in routes] for t, routes in self.routing.items()},
             "inference": self.inference.to_json(),
         }
@@ -190,13 +198,20 @@ def load_model_set(root: str | Path) -> ModelSet:
         folder = folder if folder.is_absolute() else root / folder
         folds = tuple(entry.get("folds", ["all"]))
         checkpoint = entry.get("checkpoint", "checkpoint_final.pth")
+        if isinstance(checkpoint, list) and checkpoint and all(
+                isinstance(c, str) for c in checkpoint):
+            checkpoint = tuple(checkpoint)
+        elif not isinstance(checkpoint, str):
+            raise ModelSetError(f"{where}.checkpoint must be a file name or a list of them, "
+                                f"got {checkpoint!r}")
         for name in ("plans.json", "dataset.json"):
             if not (folder / name).is_file():
                 raise ModelSetError(f"{where}: {folder / name} is missing")
         for f in folds:
-            ckpt = folder / f"fold_{f}" / checkpoint
-            if not ckpt.is_file():
-                raise ModelSetError(f"{where}: {ckpt} is missing")
+            for name in (checkpoint,) if isinstance(checkpoint, str) else checkpoint:
+                ckpt = folder / f"fold_{f}" / name
+                if not ckpt.is_file():
+                    raise ModelSetError(f"{where}: {ckpt} is missing")
         models[key] = ModelEntry(key, folder, folds, checkpoint)
     routing = {}
     for tracer, routes in _need(obj, "routing", str(manifest)).items():

@@ -12,11 +12,11 @@ A budget of 0 (or none) means no mirroring. A fixed number of mirrored passes ca
 instead (the model set's ``inference.mirrors`` or ``mirrors=``); a budget then caps it.
 
 Folds: a model entry with several folds (nnU-Net's five cross-validation folds, BIRTH's PSMA
-model "all folds", or several checkpoints of one model) is an ensemble. Each fold's weights are
-loaded in turn and every fold makes the plain and the mirrored passes; all their softmax outputs
-are averaged. (nnU-Net's own predictor averages folds too, but its sliding-window call, which
-petloop uses for the window and the time budget, runs only the weights the network holds.)
-The budget counts one plain pass per fold.
+model "all folds") or several checkpoint files (runs of one model) is an ensemble. The weights
+of each are loaded in turn and each makes the plain and the mirrored passes; all their softmax
+outputs are averaged. (nnU-Net's own predictor averages folds too, but its sliding-window call,
+which petloop uses for the window and the time budget, runs only the weights the network holds.)
+The budget counts one plain pass per network.
 
 Windows: ``sliding`` is nnU-Net's sliding window (tiles of the training patch size, half
 overlapping, Gaussian-weighted); ``whole`` runs the network once over the whole volume, padded to
@@ -67,12 +67,12 @@ class TTAChoice:
     budget: float | None
     mirrors: tuple[tuple[int, ...], ...]
     window: str = "sliding"  # the window the passes used
-    folds: int = 1  # every fold makes the plain and the mirrored passes
+    folds: int = 1  # networks (folds and checkpoints): each makes the plain and mirrored passes
 
     def describe(self) -> str:
         names = {0: "z", 1: "y", 2: "x"}
         flips = ", ".join("".join(names[a] for a in m) for m in self.mirrors) or "none"
-        folds = f", {self.folds} folds averaged" if self.folds > 1 else ""
+        folds = f", {self.folds} networks averaged" if self.folds > 1 else ""
         return (f"{self.window} window{folds}, plain pass {self.plain_seconds:.2f} s, budget "
                 f"{'none' if not self.budget else f'{self.budget:g} s'}: mirrored passes {flips}")
 
@@ -143,7 +143,7 @@ class LoadedModel:
         self.settings = settings or InferenceSettings()
         # the whole window changes the predictor's tile size, and folds its network's weights
         self._lock = threading.Lock()
-        self.predictor = load_predictor(entry.folder, entry.folds, entry.checkpoint, device,
+        self.predictor = load_predictor(entry.folder, entry.folds, entry.checkpoints, device,
                                         mirroring=False)
         self.encoding = click_encoding(self.predictor.dataset_json)
         if self.encoding is None:

@@ -30,8 +30,10 @@ class Preprocessed:
 
 
 def load_predictor(model_folder: str | Path, folds: Sequence = ("all",),
-                   checkpoint: str = "checkpoint_final.pth", device: str = "cpu",
+                   checkpoint: str | Sequence[str] = "checkpoint_final.pth", device: str = "cpu",
                    mirroring: bool = False, tile_step_size: float = 0.5):
+    """nnU-Net's predictor for ``folds`` of a model folder; with several checkpoint names the
+    weights of every fold and name are in ``predictor.list_of_parameters`` (an ensemble)."""
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
@@ -43,8 +45,14 @@ def load_predictor(model_folder: str | Path, folds: Sequence = ("all",),
                                 device=torch.device(device), verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
     folds = [f if f == "all" else int(f) for f in folds]
+    names = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
     predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=folds,
-                                                   checkpoint_name=checkpoint)
+                                                   checkpoint_name=names[0])
+    for name in names[1:]:
+        for f in folds:
+            ckpt = torch.load(Path(model_folder) / f"fold_{f}" / name, map_location="cpu",
+                              weights_only=False)
+            predictor.list_of_parameters.append(ckpt["network_weights"])
     return predictor
 
 
