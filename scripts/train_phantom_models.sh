@@ -147,12 +147,16 @@ $PETLOOP models export --out "$OUT" \
     --fdg-v3 "$RES/Dataset601_PhantomFDG/PetloopV3Trainer__petloopCPUPlans__3d_fullres" \
     --psma-v2 "$RES/Dataset602_PhantomPSMA/PetloopV2Trainer__petloopCPUPlans__3d_fullres" \
     "${TRACER[@]}" --name phantom --routing birth-fg --window whole --mirrors 7 \
-    --description "trained on synthetic phantoms only: not for patients; FDG routing birth-fg: \
-the published rule, with v3 only once a lesion has been clicked"
+    --description "trained on synthetic phantoms only: not for patients; FDG routing birth-fg \
+(v3 only once a lesion has been clicked) with its hand-over fitted on validation phantoms by \
+models calibrate --routing"
 
-# The SUV thresholds, fitted on validation phantoms of seeds of their own (not the training
-# seeds, not the demo's 9001): `models calibrate` writes them into the manifest and the scores
-# into calibration.json (VAL_FDG=0 VAL_PSMA=0: keep BIRTH's 1.5 and 1.0).
+# The SUV thresholds and the FDG hand-over, fitted on validation phantoms of seeds of their own
+# (not the training seeds, not the demo's 9001): `models calibrate --routing` writes them into
+# the manifest and the scores into calibration.json (VAL_FDG=0 VAL_PSMA=0: keep BIRTH's 1.5,
+# 1.0 and hand-over at 5 background clicks). The bundled set's PSMA threshold was fitted
+# without --routing (PSMA has one model), its FDG threshold and hand-over later, with it, on the
+# same FDG phantoms: 1.5 kept, hand-over from 5 to 3.
 VAL_FDG=${VAL_FDG:-24}
 VAL_PSMA=${VAL_PSMA:-16}
 VAL=()
@@ -167,5 +171,5 @@ if [ "$VAL_PSMA" -gt 0 ]; then
   VAL+=(--data "$WORK/val_psma")
 fi
 if [ "${#VAL[@]}" -gt 0 ]; then
-  $PETLOOP models calibrate --models "$OUT" "${VAL[@]}" --device "$DEVICE"
+  $PETLOOP models calibrate --models "$OUT" "${VAL[@]}" --routing --device "$DEVICE"
 fi
