@@ -86,11 +86,16 @@ def inference_text(settings: InferenceSettings, time_budget: float | None) -> st
     return f"{window}; {tta}"
 
 
-def threshold_text(model_set: ModelSet) -> str:
-    """The SUV thresholds and where they came from (``calibration.json`` beside the manifest)."""
+def _calibrated(model_set: ModelSet) -> dict:
+    """Per tracer, what ``models calibrate`` fitted (``calibration.json`` beside the manifest)."""
     path = Path(model_set.root) / CALIBRATION
-    fitted = json.loads(path.read_text(encoding="utf-8")).get("suv_threshold", {}) \
+    return json.loads(path.read_text(encoding="utf-8")).get("suv_threshold", {}) \
         if path.is_file() else {}
+
+
+def threshold_text(model_set: ModelSet) -> str:
+    """The SUV thresholds and where they came from."""
+    fitted = _calibrated(model_set)
     parts = []
     for tracer, value in model_set.suv_threshold.items():
         cal = fitted.get(tracer)
@@ -102,10 +107,8 @@ def threshold_text(model_set: ModelSet) -> str:
 
 def routing_text(model_set: ModelSet) -> str:
     """Which model answers which clicks, per tracer with several routes, and where a fitted
-    hand-over came from (``calibration.json``)."""
-    path = Path(model_set.root) / CALIBRATION
-    fitted = json.loads(path.read_text(encoding="utf-8")).get("suv_threshold", {}) \
-        if path.is_file() else {}
+    hand-over came from."""
+    fitted = _calibrated(model_set)
     parts = []
     for tracer, routes in model_set.routing.items():
         if len({r.model for r in routes}) < 2:
@@ -121,8 +124,7 @@ def routing_text(model_set: ModelSet) -> str:
         cal = fitted.get(tracer, {})
         at = handover(routes)
         origin = (f" (hand-over fitted on {len(cal['cases'])} validation cases)"
-                  if cal.get("chosen_handover") is not None and cal.get("chosen_handover") == at
-                  else "")
+                  if at is not None and cal.get("chosen_handover") == at else "")
         parts.append(f"{tracer.upper()} {', '.join(rules)}{origin}")
     return ("routing " + "; ".join(parts)) if parts else "one model per tracer"
 

@@ -214,8 +214,11 @@ def test_calibrate_command_fits_the_routing(model_set, work, tmp_path):
     assert "FDG v4 up to 4 background clicks, v3 otherwise" in routing_text(
         load_model_set(model_set))
     text = routing_text(load_model_set(root))
-    assert text.startswith("routing FDG ") and text.endswith(
-        f"(hand-over fitted on {len(cal['cases'])} validation cases)")
+    if len({r.model for r in routes}) > 1:
+        assert text.startswith("routing FDG ") and text.endswith(
+            f"(hand-over fitted on {len(cal['cases'])} validation cases)")
+    else:  # hand-over at 0 with BIRTH's rule: v3 alone is left
+        assert cal["chosen_handover"] == 0 and text == "one model per tracer"
 
 
 def test_calibrate_command_refuses_bad_input(model_set, work, tmp_path):

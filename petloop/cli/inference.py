@@ -250,6 +250,21 @@ def models_export(
     console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")
 
 
+def _score_table(title: str, last: int, first: str, scores, label, chosen, previous,
+                 key=lambda s: s.threshold):
+    """Calibration scores as a table, one row per candidate, ``key`` naming the candidate."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in (first, "Dice AUC", f"Dice at {last}", "FPV AUC ml", "FNV AUC ml", ""):
+        table.add_column(col, justify="right")
+    for s in scores:
+        mark = ("chosen" if key(s) == chosen else "") + (" (was)" if key(s) == previous else "")
+        table.add_row(label(s), f"{s.dice_auc:.4f}", f"{s.dice_last:.4f}", f"{s.fpv_auc:.3f}",
+                      f"{s.fnv_auc:.3f}", mark.strip())
+    return table
+
+
 @models_app.command("calibrate")
 def models_calibrate(
     data: Annotated[list[Path], typer.Option(
@@ -276,8 +291,6 @@ def models_calibrate(
     hands over, on validation cases: each case runs the click steps once (with --routing once
     per model), every candidate is scored on the same masks, and the one with the highest Dice
     AUC goes into the manifest, with the scores in calibration.json."""
-    from rich.table import Table
-
     from petloop.inference.calibrate import CANDIDATES, calibrate_thresholds, write_calibration
     from petloop.inference.modelset import load_model_set
     from petloop.inference.pipeline import Pipeline, resolve_precision
@@ -304,30 +317,20 @@ def models_calibrate(
     for t, cal in result.items():
         title = (f"{t.upper()}: {len(cal.cases)} validation case(s), {cal.lesion_cases} with "
                  f"lesions, {cal.steps} click steps")
-        fitted = cal.routing is not None
+        if cal.routing is None:
+            console.print(_score_table(title, cal.steps - 1, "SUV threshold", cal.scores,
+                                       lambda s: f"{s.threshold:g}", cal.chosen, cal.previous))
+            continue
         # the thresholds at the chosen hand-over, then the hand-overs at the chosen threshold
-        tables = [("SUV threshold", [s for s in cal.scores if s.handover == cal.chosen_handover],
-                   lambda s: f"{s.threshold:g}",
-                   lambda s, c=cal: (s.threshold == c.chosen, s.threshold == c.previous))]
-        if fitted:
-            tables.append(("hand-over at", [s for s in cal.scores if s.threshold == cal.chosen],
-                           lambda s: f"{s.handover} background",
-                           lambda s, c=cal: (s.handover == c.chosen_handover,
-                                             s.handover == c.previous_handover)))
-        for first, rows, label, marks in tables:
-            table = Table(title=title + (f", hand-over at {cal.chosen_handover}" if fitted and
-                                         first == "SUV threshold" else "")
-                          + (f", SUV threshold {cal.chosen:g}" if first != "SUV threshold"
-                             else ""))
-            for col in (first, "Dice AUC", f"Dice at {cal.steps - 1}", "FPV AUC ml",
-                        "FNV AUC ml", ""):
-                table.add_column(col, justify="right")
-            for s in rows:
-                chosen, was = marks(s)
-                mark = ("chosen" if chosen else "") + (" (was)" if was else "")
-                table.add_row(label(s), f"{s.dice_auc:.4f}", f"{s.dice_last:.4f}",
-                              f"{s.fpv_auc:.3f}", f"{s.fnv_auc:.3f}", mark.strip())
-            console.print(table)
+        at = cal.chosen_handover
+        console.print(_score_table(f"{title}, hand-over at {at}", cal.steps - 1, "SUV threshold",
+                                   [s for s in cal.scores if s.handover == at],
+                                   lambda s: f"{s.threshold:g}", cal.chosen, cal.previous))
+        console.print(_score_table(f"{title}, SUV threshold {cal.chosen:g}", cal.steps - 1,
+                                   "hand-over at",
+                                   [s for s in cal.scores if s.threshold == cal.chosen],
+                                   lambda s: f"{s.handover} background", at,
+                                   cal.previous_handover, key=lambda s: s.handover))
     if dry_run:
         console.print("dry run: the manifest is unchanged")
         return

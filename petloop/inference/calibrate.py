@@ -112,10 +112,10 @@ def choose(scores: Sequence[ThresholdScore], keep_handover: int | None = None) -
                key=lambda s: (s.handover == keep_handover, s.threshold))
 
 
-def routed_masks(routes: Sequence[Route], masks: dict[str, Sequence[np.ndarray]],
+def routed_masks(routes: Sequence[Route], masks: dict[str, Sequence[np.ndarray] | dict],
                  counts: Sequence[tuple[int, int]]) -> list[np.ndarray]:
     """Step by step, the mask of the model that ``routes`` choose for that step's
-    (background, lesion) click counts, from every model's masks of the same steps."""
+    (background, lesion) click counts, from the models' masks indexed by step."""
     out = []
     for k, (n_background, n_foreground) in enumerate(counts):
         model = first_admitting(routes, n_background, n_foreground)
@@ -154,16 +154,17 @@ class TracerCalibration:
         return out | {"criterion": criterion, "scores": [s.to_json() for s in self.scores]}
 
 
-def _model_masks(session_for, files, tracer, models, steps):
-    """Every model's unthresholded masks of one case's click steps, the click counts of each
-    step, and the case."""
-    masks, counts, case = {}, None, None
-    for model in models:
-        runs = list(case_steps(session_for(model), files, tracer, "official", steps))
-        case = runs[0][0]
-        masks[model] = [np.asarray(r.mask.array) for _, _, r in runs]
-        counts = [(len(c.background), len(c.tumor)) for _, c, _ in runs]
-    return masks, counts, case
+def _case_masks(sessions, files, tracer, steps):
+    """One case's unthresholded masks of the click steps, run through each session: a dict
+    model -> step -> mask (the model each step was routed to), the click counts of each step,
+    and the case."""
+    masks: dict[str, dict[int, np.ndarray]] = {}
+    for session in sessions:
+        runs = list(case_steps(session, files, tracer, "official", steps))
+        for k, (_, _, r) in enumerate(runs):
+            masks.setdefault(r.model, {})[k] = np.asarray(r.mask.array)
+    counts = [(len(c.background), len(c.tumor)) for _, c, _ in runs]
+    return masks, counts, runs[0][0]
 
 
 def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: ModelSet,
@@ -208,21 +209,19 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
                     for at in sorted(set(range(steps + 1)) | {previous})} if fit
                    else {previous: routes})
         per_case: dict[int | None, list[np.ndarray]] = {at: [] for at in options}
+        # fitting: every model on every step, each routing picks from them; else the set's
+        # routing, once
+        runs = ([session_for(m) for m in dict.fromkeys(r.model for r in routes)] if fit
+                else [routed])
         lesions = 0
         for files in group:
-            if fit:  # every model on every step, each routing picks from them
-                models = list(dict.fromkeys(r.model for r in routes))
-                masks, counts, case = _model_masks(session_for, files, t, models, steps)
-            else:  # the set's routing, once
-                runs = list(case_steps(routed, files, t, "official", steps))
-                case = runs[0][0]
-                masks = {None: [np.asarray(r.mask.array) for _, _, r in runs]}
+            masks, counts, case = _case_masks(runs, files, t, steps)
             gt = np.asarray(case.label.array) != 0
             lesions += bool(gt.any())
             pet = np.asarray(case.pet.array)
             for at, candidate in options.items():
-                chosen = (routed_masks(candidate, masks, counts) if fit else masks[None])
-                per_case[at].append(score_case(gt, chosen, pet, case.pet.spacing, own))
+                per_case[at].append(score_case(gt, routed_masks(candidate, masks, counts), pet,
+                                               case.pet.spacing, own))
             if progress:
                 progress(files.case_id)
         scores = tuple(sc for at in options

@@ -169,7 +169,7 @@ class ModelSet:
             "suv_threshold": self.suv_threshold,
             "models": {k: {"folder": str(m.folder), "folds": list(m.folds),
                            "checkpoint": m.checkpoint if isinstance(m.checkpoint, str)
-                           else list(m.checkpoint)} for k, m in self.models.items()},
+                           else list(m.checkpoints)} for k, m in self.models.items()},
             "routing": {t: [r.to_json() for r in routes] for t, routes in self.routing.items()},
             "inference": self.inference.to_json(),
         }
@@ -207,12 +207,12 @@ def load_model_set(root: str | Path) -> ModelSet:
         for name in ("plans.json", "dataset.json"):
             if not (folder / name).is_file():
                 raise ModelSetError(f"{where}: {folder / name} is missing")
+        models[key] = ModelEntry(key, folder, folds, checkpoint)
         for f in folds:
-            for name in (checkpoint,) if isinstance(checkpoint, str) else checkpoint:
+            for name in models[key].checkpoints:
                 ckpt = folder / f"fold_{f}" / name
                 if not ckpt.is_file():
                     raise ModelSetError(f"{where}: {ckpt} is missing")
-        models[key] = ModelEntry(key, folder, folds, checkpoint)
     routing = {}
     for tracer, routes in _need(obj, "routing", str(manifest)).items():
         if tracer not in TRACERS:
