@@ -31,7 +31,14 @@ from petloop.io.atomic import write_json_atomic, write_text_atomic
 from petloop.io.clicks import read_clicks
 from petloop.io.layouts import find_cases
 from petloop.io.volume import read_volume
-from petloop.metrics.interactive import evaluate_model, merge, records_csv, summarize, to_json_safe
+from petloop.metrics.interactive import (
+    evaluate_model,
+    mean_interval,
+    merge,
+    records_csv,
+    summarize,
+    to_json_safe,
+)
 from petloop.metrics.plots import plot_curves
 from petloop.metrics.reference import (
     EANM_FRACTION,
@@ -343,6 +350,18 @@ def _dice_fpv(summary: dict, model: str, tracer: str, metric: str) -> list[float
     return [float("nan") if v is None else float(v) for v in vals]
 
 
+def interval_text(summary: dict, model: str, tracer: str, step: int) -> str:
+    """"; 95% CI lo-hi over n cases" for a mean Dice, where the summary has its sd and n."""
+    row = summary["models"][model]["tracers"][tracer]["per_step"]["dice"][step]
+    if row.get("sd") is None or not row.get("n"):
+        return ""
+    n = int(row["n"])
+    lo, hi = mean_interval(float(row["mean"]), float(row["sd"]), n)
+    if lo != lo:  # one case: no interval
+        return f"; {n} case"
+    return f"; 95% CI {max(lo, 0.0):.3f} to {min(hi, 1.0):.3f} over {n} cases"
+
+
 def first_step_reaching(curve: list[float], target: float) -> int | None:
     return next((k for k, v in enumerate(curve) if v >= target - 1e-9), None)
 
@@ -362,7 +381,8 @@ def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | No
         ref = (f" (isocontour reference: {reference.dice:.3f})"
                if reference is not None and reference.cases else "")
         out.append(Finding(f"{main}: Dice at {last} clicks at least 0.85",
-                           f"{dice[last]:.3f}{ref}", dice[last] >= 0.85))
+                           f"{dice[last]:.3f}{ref}{interval_text(summary, main, 'fdg', last)}",
+                           dice[last] >= 0.85))
         out.append(Finding(f"{main}: Dice rises with the clicks (step {last} above step 0 by at "
                            "least 0.05)", f"{dice[0]:.3f} to {dice[last]:.3f}",
                            dice[last] - dice[0] >= 0.05))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from petloop.cli import app
 from petloop.io.layouts import Case, find_cases, write_case
 from petloop.io.volume import read_volume, write_volume
-from petloop.metrics.interactive import evaluate_model, merge, summarize
+from petloop.metrics.interactive import evaluate_model, mean_interval, merge, summarize
 from petloop.metrics.official import auc, compute_metrics
 from petloop.phantom import PhantomConfig, generate_case
 
@@ -152,3 +152,20 @@ def test_metrics_and_report_commands(dataset, tmp_path):
     result = runner.invoke(app, ["report", "--pet", str(pet), "--mask", str(organs), "--label",
                                  "3"])
     assert result.exit_code == 0 and "lesion(s)" in result.output
+
+
+def _t_quantile(p: float, df: int) -> float:
+    """Student's t quantile by integrating its density on a fine grid (slow and obvious)."""
+    x = np.linspace(0, 200, 2_000_001)
+    c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+    cdf = 0.5 + np.cumsum(c * (1 + x * x / df) ** (-(df + 1) / 2)) * (x[1] - x[0])
+    return float(x[np.searchsorted(cdf, p)])
+
+
+@pytest.mark.parametrize("n", [2, 5, 30])
+def test_mean_interval_is_the_t_interval(n):
+    lo, hi = mean_interval(0.8, 0.12, n)
+    half = _t_quantile(0.975, n - 1) * 0.12 / math.sqrt(n)
+    assert lo == pytest.approx(0.8 - half, abs=2e-3 * half)
+    assert hi == pytest.approx(0.8 + half, abs=2e-3 * half)
+    assert all(math.isnan(v) for v in mean_interval(0.8, 0.0, 1))

@@ -404,6 +404,14 @@ def test_demo_findings_are_checked_from_the_curves():
                   "hybrid": ("fdg", up[:5] + v3_late[5:], fpv)})
     bad = [f for f in findings(s) if not f.holds]
     assert any("every step" in f.claim and "5, 6" in f.observed for f in bad)
+    # with the spread over cases, the goal's observation carries the mean's interval
+    s = _summary({"hybrid": ("fdg", up, fpv)})
+    s["models"]["hybrid"]["tracers"]["fdg"]["per_step"]["dice"][-1].update(sd=0.1, n=10)
+    goal = findings(s)[0]
+    half = 2.2622 * 0.1 / 10 ** 0.5  # Student's t, 9 degrees of freedom
+    assert f"95% CI {0.9 - half:.3f} to {min(0.9 + half, 1):.3f} over 10 cases" in goal.observed
+    s["models"]["hybrid"]["tracers"]["fdg"]["per_step"]["dice"][-1].update(sd=0.0, n=1)
+    assert findings(s)[0].observed.endswith("; 1 case")
     assert first_step_reaching([0.1, 0.5, 0.7], 0.5) == 1
     assert first_step_reaching([0.1, 0.5], 0.9) is None
 

@@ -124,6 +124,16 @@ def _mean_sd_n(values: Sequence[float]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
 
 
+def mean_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Student's t interval for a mean of ``n`` cases with sample sd ``sd`` (NaN below 2)."""
+    from scipy.stats import t
+
+    if n < 2 or math.isnan(mean) or math.isnan(sd):
+        return math.nan, math.nan
+    half = float(t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def per_step(records: Sequence[StepRecord], n_steps: int) -> dict[str, list[dict]]:
     """For each metric, per step: mean, sd and the number of cases where it is defined."""
     out: dict[str, list[dict]] = {}
