@@ -444,6 +444,7 @@ def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
 
     weights = tmp_path / "tracer.pt"
     torch.save({k: v.half() for k, v in MipClassifier().state_dict().items()}, weights)
+    weights.with_suffix(".json").write_text('{"history": []}')  # its training record
     with pytest.raises(ValueError, match="unknown routing 'birth-x'"):
         export_model_set(tmp_path / "set", trained["v4"].parent, trained["v3"].parent,
                          trained["v2"].parent, weights, routing="birth-x")
@@ -488,6 +489,7 @@ def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
     for k, v in before["network_weights"].items():
         assert torch.equal(after["network_weights"][k], v)
     assert (again / "tracer_classifier.pt.gz").read_bytes() == tracer_before
+    assert (again / "tracer_classifier.json").read_text() == '{"history": []}'  # kept too
     TracerClassifier(load_model_set(again).tracer_classifier).predict(case.pet)
     logs = sorted(trained["v3"].glob("training_log_*.txt"))
     assert history.read_text() == "".join(p.read_text() for p in logs * 2)

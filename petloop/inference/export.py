@@ -136,9 +136,11 @@ def _write_model_set(out: Path, routes: dict, fdg_stochastic: Path, fdg_full: Pa
             with open(tracer_weights, "rb") as src, open(target, "wb") as raw, \
                     gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as dst:
                 shutil.copyfileobj(src, dst)
-        if Path(tracer_weights).with_suffix(".json").is_file():
-            shutil.copyfile(Path(tracer_weights).with_suffix(".json"),
-                            out / "tracer_classifier.json")
+        # its training record: tracer.json beside tracer.pt, or beside tracer.pt.gz
+        weights = Path(tracer_weights)
+        record = weights.with_name(weights.name.removesuffix(".gz")).with_suffix(".json")
+        if record.is_file():
+            shutil.copyfile(record, out / "tracer_classifier.json")
         manifest["tracer_classifier"] = "tracer_classifier.pt.gz"
     write_json_atomic(out / MANIFEST, manifest)
     load_model_set(out)  # the result must be a valid model set
