@@ -60,7 +60,7 @@
 # against 0.839), and it stayed ahead on 80 new ones of seeds 9500 and 9600 made to check the
 # choice (0.869 against 0.864). The model set is exported with
 # --window whole --mirrors 7 (README, "Prediction"), and its SUV thresholds were fitted by the
-# calibration block at the end (VAL_FDG=24 VAL_PSMA=16: FDG kept 1.5, PSMA 0.5). For many more
+# calibration block at the end (VAL_FDG=24 VAL_PSMA=16: FDG 1.0, PSMA 0.5). For many more
 # FDG phantoms (more data moved Dice most),
 # `petloop dataset phantoms --config $WORK/fdg/phantom_config.json --cases N
 # --id 601 --name PhantomFDG --plans-from Dataset600_PhantomFDGPlans/petloopCPUPlans` makes
@@ -163,7 +163,8 @@ models calibrate --routing"
 # the manifest and the scores into calibration.json (VAL_FDG=0 VAL_PSMA=0: keep BIRTH's 1.5,
 # 1.0 and hand-over at 5 background clicks). The bundled set's PSMA threshold was fitted
 # without --routing (PSMA has one model), its FDG threshold and hand-over later, with it, on the
-# same FDG phantoms: 1.5 kept, hand-over from 5 to 3.
+# same FDG phantoms: 1.5 kept, hand-over from 5 to 3; with the last v3 both again, on the same
+# phantoms: FDG 1.0, hand-over 3, PSMA 0.5.
 VAL_FDG=${VAL_FDG:-24}
 VAL_PSMA=${VAL_PSMA:-16}
 VAL=()
