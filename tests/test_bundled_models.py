@@ -40,8 +40,8 @@ def test_dice_rises_with_the_clicks_and_false_positives_fall(demo):
     dice = [v["mean"] for v in s["models"][fdg]["tracers"]["fdg"]["per_step"]["dice"]]
     fpv = [v["mean"] for v in s["models"][fdg]["tracers"]["fdg"]["per_step"]["fpv"]]
     assert dice[10] - dice[0] >= 0.05
-    # the aim is 0.85; the phantom set reaches 0.850 on these draws (0.839 on the demo's), 1.06
-    # of the isocontour drawn around the true lesions here (1.14 there; README)
+    # the aim is 0.85 (0.860 on 40 held-out phantoms, README); a mean over these few cases
+    # is too loose to test it, so the floor is lower and the isocontour sets a second one
     assert dice[10] >= 0.75
     reference = demo["references"]["fdg"]
     assert reference.cases >= 1 and dice[10] >= 0.95 * reference.dice
