@@ -11,6 +11,7 @@ case.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -357,7 +358,7 @@ def interval_text(summary: dict, model: str, tracer: str, step: int) -> str:
         return ""
     n = int(row["n"])
     lo, hi = mean_interval(float(row["mean"]), float(row["sd"]), n)
-    if lo != lo:  # one case: no interval
+    if math.isnan(lo):  # one case: no interval
         return f"; {n} case"
     return f"; 95% CI {max(lo, 0.0):.3f} to {min(hi, 1.0):.3f} over {n} cases"
 

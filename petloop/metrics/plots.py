@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from petloop.io.atomic import write_figure  # noqa: E402
+from petloop.metrics.interactive import mean_interval  # noqa: E402
 
 LABELS = {"dice": "Dice", "fpv": "false positive volume (ml)",
           "fnv": "false negative volume (ml)"}
@@ -19,7 +20,8 @@ LABELS = {"dice": "Dice", "fpv": "false positive volume (ml)",
 def plot_curves(summary: dict, out: str | Path, title: str = "", tracer: str | None = None,
                 reference: tuple[str, dict[str, float]] | None = None) -> Path:
     """One panel per metric, one line per model (mean) with a band of its 95 % confidence
-    interval (mean +- 1.96 SD / sqrt(n)). ``tracer`` restricts to that tracer's cases.
+    interval (Student's t, :func:`~petloop.metrics.interactive.mean_interval`; none at a step
+    with one case). ``tracer`` restricts to that tracer's cases.
     ``reference`` (label, {metric: value}) adds a dashed horizontal line, e.g. a method that
     takes no clicks."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
@@ -33,12 +35,13 @@ def plot_curves(summary: dict, out: str | Path, title: str = "", tracer: str | N
             rows = source["per_step"][metric]
             steps = np.array([r["step"] for r in rows])
             mean = np.array([r["mean"] for r in rows], dtype=float)
-            sd = np.array([r["sd"] for r in rows], dtype=float)
-            cnt = np.array([max(r["n"], 1) for r in rows], dtype=float)
-            half = 1.96 * np.nan_to_num(sd) / np.sqrt(cnt)
+            sd = np.array([r["sd"] for r in rows], dtype=float)  # None (from JSON): NaN
+            bounds = np.array([mean_interval(m, d, r["n"]) for m, d, r in zip(mean, sd, rows,
+                                                                               strict=True)])
+            lo, hi = (np.where(np.isnan(b), mean, b) for b in bounds.T)
             n_cases = max(r["n"] for r in rows)
             ax.plot(steps, mean, "-o", color=color, ms=3.5, label=f"{model} (n={n_cases})")
-            ax.fill_between(steps, mean - half, mean + half, color=color, alpha=0.18, lw=0)
+            ax.fill_between(steps, lo, hi, color=color, alpha=0.18, lw=0)
     if reference is not None:
         label, values = reference
         for ax, metric in zip(axes, ("dice", "fpv", "fnv"), strict=True):
