@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -33,9 +33,13 @@ from petloop.io.clicks import read_clicks
 from petloop.io.layouts import find_cases
 from petloop.io.volume import read_volume
 from petloop.metrics.interactive import (
+    PairedDifference,
+    StepRecord,
     evaluate_model,
     mean_interval,
     merge,
+    paired_difference,
+    per_case,
     records_csv,
     summarize,
     to_json_safe,
@@ -313,9 +317,10 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
             report.append(f"![{tracer} curves]({plots[tracer].name})\n")
     if overlay is not None:
         report.append(f"![PET MIP with the predicted mask]({overlay.name})\n")
-    found = findings(summary, config.steps, references.get("fdg"))
+    found = findings(summary, config.steps, references.get("fdg"), ev.records)
     report += ["## What the numbers show", "", "| claim | observed | holds |", "|---|---|---|"]
     report += [f"| {f.claim} | {f.observed} | {'yes' if f.holds else 'no'} |" for f in found]
+    report += ["", PAIRED_NOTE]
     write_text_atomic(out / "report.md", "\n".join(report) + "\n")
     write_json_atomic(out / "findings.json", [asdict(f) for f in found])
     return {"summary": summary, "report": out / "report.md", "plots": plots,
@@ -335,12 +340,20 @@ def reference_line(ref: ReferenceScore) -> str:
             "resolution and PET blur allow a contour drawn from the PET alone.")
 
 
+PAIRED_NOTE = ("A check holds or not on the means. The difference beside it is paired by case "
+               "(the same phantoms through both), with its 95% Student t interval; where that "
+               "interval holds 0, these phantoms are too few to tell the two apart, whichever "
+               "way the means fall.")
+
+
 # what the paper's experiment should show ---------------------------------------------------------
 @dataclass(frozen=True)
 class Finding:
     claim: str
     observed: str
     holds: bool
+    # the claim's difference paired by case, with its 95% interval, where the records are given
+    difference: dict | None = None
 
 
 def _dice_fpv(summary: dict, model: str, tracer: str, metric: str) -> list[float] | None:
@@ -367,12 +380,30 @@ def first_step_reaching(curve: list[float], target: float) -> int | None:
     return next((k for k, v in enumerate(curve) if v >= target - 1e-9), None)
 
 
-def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | None = None
-             ) -> list[Finding]:
+def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | None = None,
+             records: Sequence[StepRecord] | None = None) -> list[Finding]:
     """The issue's and the paper's claims, checked on the demo's means (FDG unless noted);
-    ``reference`` (the isocontour around the true lesions) is quoted next to the Dice goal."""
+    ``reference`` (the isocontour around the true lesions) is quoted next to the Dice goal.
+    With the per-case ``records``, each comparison also gets its difference paired by case and
+    that difference's 95% interval: the verdict stays the means' own, and the interval says
+    whether the cases can tell the two apart at all."""
     last = steps - 1
     out = []
+
+    def paired(model_a, step_a, model_b, step_b, metric, tracer="fdg"
+               ) -> PairedDifference | None:
+        if records is None:
+            return None
+        return paired_difference(per_case(records, model_a, tracer, step_a, metric),
+                                 per_case(records, model_b, tracer, step_b, metric))
+
+    def finding(claim, observed, holds, diff: PairedDifference | None, unit="") -> Finding:
+        if diff is None:
+            return Finding(claim, observed, holds)
+        return Finding(claim, f"{observed}; {diff.text(unit=unit)}", holds,
+                       {"mean": diff.mean, "lo": diff.lo, "hi": diff.hi, "n": diff.n,
+                        "separates": diff.separates})
+
     fdg_models = [m for m, e in summary["models"].items() if "fdg" in e["tracers"]
                   and m != ERROR_DRIVEN]
     main = "hybrid" if "hybrid" in fdg_models else (fdg_models[0] if fdg_models else None)
@@ -384,29 +415,43 @@ def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | No
         out.append(Finding(f"{main}: Dice at {last} clicks at least 0.85",
                            f"{dice[last]:.3f}{ref}{interval_text(summary, main, 'fdg', last)}",
                            dice[last] >= 0.85))
-        out.append(Finding(f"{main}: Dice rises with the clicks (step {last} above step 0 by at "
-                           "least 0.05)", f"{dice[0]:.3f} to {dice[last]:.3f}",
-                           dice[last] - dice[0] >= 0.05))
-        out.append(Finding(f"{main}: FPV at step {last} below FPV at step 0",
-                           f"{fpv[0]:.2f} to {fpv[last]:.2f} ml", fpv[last] < fpv[0]))
+        out.append(finding(f"{main}: Dice rises with the clicks (step {last} above step 0 by "
+                           "at least 0.05)", f"{dice[0]:.3f} to {dice[last]:.3f}",
+                           dice[last] - dice[0] >= 0.05,
+                           paired(main, last, main, 0, "dice")))
+        out.append(finding(f"{main}: FPV at step {last} below FPV at step 0",
+                           f"{fpv[0]:.3f} to {fpv[last]:.3f} ml", fpv[last] < fpv[0],
+                           paired(main, last, main, 0, "fpv"), " ml"))
     v3, v4 = (_dice_fpv(summary, m, "fdg", "dice") for m in ("v3", "v4"))
     if v3 and v4:
-        out.append(Finding("full guidance (v3) worse than stochastic (v4) at 0 clicks",
-                           f"v3 {v3[0]:.3f}, v4 {v4[0]:.3f}", v3[0] < v4[0]))
-        out.append(Finding(f"full guidance (v3) at least as good as v4 at {last} clicks",
-                           f"v3 {v3[last]:.3f}, v4 {v4[last]:.3f}", v3[last] >= v4[last]))
+        out.append(finding("full guidance (v3) worse than stochastic (v4) at 0 clicks",
+                           f"v3 {v3[0]:.3f}, v4 {v4[0]:.3f}", v3[0] < v4[0],
+                           paired("v3", 0, "v4", 0, "dice")))
+        out.append(finding(f"full guidance (v3) at least as good as v4 at {last} clicks",
+                           f"v3 {v3[last]:.3f}, v4 {v4[last]:.3f}", v3[last] >= v4[last],
+                           paired("v3", last, "v4", last, "dice")))
         hy = _dice_fpv(summary, "hybrid", "fdg", "dice")
         if hy:
-            worse = [k for k in range(steps) if hy[k] < max(v3[k], v4[k]) - 1e-9]
-            where = ("worse at step" + ("s " if len(worse) > 1 else " ")
-                     + ", ".join(map(str, worse)))
-            out.append(Finding("hybrid at least as good as v3 and v4 at every step",
-                               where if worse else "at every step", not worse))
+            gap = {k: hy[k] - max(v3[k], v4[k]) for k in range(steps)}
+            worse = [k for k in range(steps) if gap[k] < -1e-9]
+            if worse:
+                k = min(worse, key=lambda s: gap[s])  # where it falls furthest behind
+                rival = "v3" if v3[k] >= v4[k] else "v4"
+                most = "" if len(worse) == 1 else f"most at step {k}: "
+                where = ("worse at step" + ("s " if len(worse) > 1 else " ")
+                         + ", ".join(map(str, worse))
+                         + f" ({most}{hy[k]:.3f} against {rival} {max(v3[k], v4[k]):.3f})")
+                out.append(finding("hybrid at least as good as v3 and v4 at every step", where,
+                                   False, paired("hybrid", k, rival, k, "dice")))
+            else:
+                out.append(Finding("hybrid at least as good as v3 and v4 at every step",
+                                   "at every step", True))
     psma = [m for m, e in summary["models"].items() if "psma" in e["tracers"]]
     for m in psma:
         d = _dice_fpv(summary, m, "psma", "dice")
-        out.append(Finding(f"PSMA {m}: Dice rises with the clicks (by at least 0.05)",
-                           f"{d[0]:.3f} to {d[last]:.3f}", d[last] - d[0] >= 0.05))
+        out.append(finding(f"PSMA {m}: Dice rises with the clicks (by at least 0.05)",
+                           f"{d[0]:.3f} to {d[last]:.3f}", d[last] - d[0] >= 0.05,
+                           paired(m, last, m, 0, "dice", "psma")))
     ed = _dice_fpv(summary, ERROR_DRIVEN, "fdg", "dice")
     official = _dice_fpv(summary, main, "fdg", "dice") if main else None
     if ed and official:

@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 from petloop.cli import app
 from petloop.io.layouts import Case, find_cases, write_case
 from petloop.io.volume import read_volume, write_volume
-from petloop.metrics.interactive import evaluate_model, mean_interval, merge, summarize
+from petloop.metrics.interactive import (
+    evaluate_model,
+    mean_interval,
+    merge,
+    paired_difference,
+    summarize,
+)
 from petloop.metrics.official import auc, compute_metrics
 from petloop.phantom import PhantomConfig, generate_case
 
@@ -169,3 +175,24 @@ def test_mean_interval_is_the_t_interval(n):
     assert lo == pytest.approx(0.8 - half, abs=2e-3 * half)
     assert hi == pytest.approx(0.8 + half, abs=2e-3 * half)
     assert all(math.isnan(v) for v in mean_interval(0.8, 0.0, 1))
+
+
+def test_paired_difference_pairs_by_case_and_skips_what_is_undefined():
+    a = {"c1": 0.9, "c2": 0.7, "c3": 0.8, "c4": math.nan, "c5": 0.6}
+    b = {"c1": 0.8, "c2": 0.75, "c3": 0.6, "c4": 0.5, "c6": 0.1}  # c5, c6 unpaired
+    d = paired_difference(a, b)
+    diffs = [0.9 - 0.8, 0.7 - 0.75, 0.8 - 0.6]  # c1, c2, c3 by hand
+    mean = sum(diffs) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in diffs) / 2)
+    half = _t_quantile(0.975, 2) * sd / math.sqrt(3)
+    assert d.n == 3 and d.mean == pytest.approx(mean)
+    assert (d.lo, d.hi) == pytest.approx((mean - half, mean + half), abs=2e-3 * half)
+    assert not d.separates  # three cases this spread cannot tell the two apart
+    assert d.text().startswith(f"difference {mean:+.3f}, 95% CI ") and "over 3 cases" in d.text()
+    # a consistent difference separates, even over few cases; the means alone say nothing of it
+    close = paired_difference({c: 0.5 + i / 100 for i, c in enumerate("abcd")},
+                              {c: 0.48 + i / 100 + (i % 2) / 1000 for i, c in enumerate("abcd")})
+    assert close.separates and close.lo > 0
+    one = paired_difference({"c1": 0.2}, {"c1": 0.1, "c2": 0.3})
+    assert one.n == 1 and math.isnan(one.lo) and not one.separates
+    assert one.text(unit=" ml") == "difference +0.100 ml (1 case: no interval)"

@@ -404,6 +404,31 @@ def test_demo_findings_are_checked_from_the_curves():
                   "hybrid": ("fdg", up[:5] + v3_late[5:], fpv)})
     bad = [f for f in findings(s) if not f.holds]
     assert any("every step" in f.claim and "5, 6" in f.observed for f in bad)
+    # with the per-case records, each comparison carries its difference paired by case: two
+    # cases that agree on it tell the models apart, two that disagree do not
+    from petloop.metrics.interactive import StepRecord
+
+    curves = {"v4": up, "v3": v3_late, "hybrid": up[:5] + v3_late[5:]}
+
+    def records(offsets):
+        return [StepRecord(m, c, "fdg", False, k, curve[k] + off[m], fpv[k] + off[m], 0.0)
+                for m, curve in curves.items() for c, off in offsets.items() for k in range(11)]
+
+    same = {"a": dict.fromkeys(curves, 0.02), "b": dict.fromkeys(curves, -0.02)}
+    every = next(f for f in findings(s, records=records(same)) if "every step" in f.claim)
+    assert "most at step 5: 0.650 against v4 0.700" in every.observed
+    assert every.difference["n"] == 2 and every.difference["separates"]
+    assert every.difference["mean"] == pytest.approx(0.65 - 0.70)
+    assert "difference -0.050, 95% CI -0.050 to -0.050 over 2 cases" in every.observed
+    split = {"a": {"v4": 0.0, "v3": 0.0, "hybrid": 0.1}, "b": {"v4": 0.0, "v3": 0.0,
+                                                              "hybrid": -0.1}}
+    found = {f.claim: f for f in findings(s, records=records(split))}
+    every = next(f for c, f in found.items() if "every step" in c)
+    assert every.difference["mean"] == pytest.approx(-0.05) and not every.difference["separates"]
+    drop = found["hybrid: FPV at step 10 below FPV at step 0"]
+    assert drop.difference["mean"] == pytest.approx(fpv[10] - fpv[0]) and "ml, 95% CI" in \
+        drop.observed
+    assert found["hybrid: Dice at 10 clicks at least 0.85"].difference is None  # has its own CI
     # with the spread over cases, the goal's observation carries the mean's interval
     s = _summary({"hybrid": ("fdg", up, fpv)})
     s["models"]["hybrid"]["tracers"]["fdg"]["per_step"]["dice"][-1].update(sd=0.1, n=10)

@@ -146,7 +146,7 @@ def demo(
                 shape=(96, 96, 128), spacing=(2.0364, 2.0364, 3.0), layout="autopet",
                 negative_fraction=0.25, lesions=None, preview=True)
         return
-    from petloop.demo import DemoConfig, reference_line, run_demo
+    from petloop.demo import PAIRED_NOTE, DemoConfig, reference_line, run_demo
     from petloop.inference.modelset import ModelSetError
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 
@@ -179,5 +179,6 @@ def demo(
     for f in result["findings"]:
         table.add_row(f.claim, f.observed, "[green]yes[/green]" if f.holds else "[red]no[/red]")
     console.print(table)
+    console.print(PAIRED_NOTE)
     console.print(f"report: {result['report']}; plots: "
                   + ", ".join(str(p) for p in result["plots"].values()))

@@ -134,6 +134,45 @@ def mean_interval(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[
     return mean - half, mean + half
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """The mean of ``a - b`` over the cases where both are defined, with its Student t
+    interval (NaN for fewer than two cases)."""
+
+    mean: float
+    lo: float
+    hi: float
+    n: int
+
+    @property
+    def separates(self) -> bool:
+        """Whether the interval excludes 0: the cases tell the two apart."""
+        return self.n >= 2 and (self.lo > 0 or self.hi < 0)
+
+    def text(self, digits: int = 3, unit: str = "") -> str:
+        f = f"{{:+.{digits}f}}"
+        head = f"difference {f.format(self.mean)}{unit}"
+        if self.n < 2:
+            return f"{head} ({self.n} case{'s' if self.n != 1 else ''}: no interval)"
+        return (f"{head}, 95% CI {f.format(self.lo)} to {f.format(self.hi)} over {self.n} cases")
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float],
+                      level: float = 0.95) -> PairedDifference:
+    """``a - b`` paired by case (``{case: value}``), NaN values skipped."""
+    diffs = [a[c] - b[c] for c in a if c in b and not (math.isnan(a[c]) or math.isnan(b[c]))]
+    mean, sd, n = _mean_sd_n(diffs)
+    lo, hi = mean_interval(mean, sd, n, level)
+    return PairedDifference(mean, lo, hi, n)
+
+
+def per_case(records: Iterable[StepRecord], model: str, tracer: str, step: int,
+             metric: str) -> dict[str, float]:
+    """``{case: value}`` of one metric at one step for one model and tracer."""
+    return {r.case: float(getattr(r, metric)) for r in records
+            if r.model == model and r.tracer == tracer and r.step == step}
+
+
 def per_step(records: Sequence[StepRecord], n_steps: int) -> dict[str, list[dict]]:
     """For each metric, per step: mean, sd and the number of cases where it is defined."""
     out: dict[str, list[dict]] = {}
@@ -229,7 +268,7 @@ def to_json_safe(obj):
 
 
 __all__ = [
-    "Evaluation", "MaskError", "StepRecord", "VolumeError", "case_curves",
-    "evaluate_model", "load_mask", "merge", "per_step", "prediction_path", "ranking",
-    "records_csv", "summarize", "to_json_safe",
+    "Evaluation", "MaskError", "PairedDifference", "StepRecord", "VolumeError", "case_curves",
+    "evaluate_model", "load_mask", "mean_interval", "merge", "paired_difference", "per_case",
+    "per_step", "prediction_path", "ranking", "records_csv", "summarize", "to_json_safe",
 ]
