@@ -400,7 +400,8 @@ def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | No
     def finding(claim, observed, holds, diff: PairedDifference | None, unit="") -> Finding:
         if diff is None:
             return Finding(claim, observed, holds)
-        return Finding(claim, f"{observed}; {diff.text(unit=unit)}", holds,
+        bounds = (-math.inf, math.inf) if unit else (-1.0, 1.0)  # Dice differences
+        return Finding(claim, f"{observed}; {diff.text(unit=unit, bounds=bounds)}", holds,
                        {"mean": diff.mean, "lo": diff.lo, "hi": diff.hi, "n": diff.n,
                         "separates": diff.separates})
 

@@ -149,12 +149,16 @@ class PairedDifference:
         """Whether the interval excludes 0: the cases tell the two apart."""
         return self.n >= 2 and (self.lo > 0 or self.hi < 0)
 
-    def text(self, digits: int = 3, unit: str = "") -> str:
+    def text(self, digits: int = 3, unit: str = "",
+             bounds: tuple[float, float] = (-math.inf, math.inf)) -> str:
+        """E.g. "difference +0.020, 95% CI -0.010 to +0.050 over 9 cases"; the interval is
+        clipped to ``bounds``, what the difference can be (Dice: -1 to 1)."""
         f = f"{{:+.{digits}f}}"
         head = f"difference {f.format(self.mean)}{unit}"
         if self.n < 2:
             return f"{head} ({self.n} case{'s' if self.n != 1 else ''}: no interval)"
-        return (f"{head}, 95% CI {f.format(self.lo)} to {f.format(self.hi)} over {self.n} cases")
+        lo, hi = max(self.lo, bounds[0]), min(self.hi, bounds[1])
+        return f"{head}, 95% CI {f.format(lo)} to {f.format(hi)} over {self.n} cases"
 
 
 def paired_difference(a: dict[str, float], b: dict[str, float],
