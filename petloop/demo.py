@@ -98,10 +98,12 @@ def inference_text(settings: InferenceSettings, time_budget: float | None) -> st
     return f"{window}; {tta}"
 
 
-def _calibrated(model_set: ModelSet) -> dict:
-    """Per tracer, what ``models calibrate`` fitted (``calibration.json`` beside the manifest)."""
+def _calibrated(model_set: ModelSet, part: str = "suv_threshold") -> dict:
+    """Per tracer, what ``models calibrate`` fitted (``calibration.json`` beside the manifest):
+    the thresholds (``suv_threshold``) or a hand-over fitted with error-driven clicks
+    (``handover``)."""
     path = Path(model_set.root) / CALIBRATION
-    return json.loads(path.read_text(encoding="utf-8")).get("suv_threshold", {}) \
+    return json.loads(path.read_text(encoding="utf-8")).get(part, {}) \
         if path.is_file() else {}
 
 
@@ -120,7 +122,7 @@ def threshold_text(model_set: ModelSet) -> str:
 def routing_text(model_set: ModelSet) -> str:
     """Which model answers which clicks, per tracer with several routes, and where a fitted
     hand-over came from."""
-    fitted = _calibrated(model_set)
+    fitted, reader = _calibrated(model_set), _calibrated(model_set, "handover")
     parts = []
     for tracer, routes in model_set.routing.items():
         if len({r.model for r in routes}) < 2:
@@ -133,9 +135,13 @@ def routing_text(model_set: ModelSet) -> str:
                     if r.min_foreground_clicks is not None else ""]
             when = " and ".join(w for w in when if w) or "otherwise"
             rules.append(f"{short_name(r.model)} {when}")
-        cal = fitted.get(tracer, {})
         at = handover(routes)
-        origin = (f" (hand-over fitted on {len(cal['cases'])} validation cases)"
+        cal = reader.get(tracer, {})
+        if at is None or cal.get("chosen_handover") != at:
+            cal = fitted.get(tracer, {})
+        clicks = cal.get("clicks", "official")
+        how = "" if clicks == "official" else f" with {clicks} clicks"
+        origin = (f" (hand-over fitted on {len(cal['cases'])} validation cases{how})"
                   if at is not None and cal.get("chosen_handover") == at else "")
         parts.append(f"{tracer.upper()} {', '.join(rules)}{origin}")
     return ("routing " + "; ".join(parts)) if parts else "one model per tracer"

@@ -191,6 +191,60 @@ def test_fitted_handover_scores_equal_runs_with_that_routing(model_set, work):
     assert fitted.routing == with_handover(ms.routing["fdg"], fitted.chosen_handover)
 
 
+def test_error_driven_handover_scores_equal_runs_with_that_routing(model_set, work, tmp_path):
+    """With error-driven clicks each candidate hand-over changes the clicks after it; the fit
+    (predictions shared through a cache) must score exactly as the set run with that routing
+    through the evaluation's own error-driven loop, at the set's threshold."""
+    from petloop.inference.evaluate import case_steps
+
+    ms = load_model_set(model_set)
+    cases = find_cases(work[0] / "phantoms")
+    lesioned = [c for c in cases if c.load().label.array.any()]
+    assert 0 < len(lesioned) < len(cases)  # a negative control is left out
+    fitted = calibrate_thresholds(Pipeline, ms, cases, steps=3, routing=True,
+                                  clicks="error-driven")["fdg"]
+    assert fitted.clicks == "error-driven" and fitted.cases == tuple(c.case_id for c in lesioned)
+    assert fitted.chosen == fitted.previous == 1.5  # the threshold is the set's
+    assert [sc.handover for sc in fitted.scores] == [0, 1, 2, 3, 5]
+    for at in (0, 2):
+        routed = replace(ms, routing={**ms.routing,
+                                      "fdg": with_handover(ms.routing["fdg"], at)})
+        session = Session(Pipeline(routed))
+        per_case = []
+        for files in lesioned:
+            runs = list(case_steps(session, files, "fdg", "error-driven", 3))
+            case = runs[0][0]
+            per_case.append(score_case(np.asarray(case.label.array) != 0,
+                                       [np.asarray(r.mask.array) for _, _, r in runs],
+                                       np.asarray(case.pet.array), case.pet.spacing, [1.5]))
+        want = summarize_scores(per_case, [1.5], at)
+        assert [sc for sc in fitted.scores if sc.handover == at] == list(want)
+    # written under its own key: the thresholds' entry stays; the demo names where it came from
+    root = _own_set(model_set, tmp_path)
+    args = ["models", "calibrate", "--models", str(root), "--data", str(work[0] / "phantoms"),
+            "--steps", "2", "--thresholds", "2"]
+    assert runner.invoke(app, args).exit_code == 0
+    before = json.loads((root / "calibration.json").read_text())["suv_threshold"]
+    refused = runner.invoke(app, [*args, "--clicks", "error-driven"])
+    assert refused.exit_code == 2 and "add --routing" in refused.output
+    result = runner.invoke(app, [*args, "--clicks", "error-driven", "--routing"])
+    assert result.exit_code == 0, result.output
+    assert "error-driven clicks (cases with lesions)" in " ".join(result.output.split())
+    cal = json.loads((root / "calibration.json").read_text())
+    assert cal["suv_threshold"] == before
+    reader = cal["handover"]["fdg"]
+    assert reader["clicks"] == "error-driven" and reader["chosen_handover"] == \
+        fitted.chosen_handover and reader["lesion_cases"] == len(lesioned)
+    routes = load_model_set(root).routing["fdg"]
+    assert [r.to_json() for r in routes] == reader["routing"]
+    if handover(routes) is not None:
+        assert routing_text(load_model_set(root)).endswith(
+            f"(hand-over fitted on {len(lesioned)} validation cases with error-driven clicks)")
+    # a later fit of the routing with the official clicks replaces it
+    assert runner.invoke(app, [*args, "--routing"]).exit_code == 0
+    assert "handover" not in json.loads((root / "calibration.json").read_text())
+
+
 def test_calibrate_command_fits_the_routing(model_set, work, tmp_path):
     root = _own_set(model_set, tmp_path)
     phantoms = work[0] / "phantoms"

@@ -280,6 +280,10 @@ def models_calibrate(
     routing: Annotated[bool, typer.Option(
         "--routing", help="Also fit where the routing hands over from its first model (FDG: "
         "the stochastic one below N background clicks, BIRTH's N = 5) to the next.")] = False,
+    clicks: Annotated[str, typer.Option(
+        help="official, or error-driven: fit the hand-over (with --routing; the thresholds "
+             "stay) for clicks placed where the mask is wrong, as a reader places them.")]
+    = "official",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the scores; change "
                                           "nothing.")] = False,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -291,7 +295,12 @@ def models_calibrate(
     hands over, on validation cases: each case runs the click steps once (with --routing once
     per model), every candidate is scored on the same masks, and the one with the highest Dice
     AUC goes into the manifest, with the scores in calibration.json."""
-    from petloop.inference.calibrate import CANDIDATES, calibrate_thresholds, write_calibration
+    from petloop.inference.calibrate import (
+        CANDIDATES,
+        CLICK_MODES,
+        calibrate_thresholds,
+        write_calibration,
+    )
     from petloop.inference.modelset import load_model_set
     from petloop.inference.pipeline import Pipeline, resolve_precision
     from petloop.io.layouts import LayoutError, find_cases
@@ -303,6 +312,11 @@ def models_calibrate(
         fail(f"--thresholds: {thresholds!r} is not a comma-separated list of numbers")
     if tracer not in ("case", "fdg", "psma"):
         fail(f"--tracer: {tracer!r} is not case, fdg or psma")
+    if clicks not in CLICK_MODES:
+        fail(f"--clicks: {clicks!r} is not one of {', '.join(CLICK_MODES)}")
+    if clicks != "official" and not routing:
+        fail("--clicks error-driven fits the routing's hand-over only: add --routing (the SUV "
+             "thresholds are fitted with the official clicks)")
     try:
         model_set = load_model_set(models)
         cases = [c for folder in data for c in find_cases(folder)]
@@ -311,7 +325,7 @@ def models_calibrate(
             result = calibrate_thresholds(
                 lambda ms: Pipeline(ms, device, precision, window, mirrors), model_set, cases,
                 candidates, steps, None if tracer == "case" else tracer,
-                progress=lambda _: bar.advance(task), routing=routing)
+                progress=lambda _: bar.advance(task), routing=routing, clicks=clicks)
     except (*_errors(), LayoutError, FileNotFoundError) as exc:
         fail(str(exc))
     for t, cal in result.items():
@@ -323,9 +337,13 @@ def models_calibrate(
             continue
         # the thresholds at the chosen hand-over, then the hand-overs at the chosen threshold
         at = cal.chosen_handover
-        console.print(_score_table(f"{title}, hand-over at {at}", cal.steps - 1, "SUV threshold",
-                                   [s for s in cal.scores if s.handover == at],
-                                   lambda s: f"{s.threshold:g}", cal.chosen, cal.previous))
+        if cal.clicks == "official":
+            console.print(_score_table(f"{title}, hand-over at {at}", cal.steps - 1,
+                                       "SUV threshold",
+                                       [s for s in cal.scores if s.handover == at],
+                                       lambda s: f"{s.threshold:g}", cal.chosen, cal.previous))
+        else:
+            title = f"{title}, {cal.clicks} clicks (cases with lesions)"
         console.print(_score_table(f"{title}, SUV threshold {cal.chosen:g}", cal.steps - 1,
                                    "hand-over at",
                                    [s for s in cal.scores if s.threshold == cal.chosen],

@@ -22,6 +22,14 @@ hand-over, from 0 (the first model never answers) to the number of steps (it alw
 the set's own, takes step by step the mask of the model it routes to, which equals a run with
 that routing. Each pair of hand-over and threshold is scored as above and the pair with the
 highest Dice AUC wins; ties keep the set's own hand-over, then go to the higher threshold.
+
+With ``clicks="error-driven"`` the hand-over is fitted for clicks placed as a reader places them
+(:mod:`petloop.clicks.error_driven`) instead of the official ones, at the set's own threshold:
+there each click depends on the mask before it, so a candidate hand-over changes the clicks that
+follow, and each candidate runs the case through. Predictions are cached by model and clicks, so
+the steps that candidates share (all steps before their hand-overs) run once. Only cases with
+lesions take part (as in the demo: a reader's clicks need a lesion to find). Such a fit goes
+into ``calibration.json`` under ``handover`` and leaves the thresholds' entry as it was.
 """
 
 from __future__ import annotations
@@ -34,7 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
+from petloop.clicks.error_driven import add_next
+from petloop.clicks.simulate import simulate_clicks
 from petloop.io.atomic import write_json_atomic
+from petloop.io.clicks import Clicks
 from petloop.io.layouts import CaseFiles
 from petloop.metrics.official import auc, compute_metrics
 
@@ -53,6 +64,7 @@ from .pipeline import Session, apply_suv_threshold
 
 CANDIDATES = (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 CALIBRATION = "calibration.json"
+CLICK_MODES = ("official", "error-driven")
 TIE = 1e-9
 
 
@@ -138,13 +150,19 @@ class TracerCalibration:
     routing: tuple[Route, ...] | None = None  # the fitted routing; None: not fitted
     previous_handover: int | None = None
     chosen_handover: int | None = None
+    clicks: str = "official"
 
     def to_json(self) -> dict:
         fitted = self.routing is not None
-        criterion = ("highest mean Dice AUC over the click steps (official clicks), ties "
-                     + ("keeping the set's hand-over, then " if fitted else "")
-                     + "to the higher threshold")
-        out = {"tracer": self.tracer, "cases": list(self.cases),
+        if self.clicks == "official":
+            criterion = ("highest mean Dice AUC over the click steps (official clicks), ties "
+                         + ("keeping the set's hand-over, then " if fitted else "")
+                         + "to the higher threshold")
+        else:
+            criterion = (f"highest mean Dice AUC over the click steps ({self.clicks} clicks, "
+                         "cases with lesions, the set's SUV threshold), ties keeping the set's "
+                         "hand-over")
+        out = {"tracer": self.tracer, "clicks": self.clicks, "cases": list(self.cases),
                "lesion_cases": self.lesion_cases, "steps": self.steps,
                "previous": self.previous, "chosen": self.chosen}
         if fitted:
@@ -167,18 +185,55 @@ def _case_masks(sessions, files, tracer, steps):
     return masks, counts, runs[0][0]
 
 
+def error_driven_masks(sessions: dict[str, Session], gt: np.ndarray, pet: np.ndarray,
+                       official: Clicks, threshold: float,
+                       options: dict[int | None, Sequence[Route]], steps: int
+                       ) -> dict[int | None, list[np.ndarray]]:
+    """Per candidate routing, the thresholded masks of a case's click steps with error-driven
+    clicks, each step answered by the model the routing chooses for that step's clicks.
+    ``sessions`` (one per model, the case set, no threshold) predict each (model, clicks)
+    once: the steps before a hand-over are the same for every later one."""
+    cache: dict[tuple, np.ndarray] = {}
+    out = {}
+    for at, routes in options.items():
+        clicks, masks = Clicks(), []
+        for k in range(steps):
+            model = first_admitting(routes, len(clicks.background), len(clicks.tumor))
+            if model is None:
+                raise ModelSetError(f"no route admits {len(clicks.background)} background and "
+                                    f"{len(clicks.tumor)} lesion clicks")
+            key = (model, clicks.tumor, clicks.background)
+            if key not in cache:
+                session = sessions[model]
+                session.clicks = clicks
+                cache[key] = apply_suv_threshold(session.run().mask.array, pet, threshold)
+            masks.append(cache[key])
+            if k + 1 < steps:
+                clicks = add_next(gt, cache[key], clicks, fallback=official)
+        out[at] = masks
+    return out
+
+
 def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: ModelSet,
                          cases: Sequence[CaseFiles], thresholds: Sequence[float] = CANDIDATES,
                          steps: int = 11, tracer: str | None = None,
                          progress: Callable[[str], None] | None = None,
-                         routing: bool = False) -> dict[str, TracerCalibration]:
+                         routing: bool = False, clicks: str = "official"
+                         ) -> dict[str, TracerCalibration]:
     """Fit each tracer's threshold on ``cases`` (their own tracer unless ``tracer`` is given),
-    and with ``routing`` where a routing of the BIRTH form hands over.
+    and with ``routing`` where a routing of the BIRTH form hands over; with
+    ``clicks="error-driven"`` only the hand-over, for clicks placed where the mask is wrong.
 
     ``pipeline_for`` makes a :class:`~petloop.inference.pipeline.Pipeline` for a model set (so
     the caller sets device, precision, window and mirrors)."""
     if steps < 2:
         raise ValueError("calibration needs at least 2 click steps for a Dice AUC")
+    if clicks not in CLICK_MODES:
+        raise ValueError(f"unknown click mode {clicks!r}; use one of {', '.join(CLICK_MODES)}")
+    if clicks != "official" and not routing:
+        raise ValueError("error-driven clicks fit the routing's hand-over only (add --routing): "
+                         "the SUV thresholds are fitted with the official clicks, since "
+                         "error-driven ones depend on the thresholded masks")
     groups: dict[str, list[CaseFiles]] = {}
     for files in cases:
         t = tracer or files.tracer
@@ -201,6 +256,14 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
     routed = Session(pipeline_for(raw))
     result = {}
     for t, group in groups.items():
+        if clicks != "official":
+            if handover(model_set.routing[t]) is not None:  # one model: nothing to fit
+                result[t] = _fit_error_driven(t, group, model_set, session_for, steps,
+                                              progress)
+            elif progress:
+                for files in group:
+                    progress(files.case_id)
+            continue
         own = sorted({float(v) for v in thresholds} | {float(model_set.suv_threshold[t])})
         routes = model_set.routing[t]
         previous = handover(routes)
@@ -232,7 +295,43 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
             float(model_set.suv_threshold[t]), best.threshold, scores,
             options[best.handover] if fit else None, previous if fit else None,
             best.handover if fit else None)
+    if not result:
+        raise ModelSetError(f"no routing of {model_set.root} for these cases' tracers has a "
+                            "hand-over to fit")
     return result
+
+
+def _fit_error_driven(t: str, group: Sequence[CaseFiles], model_set: ModelSet,
+                      session_for: Callable[[str], Session], steps: int,
+                      progress: Callable[[str], None] | None) -> TracerCalibration:
+    routes = model_set.routing[t]
+    previous = handover(routes)
+    threshold = float(model_set.suv_threshold[t])
+    options = {at: with_handover(routes, at)
+               for at in sorted(set(range(steps + 1)) | {previous})}
+    sessions = {m: session_for(m) for m in dict.fromkeys(r.model for r in routes)}
+    per_case: dict[int | None, list[np.ndarray]] = {at: [] for at in options}
+    used = []
+    for files in group:
+        case = files.load()
+        gt = np.asarray(case.label.array) != 0
+        if gt.any():
+            pet = np.asarray(case.pet.array)
+            official = case.clicks or simulate_clicks(gt.astype(np.uint8), pet)
+            for session in sessions.values():
+                session.set_case(case.ct, case.pet, t, str(files.ct), str(files.pet))
+            masks = error_driven_masks(sessions, gt, pet, official, threshold, options, steps)
+            for at, m in masks.items():
+                per_case[at].append(score_case(gt, m, pet, case.pet.spacing, [threshold]))
+            used.append(files.case_id)
+        if progress:
+            progress(files.case_id)
+    if not used:
+        raise ValueError(f"no {t} validation case has a lesion: error-driven clicks need one")
+    scores = tuple(sc for at in options for sc in summarize_scores(per_case[at], [threshold], at))
+    best = choose(scores, previous)
+    return TracerCalibration(t, tuple(used), len(used), steps, threshold, threshold, scores,
+                             options[best.handover], previous, best.handover, "error-driven")
 
 
 def write_calibration(root: str | Path, calibration: dict[str, TracerCalibration],
@@ -250,15 +349,22 @@ def write_calibration(root: str | Path, calibration: dict[str, TracerCalibration
             obj["routing"][t] = [r.to_json() for r in c.routing]
     previous = root / CALIBRATION  # a tracer calibrated before keeps its entry
     kept = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {}
-    tracers = {**kept.get("suv_threshold", {}),
-               **{t: {**c.to_json(), **({"settings": settings} if settings else {})}
-                  for t, c in calibration.items()}}
-    path = write_json_atomic(previous, {"suv_threshold": tracers})
+    entry = {t: {**c.to_json(), **({"settings": settings} if settings else {})}
+             for t, c in calibration.items()}
+    # thresholds (and a hand-over fitted with them) under suv_threshold; a hand-over fitted
+    # with error-driven clicks under handover, the newer of the two fits naming the routing
+    official = {t: e for t, e in entry.items() if calibration[t].clicks == "official"}
+    reader = {t: e for t, e in entry.items() if calibration[t].clicks != "official"}
+    tracers = {**kept.get("suv_threshold", {}), **official}
+    handovers = {t: e for t, e in kept.get("handover", {}).items()
+                 if not (t in official and calibration[t].routing is not None)} | reader
+    path = write_json_atomic(previous, {"suv_threshold": tracers,
+                                        **({"handover": handovers} if handovers else {})})
     write_json_atomic(manifest, obj)
     load_model_set(root)
     return path
 
 
-__all__ = ["CANDIDATES", "ThresholdScore", "TracerCalibration", "apply_suv_threshold",
-           "calibrate_thresholds", "choose", "routed_masks", "score_case", "summarize_scores",
-           "write_calibration"]
+__all__ = ["CANDIDATES", "CLICK_MODES", "ThresholdScore", "TracerCalibration",
+           "apply_suv_threshold", "calibrate_thresholds", "choose", "error_driven_masks",
+           "routed_masks", "score_case", "summarize_scores", "write_calibration"]
