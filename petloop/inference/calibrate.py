@@ -49,7 +49,7 @@ from petloop.io.clicks import Clicks
 from petloop.io.layouts import CaseFiles
 from petloop.metrics.official import auc, compute_metrics
 
-from .evaluate import case_steps
+from .evaluate import CLICK_MODES, case_steps
 from .modelset import (
     MANIFEST,
     ModelSet,
@@ -64,7 +64,6 @@ from .pipeline import Session, apply_suv_threshold
 
 CANDIDATES = (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 CALIBRATION = "calibration.json"
-CLICK_MODES = ("official", "error-driven")
 TIE = 1e-9
 
 
