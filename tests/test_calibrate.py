@@ -233,8 +233,11 @@ def test_error_driven_handover_scores_equal_runs_with_that_routing(model_set, wo
     cal = json.loads((root / "calibration.json").read_text())
     assert cal["suv_threshold"] == before
     reader = cal["handover"]["fdg"]
-    assert reader["clicks"] == "error-driven" and reader["chosen_handover"] == \
-        fitted.chosen_handover and reader["lesion_cases"] == len(lesioned)
+    assert reader["clicks"] == "error-driven" and reader["lesion_cases"] == len(lesioned)
+    best = max(sc["dice_auc"] for sc in reader["scores"])  # its own run: 2 steps, its precision
+    assert reader["chosen_handover"] == max(
+        (sc for sc in reader["scores"] if sc["dice_auc"] >= best - 1e-9),
+        key=lambda sc: sc["handover"] == reader["previous_handover"])["handover"]
     routes = load_model_set(root).routing["fdg"]
     assert [r.to_json() for r in routes] == reader["routing"]
     if handover(routes) is not None:
