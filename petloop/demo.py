@@ -328,7 +328,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     report += [f"| {f.claim} | {f.observed} | {'yes' if f.holds else 'no'} |" for f in found]
     report += ["", PAIRED_NOTE]
     write_text_atomic(out / "report.md", "\n".join(report) + "\n")
-    write_json_atomic(out / "findings.json", [asdict(f) for f in found])
+    write_json_atomic(out / "findings.json", to_json_safe([asdict(f) for f in found]))
     return {"summary": summary, "report": out / "report.md", "plots": plots,
             "overlay": overlay, "out": out, "findings": found, "references": references}
 

@@ -49,6 +49,11 @@ def test_dice_rises_with_the_clicks_and_false_positives_fall(demo):
     assert ERROR_DRIVEN in s["models"]
     report = demo["report"].read_text()
     assert "## What the numbers show" in report and "| clicks | Dice" in report
+    # standard JSON: one PSMA case gives a difference without an interval, written as null
+    strict = json.loads((demo["out"] / "findings.json").read_text(),
+                        parse_constant=lambda c: pytest.fail(f"findings.json holds {c}"))
+    assert [f["claim"] for f in strict] == [f.claim for f in demo["findings"]]
+    assert any(f["difference"] and f["difference"]["lo"] is None for f in strict)
 
 
 def test_the_whole_window_is_one_pass_of_the_network(tmp_path):

@@ -206,7 +206,7 @@ def test_error_driven_handover_scores_equal_runs_with_that_routing(model_set, wo
     assert fitted.clicks == "error-driven" and fitted.cases == tuple(c.case_id for c in lesioned)
     assert fitted.chosen == fitted.previous == 1.5  # the threshold is the set's
     assert [sc.handover for sc in fitted.scores] == [0, 1, 2, 3, 5]
-    for at in (0, 2):
+    for at in [sc.handover for sc in fitted.scores]:  # each shares cached steps with others
         routed = replace(ms, routing={**ms.routing,
                                       "fdg": with_handover(ms.routing["fdg"], at)})
         session = Session(Pipeline(routed))
@@ -222,14 +222,22 @@ def test_error_driven_handover_scores_equal_runs_with_that_routing(model_set, wo
     # written under its own key: the thresholds' entry stays; the demo names where it came from
     root = _own_set(model_set, tmp_path)
     args = ["models", "calibrate", "--models", str(root), "--data", str(work[0] / "phantoms"),
-            "--steps", "2", "--thresholds", "2"]
-    assert runner.invoke(app, args).exit_code == 0
+            "--steps", "2"]
+    assert runner.invoke(app, [*args, "--thresholds", "2"]).exit_code == 0
     before = json.loads((root / "calibration.json").read_text())["suv_threshold"]
     refused = runner.invoke(app, [*args, "--clicks", "error-driven"])
     assert refused.exit_code == 2 and "add --routing" in refused.output
+    refused = runner.invoke(app, [*args, "--clicks", "error-driven", "--routing",
+                                  "--thresholds", "2"])
+    assert refused.exit_code == 2 and "set's own SUV threshold" in " ".join(
+        refused.output.split())
     result = runner.invoke(app, [*args, "--clicks", "error-driven", "--routing"])
     assert result.exit_code == 0, result.output
-    assert "error-driven clicks (cases with lesions)" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    fdg = sum(c.tracer == "fdg" for c in cases)
+    assert f"FDG: {len(lesioned)} validation case(s) with lesions " \
+        f"({fdg - len(lesioned)} without, left out), 2 click steps, error-driven " \
+        f"clicks" in said and f"SUV thresholds kept fdg {before['fdg']['chosen']:g}" in said
     cal = json.loads((root / "calibration.json").read_text())
     assert cal["suv_threshold"] == before
     reader = cal["handover"]["fdg"]
@@ -244,13 +252,13 @@ def test_error_driven_handover_scores_equal_runs_with_that_routing(model_set, wo
         assert routing_text(load_model_set(root)).endswith(
             f"(hand-over fitted on {len(lesioned)} validation cases with error-driven clicks)")
     if handover(routes) is None:  # hand-over 0 left v3 alone: nothing a later fit could move
-        assert runner.invoke(app, [*args, "--routing"]).exit_code == 0
+        assert runner.invoke(app, [*args, "--thresholds", "2", "--routing"]).exit_code == 0
         assert json.loads((root / "calibration.json").read_text())["handover"] == cal["handover"]
         manifest = json.loads((root / "manifest.json").read_text())
         manifest["routing"]["fdg"] = [r.to_json() for r in ms.routing["fdg"]]  # put it back
         (root / "manifest.json").write_text(json.dumps(manifest))
     # a later fit of the routing with the official clicks replaces it
-    assert runner.invoke(app, [*args, "--routing"]).exit_code == 0
+    assert runner.invoke(app, [*args, "--thresholds", "2", "--routing"]).exit_code == 0
     assert "handover" not in json.loads((root / "calibration.json").read_text())
 
 
@@ -297,3 +305,21 @@ def test_calibrate_command_refuses_bad_input(model_set, work, tmp_path):
                                    str(phantoms), "--steps", "2"])
     assert no_route.exit_code == 2 and "has no route" in no_route.output
     assert not (root / "calibration.json").exists()
+
+
+def test_a_calibration_the_manifest_cannot_hold_changes_nothing(model_set, tmp_path):
+    """The manifest is written first and checked; if the check fails it is put back and the
+    scores are not written, so manifest and calibration.json never disagree."""
+    from petloop.inference.calibrate import TracerCalibration, write_calibration
+    from petloop.inference.modelset import ModelSetError
+
+    root = _own_set(model_set, tmp_path)
+    before = (root / "manifest.json").read_text()
+    score = ThresholdScore(2.0, 8.0, 0.8, 0.1, 0.2, 3)
+    bad = TracerCalibration("fdg", ("c1",), 1, 11, 1.5, 2.0, (score,), (Route("nowhere"),), 5, 3)
+    with pytest.raises(ModelSetError, match="nowhere"):
+        write_calibration(root, {"fdg": bad})
+    assert (root / "manifest.json").read_text() == before
+    assert not (root / "calibration.json").exists()
+    with pytest.raises(ValueError, match="no validation cases"):
+        calibrate_thresholds(Pipeline, load_model_set(root), [])

@@ -196,5 +196,7 @@ def test_paired_difference_pairs_by_case_and_skips_what_is_undefined():
     one = paired_difference({"c1": 0.2}, {"c1": 0.1, "c2": 0.3})
     assert one.n == 1 and math.isnan(one.lo) and not one.separates
     assert one.text(unit=" ml") == "difference +0.100 ml (1 case: no interval)"
+    none = paired_difference({"c1": math.nan}, {"c1": 0.1})
+    assert none.n == 0 and math.isnan(none.mean) and none.text() == "no case has both values"
     wide = paired_difference({"a": 0.9, "b": 0.1}, {"a": 0.1, "b": 0.6})
     assert wide.lo < -1 and wide.hi > 1 and "CI -1.000 to +1.000" in wide.text(bounds=(-1, 1))

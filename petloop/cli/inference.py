@@ -317,6 +317,9 @@ def models_calibrate(
     if clicks != "official" and not routing:
         fail("--clicks error-driven fits the routing's hand-over only: add --routing (the SUV "
              "thresholds are fitted with the official clicks)")
+    if clicks != "official" and thresholds is not None:
+        fail("--thresholds: error-driven clicks are fitted at the set's own SUV threshold "
+             "(the thresholds are fitted with the official clicks); leave it out")
     try:
         model_set = load_model_set(models)
         cases = [c for folder in data for c in find_cases(folder)]
@@ -343,7 +346,10 @@ def models_calibrate(
                                        [s for s in cal.scores if s.handover == at],
                                        lambda s: f"{s.threshold:g}", cal.chosen, cal.previous))
         else:
-            title = f"{title}, {cal.clicks} clicks (cases with lesions)"
+            given = sum((c.tracer if tracer == "case" else tracer) == t for c in cases)
+            title = (f"{t.upper()}: {cal.lesion_cases} validation case(s) with lesions "
+                     f"({given - cal.lesion_cases} without, left out), {cal.steps} click "
+                     f"steps, {cal.clicks} clicks")
         console.print(_score_table(f"{title}, SUV threshold {cal.chosen:g}", cal.steps - 1,
                                    "hand-over at",
                                    [s for s in cal.scores if s.threshold == cal.chosen],
@@ -358,6 +364,8 @@ def models_calibrate(
     path = write_calibration(models, result, settings)
     handovers = [f"{t} at {c.chosen_handover} background clicks" for t, c in result.items()
                  if c.routing is not None]
-    console.print(f"SUV thresholds {', '.join(f'{t} {c.chosen:g}' for t, c in result.items())}"
+    kept = " kept" if clicks != "official" else ""
+    console.print(f"SUV thresholds{kept} "
+                  f"{', '.join(f'{t} {c.chosen:g}' for t, c in result.items())}"
                   + (f", routing hand-over {', '.join(handovers)}" if handovers else "")
                   + f" written to {models / 'manifest.json'}; scores in {path}")

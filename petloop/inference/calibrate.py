@@ -44,7 +44,7 @@ import numpy as np
 
 from petloop.clicks.error_driven import add_next
 from petloop.clicks.simulate import simulate_clicks
-from petloop.io.atomic import write_json_atomic
+from petloop.io.atomic import write_json_atomic, write_text_atomic
 from petloop.io.clicks import Clicks
 from petloop.io.layouts import CaseFiles
 from petloop.metrics.official import auc, compute_metrics
@@ -233,6 +233,8 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
         raise ValueError("error-driven clicks fit the routing's hand-over only (add --routing): "
                          "the SUV thresholds are fitted with the official clicks, since "
                          "error-driven ones depend on the thresholded masks")
+    if not cases:
+        raise ValueError("no validation cases to calibrate on")
     groups: dict[str, list[CaseFiles]] = {}
     for files in cases:
         t = tracer or files.tracer
@@ -357,11 +359,16 @@ def write_calibration(root: str | Path, calibration: dict[str, TracerCalibration
     tracers = {**kept.get("suv_threshold", {}), **official}
     handovers = {t: e for t, e in kept.get("handover", {}).items()
                  if not (t in official and calibration[t].routing is not None)} | reader
-    path = write_json_atomic(previous, {"suv_threshold": tracers,
-                                        **({"handover": handovers} if handovers else {})})
+    # the manifest first, checked, and put back if the check fails; then the scores beside it
+    before = manifest.read_text(encoding="utf-8")
     write_json_atomic(manifest, obj)
-    load_model_set(root)
-    return path
+    try:
+        load_model_set(root)
+    except Exception:
+        write_text_atomic(manifest, before)
+        raise
+    return write_json_atomic(previous, {"suv_threshold": tracers,
+                                        **({"handover": handovers} if handovers else {})})
 
 
 __all__ = ["CANDIDATES", "CLICK_MODES", "ThresholdScore", "TracerCalibration",

@@ -155,8 +155,10 @@ class PairedDifference:
         clipped to ``bounds``, what the difference can be (Dice: -1 to 1)."""
         f = f"{{:+.{digits}f}}"
         head = f"difference {f.format(self.mean)}{unit}"
+        if self.n == 0:
+            return "no case has both values"
         if self.n < 2:
-            return f"{head} ({self.n} case{'s' if self.n != 1 else ''}: no interval)"
+            return f"{head} (1 case: no interval)"
         lo, hi = max(self.lo, bounds[0]), min(self.hi, bounds[1])
         return f"{head}, 95% CI {f.format(lo)} to {f.format(hi)} over {self.n} cases"
 
