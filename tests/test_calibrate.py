@@ -251,7 +251,7 @@ def test_error_driven_handover_scores_equal_runs_with_that_routing(model_set, wo
     if handover(routes) is not None:
         assert routing_text(load_model_set(root)).endswith(
             f"(hand-over fitted on {len(lesioned)} validation cases with error-driven clicks)")
-    if handover(routes) is None:  # hand-over 0 left v3 alone: nothing a later fit could move
+    else:  # hand-over 0 left v3 alone: nothing a later fit could move
         assert runner.invoke(app, [*args, "--thresholds", "2", "--routing"]).exit_code == 0
         assert json.loads((root / "calibration.json").read_text())["handover"] == cal["handover"]
         manifest = json.loads((root / "manifest.json").read_text())

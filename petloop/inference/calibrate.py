@@ -342,7 +342,8 @@ def write_calibration(root: str | Path, calibration: dict[str, TracerCalibration
     again afterwards."""
     root = Path(root)
     manifest = root / MANIFEST
-    obj = json.loads(manifest.read_text(encoding="utf-8"))
+    before = manifest.read_text(encoding="utf-8")
+    obj = json.loads(before)
     obj["suv_threshold"] = {**obj.get("suv_threshold", {}),
                             **{t: c.chosen for t, c in calibration.items()}}
     for t, c in calibration.items():
@@ -360,7 +361,6 @@ def write_calibration(root: str | Path, calibration: dict[str, TracerCalibration
     handovers = {t: e for t, e in kept.get("handover", {}).items()
                  if not (t in official and calibration[t].routing is not None)} | reader
     # the manifest first, checked, and put back if the check fails; then the scores beside it
-    before = manifest.read_text(encoding="utf-8")
     write_json_atomic(manifest, obj)
     try:
         load_model_set(root)
