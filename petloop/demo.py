@@ -255,6 +255,9 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     folders: dict[str, dict[str, Path]] = {}
     evaluations = []
     pred_root = out / "predictions"
+    # one set of loaded networks for every column (the hybrids route over the same models)
+    pipeline = Pipeline(model_set, config.device, config.precision, config.window,
+                        config.mirrors)
     for col in cols:
         # error-driven clicks only where there is a lesion to find
         these = lesioned if col.name == ERROR_DRIVEN else by_tracer[col.tracer]
@@ -275,9 +278,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
                 if progress:
                     progress(f"{col.tracer} {col.name}: {case_id}", done, total)
 
-            run_steps(Pipeline(ms, config.device, config.precision, config.window,
-                               config.mirrors), these, folder, mode,
-                      config.steps, "case", config.time_budget, progress=tick)
+            run_steps(pipeline.with_model_set(ms), these, folder, mode, config.steps, "case",
+                      config.time_budget, progress=tick)
         folders.setdefault(col.tracer, {})[col.name] = folder
         evaluations.append(evaluate_model(these, folder, col.name, config.steps))
     ev = merge(evaluations)

@@ -131,3 +131,40 @@ def test_clicks_heatmaps_rejects_clicks_outside(tmp_path):
                                  str(tmp_path / "hm")])
     assert result.exit_code == 2 and "tumor point 0 [1, 1, 9] lies outside" in result.output
     assert not (tmp_path / "hm").exists()
+
+
+MEMORY_CHECK = r"""
+import ctypes, os, sys
+from typer.testing import CliRunner
+from petloop.cli import app
+if sys.argv[1] == "command":
+    CliRunner().invoke(app, ["cases", sys.argv[2]])
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+libc = ctypes.CDLL(None)
+libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+n = 64 << 20
+block = libc.malloc(n)
+ctypes.memset(block, 1, n)
+held = rss()
+libc.free(block)
+print(os.environ.get("THP_MEM_ALLOC_ENABLE"), "torch" in sys.modules, held - rss() > n // 2)
+"""
+
+
+def test_a_command_keeps_freed_memory_for_the_next_network_pass(tmp_path):
+    """Every command sets the allocator up before torch is loaded (petloop/cli/memory.py): a
+    large freed block stays with the process instead of going back to the kernel."""
+    import os
+    import subprocess
+    import sys
+
+    def run(mode):
+        env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+        return subprocess.run([sys.executable, "-c", MEMORY_CHECK, mode, str(tmp_path)],
+                              capture_output=True, text=True, check=True,
+                              env=env).stdout.split()
+
+    assert run("plain") == ["None", "False", "True"]  # glibc's default: returned at once
+    assert run("command") == ["1", "False", "False"]

@@ -147,6 +147,28 @@ def test_inference_settings_from_the_manifest_and_overrides(model_set, case, tmp
             load_model_set(tmp_path)
 
 
+def test_a_pipeline_for_another_routing_shares_the_loaded_networks(model_set, case):
+    from dataclasses import replace
+
+    from petloop.inference.modelset import Route
+
+    ms = load_model_set(model_set)
+    base = Pipeline(ms, mirrors=1)
+    v3_alone = replace(ms, routing={"fdg": (Route("fdg_v3"),)})
+    shared = base.with_model_set(v3_alone)
+    clicks = Clicks(((20, 20, 30),), ())
+    got = shared.predict(case.ct, case.pet, clicks, "fdg")
+    want = Pipeline(v3_alone, mirrors=1).predict(case.ct, case.pet, clicks, "fdg")
+    assert got.model == want.model == "fdg_v3" and len(got.tta.mirrors) == 1
+    np.testing.assert_array_equal(got.mask.array, want.mask.array)
+    v3 = ms.models["fdg_v3"]
+    assert base.model(v3) is shared.model(v3)  # loaded once, for both
+    # a set naming another folder by the same name gets its own network
+    other = replace(v3, folder=ms.models["fdg_v4"].folder)
+    assert shared.with_model_set(replace(ms, models={"fdg_v3": other})).model(other) \
+        is not base.model(v3)
+
+
 def test_session_clicks_undo_reset_and_threshold(pipeline, case):
     session = Session(pipeline)
     tracer = session.set_case(case.ct, case.pet, "fdg")

@@ -18,6 +18,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from petloop.cli.memory import keep_freed_memory
+
 app = typer.Typer(
     name="petloop",
     help="Interactive, click-guided lesion segmentation in whole-body PET/CT.",
@@ -38,6 +40,14 @@ JSON forms:
 
 Step k of an interactive run uses the first k tumor and the first k background clicks.
 """
+
+
+@app.callback()
+def _process() -> None:
+    # before any command imports torch: memory settings for the network on a CPU (memory.py)
+    keep_freed_memory()
+
+
 clicks_app = typer.Typer(help=CLICKS_HELP, no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(clicks_app, name="clicks")
 

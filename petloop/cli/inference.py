@@ -325,8 +325,9 @@ def models_calibrate(
         cases = [c for folder in data for c in find_cases(folder)]
         with progress() as bar:
             task = bar.add_task(f"calibrating {model_set.name}", total=len(cases))
+            shared = Pipeline(model_set, device, precision, window, mirrors)
             result = calibrate_thresholds(
-                lambda ms: Pipeline(ms, device, precision, window, mirrors), model_set, cases,
+                shared.with_model_set, model_set, cases,
                 candidates, steps, None if tracer == "case" else tracer,
                 progress=lambda _: bar.advance(task), routing=routing, clicks=clicks)
     except (*_errors(), LayoutError, FileNotFoundError) as exc:

@@ -251,8 +251,18 @@ class Pipeline:
             self.settings = model_set.inference.override(window, mirrors)
         except ValueError as exc:
             raise ModelSetError(str(exc)) from exc
-        self._models: dict[str, LoadedModel] = {}
+        self._models: dict[ModelEntry, LoadedModel] = {}
         self._classifier: TracerClassifier | None = None
+
+    def with_model_set(self, model_set: ModelSet) -> Pipeline:
+        """A pipeline for another model set (another routing over the same models, say) that
+        shares this one's loaded networks: a model the two sets list alike is loaded once. The
+        device, precision and inference settings are this pipeline's; the new set's own
+        ``inference`` is not read."""
+        other = Pipeline.__new__(Pipeline)
+        other.model_set, other.device, other.precision = model_set, self.device, self.precision
+        other.settings, other._models, other._classifier = self.settings, self._models, None
+        return other
 
     @property
     def classifier(self) -> TracerClassifier | None:
@@ -261,10 +271,9 @@ class Pipeline:
         return self._classifier
 
     def model(self, entry: ModelEntry) -> LoadedModel:
-        if entry.name not in self._models:
-            self._models[entry.name] = LoadedModel(entry, self.device, self.precision,
-                                                   self.settings)
-        return self._models[entry.name]
+        if entry not in self._models:
+            self._models[entry] = LoadedModel(entry, self.device, self.precision, self.settings)
+        return self._models[entry]
 
     def tracer(self, pet: Volume, explicit: str | None = None,
                source: str = "PET") -> TracerPrediction:
