@@ -463,6 +463,38 @@ def test_demo_findings_are_checked_from_the_curves():
     assert first_step_reaching([0.1, 0.5], 0.9) is None
 
 
+def test_error_driven_clicks_are_checked_by_the_clicks_each_case_needs():
+    """With the per-case records the verdict is the clicks to reach 0.80, 0.85 and 0.90 (NoC,
+    11 where never reached), not the mean curves: one case that error-driven clicks never bring
+    to 0.85 costs them 11 clicks there, however the means fall."""
+    from petloop.demo import ERROR_DRIVEN, clicks_to_reach, findings
+    from petloop.metrics.interactive import StepRecord
+
+    assert clicks_to_reach([0.5, 0.8, 0.86, 0.91], 0.85) == 2
+    assert clicks_to_reach([0.5, 0.8], 0.85) == 2  # never: the number of steps
+    official = {"a": [0.6 + 0.03 * k for k in range(11)],  # 0.80 at 7, 0.85 at 9, 0.90 at 10
+                "b": [0.84, 0.86] + [0.9] * 9}  # 0.80 at 0, 0.85 at 1, 0.90 at 2
+    fast = {"a": [0.6, 0.81, 0.86, 0.9] + [0.9] * 7, "b": [0.7, 0.82, 0.86, 0.91] + [0.91] * 7}
+
+    def check(ed):
+        curves = {"hybrid": official, ERROR_DRIVEN: ed}
+        records = [StepRecord(m, c, "fdg", False, k, v[k], 0.0, 0.0)
+                   for m, by in curves.items() for c, v in by.items() for k in range(11)]
+        means = {m: [sum(v[k] for v in by.values()) / 2 for k in range(11)]
+                 for m, by in curves.items()}
+        s = _summary({m: ("fdg", d, [0.0] * 11) for m, d in means.items()})
+        return next(f for f in findings(s, records=records) if "error-driven" in f.claim)
+
+    found = check(fast)  # error-driven: a and b at 1, 2, 3
+    assert found.holds and "official 3.5 / 5.0 / 6.0, error-driven 1.0 / 2.0 / 3.0" in \
+        found.observed, found.observed
+    assert found.difference["mean"] == -3.0 and found.difference["n"] == 2  # (2-9 + 2-1) / 2
+    # ahead on the mean curves at every level, but case b never reaches 0.85 with them
+    found = check({"a": [0.6] + [0.99] * 10, "b": [0.84] * 11})
+    assert "error-driven 0.5 / 6.0 / 6.0" in found.observed and not found.holds
+    assert "0 later or never" in found.observed
+
+
 def test_precision_choice_and_bf16_agrees_with_fp32(model_set, case, tmp_path):
     from petloop.inference.pipeline import cpu_has_bf16, resolve_precision
 

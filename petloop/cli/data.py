@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from petloop.cli import app, console, err_console, fail, progress
-from petloop.cli.inference import Mirrors, Precision, Window
+from petloop.cli.inference import Precision, Window
 
 
 @app.command()
@@ -124,7 +124,7 @@ def resample_ct(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's output.")] = Path("demo_out"),
-    cases: Annotated[int, typer.Option(min=1, help="Held-out phantom cases.")] = 6,
+    cases: Annotated[int, typer.Option(min=1, help="Held-out phantom cases.")] = 10,
     models: Annotated[Path, typer.Option(help="Model set.")] = Path("models/phantom"),
     clicks: Annotated[str, typer.Option(help="official or error-driven.")] = "official",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -135,7 +135,10 @@ def demo(
         "time budget: as many of the 7 mirrored passes as fit after the plain one, at most "
         "--mirrors or the model set's inference.mirrors).")] = None,
     window: Window = None,
-    mirrors: Mirrors = None,
+    mirrors: Annotated[int | None, typer.Option(
+        min=0, max=7, help="Mirrored passes per prediction (test-time augmentation); default: "
+        "the model set's inference.mirrors, at most 3 (x, y, z: half the time of all 7, for "
+        "twice the phantoms). A --time-budget caps them.")] = None,
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
     tables per click step, plots and a report."""
