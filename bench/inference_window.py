@@ -4,12 +4,16 @@ FDG phantoms of the demo's grid (64 x 64 x 96 at 3 x 3 x 4 mm), through the inte
 
 For every case and click step (official clicks) all settings predict in turn, so that they see
 the same machine load. Prints, per setting, the median seconds per prediction, the ratio to the
-plain sliding window, and the mean Dice against the truth at each step measured.
+first setting (the plain sliding window by default), and the mean Dice against the truth at
+each step measured.
 
     .venv/bin/python bench/inference_window.py [--models models/phantom] [--cases 4]
-        [--steps 0 5 10] [--seed 9300] [--sliding-mirrors]
+        [--steps 0 5 10] [--seed 9300] [--sliding-mirrors] [--settings whole:7 whole:3 ...]
 
 --sliding-mirrors adds the sliding window with 7 mirrored passes (about 8 times the plain time).
+--settings replaces the list (window:mirrors); where whole:7 is among them, each other setting's
+Dice is also given as its difference from it, paired by case, with that difference's standard
+error.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=9300)
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--sliding-mirrors", action="store_true")
+    parser.add_argument("--settings", nargs="+", metavar="WINDOW:MIRRORS")
     args = parser.parse_args()
 
     import numpy as np
@@ -44,6 +49,8 @@ def main() -> None:
     settings = [("sliding", 0), ("whole", 0), ("whole", 3), ("whole", 7)]
     if args.sliding_mirrors:
         settings.append(("sliding", 7))
+    if args.settings:
+        settings = [(w, int(m)) for w, m in (s.split(":") for s in args.settings)]
     pipelines = {s: Pipeline(ms, "cpu", args.precision, *s) for s in settings}
     with tempfile.TemporaryDirectory() as tmp:
         config = PhantomConfig(seed=args.seed, tracer="fdg", negative_fraction=0.0,
@@ -71,11 +78,24 @@ def main() -> None:
           f"{cases[0].pet.shape}, {torch.get_num_threads()} threads, "
           f"{resolve_precision(args.precision, 'cpu')}")
     head = " ".join(f"Dice@{k:<3d}" for k in args.steps)
-    print(f"{'window':8s} {'mirrors':>7s} {'s/prediction':>12s} {'x sliding':>9s}  {head}")
+    first = "x sliding" if settings[0] == ("sliding", 0) else "x {}:{}".format(*settings[0])
+    print(f"{'window':8s} {'mirrors':>7s} {'s/prediction':>12s} {first:>9s}  {head}")
     for s in settings:
         t = statistics.median(times[s])
         scores = " ".join(f"{statistics.mean(dice[s, k]):8.3f}" for k in args.steps)
         print(f"{s[0]:8s} {s[1]:7d} {t:12.2f} {t / base:9.2f}  {scores}")
+    full = ("whole", 7)
+    if full in settings and len(cases) > 1:
+        print("Dice difference from whole:7, paired by case (standard error)")
+        for s in settings:
+            if s == full:
+                continue
+            cells = []
+            for k in args.steps:
+                d = [a - b for a, b in zip(dice[s, k], dice[full, k], strict=True)]
+                se = statistics.stdev(d) / len(d) ** 0.5
+                cells.append(f"@{k}: {statistics.mean(d):+.4f} ({se:.4f})")
+            print(f"{s[0]:8s} {s[1]:7d}  " + "  ".join(cells))
 
 
 if __name__ == "__main__":
