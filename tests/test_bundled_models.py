@@ -1,7 +1,8 @@
 """The bundled phantom model set (models/phantom): the demo's experiment on a smaller run.
 
-The demo itself (`make demo`) runs more held-out phantoms; this run uses three, with a seed never
-used in training, and checks what the paper's experiment must show on them.
+The demo itself (`make demo`) runs ten held-out phantoms; this run uses three, with a seed never
+used in training and the demo's other settings (3 mirrored passes), and checks what the paper's
+experiment must show on them.
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ def test_dice_rises_with_the_clicks_and_false_positives_fall(demo):
     dice = [v["mean"] for v in s["models"][fdg]["tracers"]["fdg"]["per_step"]["dice"]]
     fpv = [v["mean"] for v in s["models"][fdg]["tracers"]["fdg"]["per_step"]["fpv"]]
     assert dice[10] - dice[0] >= 0.05
-    # the aim is 0.85 (0.860 on 40 held-out phantoms, README); a mean over these few cases
-    # is too loose to test it, so the floor is lower and the isocontour sets a second one
-    assert dice[10] >= 0.75
+    # the issue's aim (0.856 on 40 held-out phantoms, README); bf16 and fp32 arithmetic, by CPU,
+    # move these masks' mean Dice by less than 0.003, well inside the margin of this run
+    assert dice[10] >= 0.85
     reference = demo["references"]["fdg"]
-    assert reference.cases >= 1 and dice[10] >= 0.95 * reference.dice
-    assert fpv[10] <= fpv[0]
+    assert reference.cases >= 1 and dice[10] >= reference.dice
+    # below where step 0 has anything to remove (these two phantoms have no false positive)
+    assert fpv[10] < fpv[0] or fpv[10] == fpv[0] == 0
     assert ERROR_DRIVEN in s["models"]
     report = demo["report"].read_text()
     assert "## What the numbers show" in report and "| clicks | Dice" in report
