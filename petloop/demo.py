@@ -35,6 +35,7 @@ from petloop.io.volume import read_volume
 from petloop.metrics.interactive import (
     PairedDifference,
     StepRecord,
+    case_curves,
     evaluate_model,
     mean_interval,
     merge,
@@ -412,16 +413,6 @@ def clicks_to_reach(curve: Sequence[float], target: float) -> int:
     return len(curve) if step is None else step
 
 
-def case_curves(records: Sequence[StepRecord], model: str, tracer: str, steps: int,
-                metric: str = "dice") -> dict[str, list[float]]:
-    """``{case: [value per step]}`` for the cases with every step defined."""
-    out: dict[str, list[float]] = {}
-    for r in records:
-        if r.model == model and r.tracer == tracer and r.step < steps:
-            out.setdefault(r.case, [math.nan] * steps)[r.step] = float(getattr(r, metric))
-    return {c: v for c, v in out.items() if not any(math.isnan(x) for x in v)}
-
-
 def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | None = None,
              records: Sequence[StepRecord] | None = None) -> list[Finding]:
     """The issue's and the paper's claims, checked on the demo's means (FDG unless noted);
@@ -444,8 +435,7 @@ def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | No
             return Finding(claim, observed, holds)
         bounds = (-math.inf, math.inf) if unit else (-1.0, 1.0)  # Dice differences
         return Finding(claim, f"{observed}; {diff.text(unit=unit, bounds=bounds)}", holds,
-                       {"mean": diff.mean, "lo": diff.lo, "hi": diff.hi, "n": diff.n,
-                        "separates": diff.separates})
+                       diff.to_json())
 
     fdg_models = [m for m, e in summary["models"].items() if "fdg" in e["tracers"]
                   and m != ERROR_DRIVEN]
@@ -517,8 +507,10 @@ def _error_driven_finding(main: str, official: list[float], ed: list[float], ste
               f"error-driven at step {first_step_reaching(ed, t5)}; of the {len(pairs)} Dice "
               f"levels the official clicks reach, error-driven clicks reach {earlier} earlier "
               f"and {later} later or never")
-    by_ed = case_curves(records, ERROR_DRIVEN, "fdg", steps) if records is not None else {}
-    by_official = case_curves(records, main, "fdg", steps) if records is not None else {}
+    dice = {m: {c: v["dice"] for c, v in case_curves(
+        [r for r in records or () if r.model == m and r.tracer == "fdg"], steps).items()
+        if not any(math.isnan(x) for x in v["dice"])} for m in (main, ERROR_DRIVEN)}
+    by_official, by_ed = dice[main], dice[ERROR_DRIVEN]
     cases = sorted(set(by_ed) & set(by_official))
     if not cases:  # the means alone: every level the official curve reaches, none later
         return Finding(claim, curves, earlier > 0 and later == 0)
@@ -537,5 +529,4 @@ def _error_driven_finding(main: str, official: list[float], ed: list[float], ste
                 f"curves, {curves}")
     holds = all(e <= o for e, o in zip(mean["ed"], mean["official"], strict=True)) and \
         any(e < o for e, o in zip(mean["ed"], mean["official"], strict=True))
-    return Finding(claim, observed, holds, {"mean": diff.mean, "lo": diff.lo, "hi": diff.hi,
-                                           "n": diff.n, "separates": diff.separates})
+    return Finding(claim, observed, holds, diff.to_json())

@@ -34,6 +34,7 @@ where the CPU has them, else fp32). On a GPU nnU-Net's own mixed precision appli
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import threading
 import time
@@ -259,9 +260,8 @@ class Pipeline:
         shares this one's loaded networks: a model the two sets list alike is loaded once. The
         device, precision and inference settings are this pipeline's; the new set's own
         ``inference`` is not read."""
-        other = Pipeline.__new__(Pipeline)
-        other.model_set, other.device, other.precision = model_set, self.device, self.precision
-        other.settings, other._models, other._classifier = self.settings, self._models, None
+        other = copy.copy(self)  # the same dict of loaded models
+        other.model_set, other._classifier = model_set, None
         return other
 
     @property

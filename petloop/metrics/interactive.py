@@ -149,6 +149,9 @@ class PairedDifference:
         """Whether the interval excludes 0: the cases tell the two apart."""
         return self.n >= 2 and (self.lo > 0 or self.hi < 0)
 
+    def to_json(self) -> dict:
+        return {**asdict(self), "separates": self.separates}
+
     def text(self, digits: int = 3, unit: str = "",
              bounds: tuple[float, float] = (-math.inf, math.inf)) -> str:
         """E.g. "difference +0.020, 95% CI -0.010 to +0.050 over 9 cases"; the interval is
