@@ -200,8 +200,17 @@ def test_pipeline_mirroring_and_bad_input(pipeline, case):
     with pytest.raises(VolumeError, match="do not overlap"):
         pipeline.predict(far, case.pet, Clicks(), "fdg")
     nan = case.pet.with_array(np.full(case.pet.shape, np.nan, np.float32))
-    with pytest.raises(Exception, match="NaN"):
+    with pytest.raises(VolumeError, match="NaN"):
         pipeline.predict(case.ct, nan, Clicks(), "fdg")
+    ct = case.ct.array.astype(np.float32)
+    ct[0, 0, 0] = np.nan
+    with pytest.raises(VolumeError, match="CT: the CT holds 1 NaN"):
+        pipeline.predict(case.ct.with_array(ct), case.pet, Clicks(), "fdg")
+    activity = case.pet.with_array(case.pet.array * 4000.0)  # Bq/ml, not SUV
+    with pytest.raises(VolumeError, match="looks like activity"):
+        pipeline.predict(case.ct, activity, Clicks(), "fdg")
+    trusting = Pipeline(pipeline.model_set, trust_suv=True)
+    assert trusting.predict(case.ct, activity, Clicks(), "fdg").mask.shape == case.pet.shape
 
 
 def _two_fold_folder(trained, tmp_path):

@@ -133,3 +133,46 @@ def test_case_json_tracer_wins_over_name(tmp_path, small_cases):
     (files,) = find_cases(tmp_path)
     assert json.loads(files.meta.read_text())["tracer"] == "psma"
     assert files.tracer == "psma"
+
+
+def test_hostile_case_files_get_one_error_each(tmp_path, small_cases):
+    case = small_cases[0]
+    files = write_case(Case("fdg_a_b", case.ct, case.pet, label=case.label, tracer="fdg"),
+                       tmp_path / "ok", "autopet")
+    files.meta.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(LayoutError, match="case.json: JSON nested too deeply"):
+        files.tracer  # noqa: B018
+    files.meta.write_text("[1, 2]")
+    with pytest.raises(LayoutError, match="case.json: a case description is a JSON object"):
+        files.load()
+    files.meta.write_text("{}")
+    label = case.label.array.astype(np.uint8)
+    label[0, 0, 0] = 2  # a second class is not a lesion
+    write_volume(case.label.with_array(label), files.label)
+    with pytest.raises(VolumeError, match=r"SEG.nii.gz: a lesion label holds 0 .* also holds 2"):
+        files.load()
+    assert files.load(with_label=False).label is None
+    nn = tmp_path / "nn"
+    write_case(Case("fdg_c", case.ct, case.pet), nn, "nnunet")
+    (nn / "dataset.json").write_text(json.dumps({"file_ending": "/../../x"}))
+    with pytest.raises(LayoutError, match="file_ending '/../../x' is not one of"):
+        find_cases(nn)
+
+
+def test_hidden_folders_and_files_are_not_cases(tmp_path, small_cases):
+    """Writes in progress (or interrupted) are hidden: nothing half-written is listed."""
+    case = small_cases[0]
+    for layout in ("autopet", "nnunet", "gc"):
+        root = tmp_path / layout
+        write_case(Case("fdg_a_b", case.ct, case.pet), root, layout)
+        write_case(Case("fdg_a_b", case.ct, case.pet), root / ".tmp", layout)
+        if layout == "nnunet":
+            write_nnunet_dataset_json(root, 1, "x")
+        if layout == "autopet":
+            write_volume(case.pet, root / "fdg_c" / ".d" / "SUV.nii.gz")
+            write_volume(case.ct, root / "fdg_c" / ".d" / "CTres.nii.gz")
+        if layout == "nnunet":
+            (root / "imagesTr" / "fdg_a_b_0000.nii.gz").replace(
+                root / "imagesTr" / ".fdg_x_0000.nii.gz")
+            write_case(Case("fdg_a_b", case.ct, case.pet), root, layout)
+        assert [c.case_id for c in find_cases(root)] == ["fdg_a_b"], layout

@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from petloop.io.checks import check_ct, check_pet
 from petloop.io.clicks import Clicks
 from petloop.io.layouts import CaseFiles
 from petloop.io.volume import resample_to, write_volume
 from petloop.nnunet.predict import Preprocessed, network_input, preprocess, raw_input
-from petloop.tracer.classifier import check_pet
 
 from .pipeline import Pipeline
 
@@ -29,7 +29,8 @@ def predict_cases(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Pat
     groups: dict[str, list] = defaultdict(list)
     for files in cases:
         case = files.load(with_label=False)
-        check_pet(case.pet, str(files.pet))
+        check_pet(case.pet, str(files.pet), trust_suv=pipeline.trust_suv)
+        check_ct(case.ct, str(files.ct))
         clicks = case.clicks or Clicks()
         clicks = clicks.step(step) if step is not None else clicks
         clicks.check_inside(case.pet.shape, str(files.clicks or "clicks"))

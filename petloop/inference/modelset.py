@@ -46,10 +46,10 @@ given, which then allows as many of the 7 as fit; a time budget also caps ``mirr
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from petloop.io.jsonfile import read_json
 from petloop.tracer.classifier import TRACERS
 
 MANIFEST = "manifest.json"
@@ -187,10 +187,9 @@ def load_model_set(root: str | Path) -> ModelSet:
     manifest = root / MANIFEST
     if not manifest.is_file():
         raise ModelSetError(f"{manifest}: no model set manifest here")
-    try:
-        obj = json.loads(manifest.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelSetError(f"{manifest}: malformed JSON ({exc.msg})") from exc
+    obj = read_json(manifest, ModelSetError, what="model set manifest")
+    if not isinstance(obj, dict):
+        raise ModelSetError(f"{manifest}: a manifest is a JSON object")
     models = {}
     for key, entry in _need(obj, "models", str(manifest)).items():
         where = f"{manifest}: models.{key}"

@@ -44,16 +44,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from petloop.io.checks import check_ct, check_pet
 from petloop.io.clicks import Clicks
 from petloop.io.volume import Volume, resample_to
 from petloop.nnunet.clickspace import click_encoding
 from petloop.nnunet.predict import Preprocessed, load_predictor, network_input, preprocess
-from petloop.tracer.classifier import (
-    TracerClassifier,
-    TracerPrediction,
-    check_pet,
-    resolve_tracer,
-)
+from petloop.tracer.classifier import TracerClassifier, TracerPrediction, resolve_tracer
 
 from .modelset import MAX_MIRRORS, InferenceSettings, ModelEntry, ModelSet, ModelSetError
 
@@ -241,11 +237,14 @@ class Result:
 
 
 class Pipeline:
-    """``window`` and ``mirrors`` override the model set's ``inference`` settings."""
+    """``window`` and ``mirrors`` override the model set's ``inference`` settings;
+    ``trust_suv`` lets a PET through that does not look like SUV (:mod:`petloop.io.checks`)."""
 
     def __init__(self, model_set: ModelSet, device: str = "cpu", precision: str = "fp32",
-                 window: str | None = None, mirrors: int | None = None):
+                 window: str | None = None, mirrors: int | None = None, *,
+                 trust_suv: bool = False):
         self.model_set = model_set
+        self.trust_suv = trust_suv
         self.device = device
         self.precision = resolve_precision(precision, device)
         try:
@@ -308,7 +307,8 @@ class Session:
 
     def set_case(self, ct: Volume, pet: Volume, tracer: str | None = "auto",
                  ct_name: str = "CT", pet_name: str = "PET") -> TracerPrediction:
-        check_pet(pet, pet_name)
+        check_pet(pet, pet_name, trust_suv=self.pipeline.trust_suv)
+        check_ct(ct, ct_name)
         self.pet = pet
         self.ct = resample_to(ct, pet, moving_name=ct_name, reference_name=pet_name)
         self.tracer = self.pipeline.tracer(pet, tracer, pet_name)

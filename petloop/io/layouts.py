@@ -24,13 +24,14 @@ The tracer of a case comes from its ``case.json`` when present, else from its na
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from petloop.io.atomic import write_json_atomic
+from petloop.io.checks import check_label
 from petloop.io.clicks import Clicks, read_clicks, write_clicks
+from petloop.io.jsonfile import read_json
 from petloop.io.volume import Volume, VolumeError, read_volume, resample_to, write_volume
 
 LAYOUTS = ("autopet", "nnunet", "gc")
@@ -82,10 +83,10 @@ class CaseFiles:
     def read_meta(self) -> dict:
         if self.meta is None or not self.meta.is_file():
             return {}
-        try:
-            return json.loads(self.meta.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise LayoutError(f"{self.meta}: malformed JSON ({exc.msg})") from exc
+        meta = read_json(self.meta, LayoutError, what="case description")
+        if not isinstance(meta, dict):
+            raise LayoutError(f"{self.meta}: a case description is a JSON object")
+        return meta
 
     @property
     def tracer(self) -> str | None:
@@ -99,6 +100,7 @@ class CaseFiles:
         label = organs = None
         if with_label and self.label is not None:
             label = _on_grid(read_volume(self.label), pet, self.label, self.pet)
+            check_label(label, str(self.label))
         if with_label and self.organs is not None:
             organs = _on_grid(read_volume(self.organs), pet, self.organs, self.pet)
         clicks = read_clicks(self.clicks, shape=pet.shape) if self.clicks else None
@@ -117,6 +119,12 @@ def _on_grid(volume: Volume, pet: Volume, path: Path, pet_path: Path) -> Volume:
 
 def _existing(path: Path) -> Path | None:
     return path if path.is_file() else None
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    """Whether ``path`` or a folder between it and ``root`` is hidden: petloop's temporary
+    files and folders (a write in progress or interrupted) start with a dot."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 # readers --------------------------------------------------------------------------------------
@@ -142,8 +150,9 @@ def read_autopet(root: Path) -> list[CaseFiles]:
         return [_autopet_study(root, f"{root.parent.name}_{root.name}")]
     studies = sorted({p.parent for p in root.glob("*/*/SUV.nii.gz")}
                      | {p.parent for p in root.glob("*/*/PET.nii.gz")})
+    studies = [s for s in studies if not _hidden(s, root)]
     if not studies:
-        single = sorted({p.parent for p in root.glob("*/SUV.nii.gz")})
+        single = sorted({p.parent for p in root.glob("*/SUV.nii.gz") if not _hidden(p, root)})
         return [_autopet_study(s, f"{root.name}_{s.name}") for s in single]
     return [_autopet_study(s, f"{s.parent.name}_{s.name}") for s in studies]
 
@@ -157,14 +166,16 @@ def _channel_index(channels: dict[str, str], names: tuple[str, ...], default: in
 
 def read_nnunet(root: Path, split: str = "Tr") -> list[CaseFiles]:
     dataset_json = root / "dataset.json"
-    try:
-        ds = json.loads(dataset_json.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise LayoutError(f"{root}: no dataset.json") from exc
-    except json.JSONDecodeError as exc:
-        raise LayoutError(f"{dataset_json}: malformed JSON ({exc.msg})") from exc
+    ds = read_json(dataset_json, LayoutError, what="dataset.json")
+    if not isinstance(ds, dict):
+        raise LayoutError(f"{dataset_json}: dataset.json is a JSON object")
     ending = ds.get("file_ending", ".nii.gz")
+    if ending not in (".nii.gz", ".nii", ".mha"):
+        raise LayoutError(f"{dataset_json}: file_ending {str(ending)[:40]!r} is not one of "
+                          ".nii.gz, .nii, .mha")
     channels = ds.get("channel_names") or ds.get("modality") or {}
+    if not isinstance(channels, dict):
+        raise LayoutError(f"{dataset_json}: channel_names is a JSON object")
     ct_idx = _channel_index(channels, ("ct",), 0)
     pet_idx = _channel_index(channels, ("pet", "suv"), 1)
     fg_idx = _channel_index(channels, ("fg",), -1)
@@ -174,7 +185,7 @@ def read_nnunet(root: Path, split: str = "Tr") -> list[CaseFiles]:
         raise LayoutError(f"{root}: no images{split} folder")
     suffix = f"_{ct_idx:04d}{ending}"
     cases = []
-    for ct in sorted(images.glob(f"*{suffix}")):
+    for ct in sorted(p for p in images.glob(f"*{suffix}") if not p.name.startswith(".")):
         case_id = ct.name[: -len(suffix)]
         pet = images / f"{case_id}_{pet_idx:04d}{ending}"
         if not pet.is_file():
@@ -198,7 +209,8 @@ def read_nnunet(root: Path, split: str = "Tr") -> list[CaseFiles]:
 
 
 def _single_image(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.name.endswith((".mha", ".nii.gz", ".nii")))
+    return sorted(p for p in folder.iterdir()
+                  if p.name.endswith((".mha", ".nii.gz", ".nii")) and not p.name.startswith("."))
 
 
 def _stem(path: Path) -> str:
@@ -235,7 +247,8 @@ def _gc_case(folder: Path) -> CaseFiles:
 def read_gc(root: Path) -> list[CaseFiles]:
     if (root / "images" / "ct").is_dir():
         return [_gc_case(root)]
-    return [_gc_case(d) for d in sorted(root.iterdir()) if (d / "images" / "ct").is_dir()]
+    return [_gc_case(d) for d in sorted(root.iterdir())
+            if (d / "images" / "ct").is_dir() and not d.name.startswith(".")]
 
 
 def detect_layout(root: Path) -> str:

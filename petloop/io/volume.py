@@ -24,12 +24,25 @@ import numpy as np
 import SimpleITK as sitk
 
 from petloop.io.atomic import atomic_path
+from petloop.io.imagefile import (
+    DEFAULT_LIMITS,
+    READ_SUFFIXES,
+    ReadLimits,
+    VolumeError,
+    VolumeTooLarge,
+    check_size,
+    read_geometry,
+    read_header,
+    read_voxels,
+)
 
-SUFFIXES = (".nii.gz", ".nii", ".mha")
+SUFFIXES = (".nii.gz", ".nii", ".mha")  # what petloop writes (and reads, with .mhd)
 
-
-class VolumeError(ValueError):
-    """A volume file could not be read or written, or two grids are incompatible."""
+__all__ = [
+    "DEFAULT_LIMITS", "READ_SUFFIXES", "SUFFIXES", "ReadLimits", "Volume", "VolumeError",
+    "VolumeTooLarge", "points_from_array_order", "points_to_array_order", "read_volume",
+    "resample_to", "write_volume",
+]
 
 
 def _from_itk_order(array_kji: np.ndarray) -> np.ndarray:
@@ -162,28 +175,39 @@ class Volume:
         return image
 
 
-def _check_suffix(path: Path) -> None:
-    if not path.name.endswith(SUFFIXES):
-        raise VolumeError(f"{path}: unsupported file type; use one of {', '.join(SUFFIXES)}")
+def _check_suffix(path: Path, suffixes: tuple[str, ...] = SUFFIXES) -> None:
+    if not path.name.endswith(suffixes):
+        raise VolumeError(f"{path}: unsupported file type; use one of {', '.join(suffixes)}")
 
 
-def read_volume(path: str | Path) -> Volume:
-    """Read a .nii, .nii.gz or .mha file into a :class:`Volume` (geometry kept exactly)."""
+def read_volume(path: str | Path, *, limits: ReadLimits = DEFAULT_LIMITS,
+                allow_data_file: bool = True, name: str | None = None) -> Volume:
+    """Read a .nii, .nii.gz, .mha or .mhd file into a :class:`Volume` (geometry kept exactly).
+
+    The header is checked before any voxel is read (size within ``limits``; a MetaImage's data
+    in the file itself, or with ``allow_data_file`` in a file beside the header), and the
+    voxels are refused when the file is cut short, corrupt, or holds NaN or infinite values
+    (see :mod:`petloop.io.imagefile`). Errors start with ``name`` (default: the path).
+    """
     path = Path(path)
-    _check_suffix(path)
+    label = name or str(path)
+    if not path.name.endswith(READ_SUFFIXES):
+        raise VolumeError(f"{label}: unsupported file type; use one of "
+                          f"{', '.join(READ_SUFFIXES)}")
     if not path.is_file():
-        raise VolumeError(f"{path}: no such file")
+        raise VolumeError(f"{label}: no such file" if not path.is_dir() else
+                          f"{label}: a folder, not an image file")
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise VolumeError(f"{path}: cannot read the image ({first})") from exc
-    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
-        image = image[:, :, :, 0]
+        header = read_header(path, name=label, allow_data_file=allow_data_file)
+        check_size(header, limits, label)
+        array = read_voxels(header, label)
+    except OSError as exc:
+        raise VolumeError(f"{label}: cannot read the file ({exc.strerror or exc})") from None
+    spacing, origin, direction = read_geometry(path, label)
     try:
-        return Volume.from_sitk(image)
+        return Volume(array, spacing, origin, direction)
     except VolumeError as exc:
-        raise VolumeError(f"{path}: {exc}") from exc
+        raise VolumeError(f"{label}: {exc}") from None
 
 
 def write_volume(volume: Volume, path: str | Path, compress: bool = True) -> Path:
