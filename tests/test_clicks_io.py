@@ -100,3 +100,33 @@ def test_integral_floats_are_accepted(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(ClickFileError, match="no such click file"):
         read_clicks(tmp_path / "nope.json")
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("[" * 100_000 + "]" * 100_000, "JSON nested too deeply"),
+    ('{"tumor": [[' + "1" * 5000 + ", 2, 3]]}", "not valid JSON"),
+    (b"\xff\xfe\x00junk", "not a UTF-8 text file"),
+])
+def test_hostile_click_files_are_one_error(tmp_path, content, message):
+    path = tmp_path / "hostile.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    with pytest.raises(ClickFileError) as err:
+        read_clicks(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+def test_a_folder_is_not_a_click_file(tmp_path):
+    with pytest.raises(ClickFileError, match="a folder, not a click file"):
+        read_clicks(tmp_path)
+
+
+def test_an_oversized_click_file_is_refused_before_reading(tmp_path, monkeypatch):
+    import petloop.io.clicks as clicks_io
+
+    monkeypatch.setattr(clicks_io, "MAX_FILE_BYTES", 10)
+    path = write_clicks(Clicks(((1, 2, 3),), ()), tmp_path / "c.json")
+    with pytest.raises(ClickFileError, match="too large for a click file"):
+        read_clicks(path)

@@ -198,3 +198,48 @@ def test_fdg_lesion_voxels_near_published_suv(cohort):
                              if c.case.label.array.any()])
     assert 5.0 < values.mean() < 10.0
     assert np.percentile(values, 0.5) < 1.5 < 15.0 < np.percentile(values, 99.5)
+
+
+SMALL = dict(shape=(32, 32, 40), spacing=(6.0, 6.0, 9.0))
+
+
+@pytest.mark.parametrize("layout", ["autopet", "nnunet", "gc"])
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_interrupted_phantom_write_leaves_whole_cases_only(tmp_path, monkeypatch, layout,
+                                                               error):
+    """A failure in the middle of case 1 (its third volume): case 0 is there whole, case 1 not at
+    all, and no temporary file or folder is left."""
+    import petloop.io.layouts as layouts
+    from petloop.io.layouts import find_cases
+    from petloop.phantom import write_phantoms
+
+    config = PhantomConfig(seed=3, tracer="fdg", negative_fraction=0.0, **SMALL)
+    write = layouts.write_volume
+    calls = []
+
+    def failing(volume, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 4 + 3:  # four volumes per case
+            raise error("stopped")
+        return write(volume, path, *args, **kwargs)
+
+    monkeypatch.setattr(layouts, "write_volume", failing)
+    out = tmp_path / layout
+    with pytest.raises(error):
+        write_phantoms(config, out, 3, layout=layout)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+    if layout == "nnunet":  # dataset.json comes last; the files say which cases are whole
+        assert {p.name for p in out.rglob("*.nii.gz")} == {
+            "fdg_phantom0000_s3_0000.nii.gz", "fdg_phantom0000_s3_0001.nii.gz",
+            "fdg_phantom0000_s3.nii.gz"}
+        layouts.write_nnunet_dataset_json(out, 1, "interrupted")
+    found = find_cases(out)
+    assert [f.case_id for f in found] == ["fdg_phantom0000_s3"]
+    assert found[0].load().organs is not None
+    # a run over the same folder replaces cases whole
+    monkeypatch.setattr(layouts, "write_volume", write)
+    files = write_phantoms(config, out, 2, layout=layout)
+    assert [f.case_id for f in find_cases(out)] == [f.case_id for f in files]
+    assert all(f.pet.is_file() and not any(part.startswith(".") for part in f.pet.parts)
+               for f in files)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".")]

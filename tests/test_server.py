@@ -309,3 +309,33 @@ def test_serve_offers_generated_phantoms(model_set, monkeypatch):
     assert r.exit_code == 0, r.output
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8123
     assert len(seen["cases"]) == 2 and {c["tracer"] for c in seen["cases"]} <= {"fdg", "psma"}
+
+
+def test_a_thin_upload_is_refused_before_inference(client, tmp_path):
+    pet = Volume(np.full((1294, 1, 1), 1.5, np.float32), (4.0, 4.0, 6.0))
+    ct = write_volume(pet.with_array(np.zeros(pet.shape, np.float32)), tmp_path / "ct.nii.gz")
+    pet = write_volume(pet, tmp_path / "pet.nii.gz")
+    r = client.post("/api/sessions/upload",
+                    files={"ct": ("ct.nii.gz", ct.read_bytes()),
+                           "pet": ("pet.nii.gz", pet.read_bytes())})
+    assert r.status_code == 422 and "at least 8" in r.json()["detail"], r.text
+    assert str(tmp_path) not in r.text
+
+
+def test_a_deleted_session_leaves_nothing_behind(client, case_name):
+    """With the real pipeline: no cache of the models keeps a session's arrays."""
+    import gc
+    import weakref
+
+    sid = client.post("/api/sessions", json={"case": case_name}).json()["id"]
+    assert client.post(f"/api/sessions/{sid}/clicks",
+                       json={"kind": "background", "point": [0, 0, 0]}).status_code == 200
+    assert client.get(f"/api/sessions/{sid}/volume/ct").status_code == 200
+    s = client.app.state.store.get(sid)
+    kept = [s, s.inner, s.pet.array, s.ct.array, s.snapshot.mask.array,
+            *(p.data for p in s.inner._pre.values())]
+    refs = [weakref.ref(o) for o in kept]
+    del s, kept
+    assert client.delete(f"/api/sessions/{sid}").status_code == 204
+    gc.collect()
+    assert [r() is None for r in refs] == [True] * len(refs)

@@ -102,3 +102,12 @@ def test_bad_files_get_clear_errors(tmp_path):
         read_volume(bad)
     with pytest.raises(VolumeError, match="3D"):
         Volume(np.zeros((3, 3)))
+
+
+def test_degenerate_geometry_is_refused():
+    arr = np.zeros((3, 3, 3), np.float32)
+    for bad in [dict(spacing=(1.0, float("nan"), 1.0)), dict(origin=(0.0, float("inf"), 0.0)),
+                dict(direction=(0.0,) * 9), dict(direction=(1, 0, 0, 1, 0, 0, 0, 0, 1)),
+                dict(direction=(float("nan"),) + (0.0,) * 8)]:
+        with pytest.raises(VolumeError):
+            Volume(arr, **bad)

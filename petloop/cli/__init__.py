@@ -18,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from petloop.cli.guard import PetloopGroup, fail, install_sigterm
 from petloop.cli.memory import keep_freed_memory
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
+    cls=PetloopGroup,  # one-line errors for whatever a command raises (guard.py)
 )
 CLICKS_HELP = """Clicks: simulate them as the challenge does, convert click files, write heatmaps.
 
@@ -46,6 +48,8 @@ Step k of an interactive run uses the first k tumor and the first k background c
 def _process() -> None:
     # before any command imports torch: memory settings for the network on a CPU (memory.py)
     keep_freed_memory()
+    # SIGTERM ends a run like Ctrl-C does: finally-blocks run and no partial output is left
+    install_sigterm()
 
 
 clicks_app = typer.Typer(help=CLICKS_HELP, no_args_is_help=True, rich_markup_mode="markdown")
@@ -63,9 +67,7 @@ def progress() -> Progress:
                     transient=False)
 
 
-def fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code=2)
+__all__ = ["app", "clicks_app", "console", "err_console", "fail", "main", "progress"]
 
 
 # the command modules register themselves on ``app``

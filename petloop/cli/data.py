@@ -10,7 +10,11 @@ import typer
 from rich.table import Table
 
 from petloop.cli import app, console, err_console, fail, progress
-from petloop.cli.inference import Precision, Window
+from petloop.cli.guard import one_of
+from petloop.cli.inference import CLICK_MODES, Precision, Window, check_run_options
+from petloop.io.outputs import OutputSet
+
+LAYOUTS = ("autopet", "nnunet", "gc")
 
 
 @app.command()
@@ -18,8 +22,8 @@ def phantom(
     out: Annotated[Path, typer.Option(help="Folder to write the cases to.")],
     cases: Annotated[int, typer.Option(min=1, help="Number of cases.")] = 4,
     tracer: Annotated[str, typer.Option(help="fdg, psma or mixed (alternating).")] = "mixed",
-    seed: Annotated[int, typer.Option(help="Random seed; case n of a seed is always the same.")]
-    = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, help="Random seed; case n of a seed is always the same.")] = 0,
     shape: Annotated[tuple[int, int, int], typer.Option(help="Voxels along i, j, k.")] = (96, 96,
                                                                                             128),
     spacing: Annotated[tuple[float, float, float], typer.Option(help="Voxel size in mm.")] = (
@@ -32,14 +36,19 @@ def phantom(
         "--preview", help="Also write preview.png (PET MIP, CT, organs) of the first cases.")]
     = False,
 ) -> None:
-    """Generate synthetic whole-body PET/CT cases with lesion and organ labels."""
+    """Generate synthetic whole-body PET/CT cases with lesion and organ labels. Each case is
+    written whole or not at all: an interrupted run leaves the cases it finished."""
     from petloop.phantom import PhantomConfig, write_phantoms
 
+    one_of(layout, "--layout", LAYOUTS)
     try:
         config = PhantomConfig(seed=seed, tracer=tracer, shape=shape, spacing=spacing,
                                negative_fraction=negative_fraction, lesions=lesions)
     except ValueError as exc:
         fail(str(exc))
+    outputs = OutputSet()
+    outputs.add_folder("--out", out)
+    preview_path = outputs.add("--out", out / "preview.png", "png") if preview else None
     summary = []
     with progress() as bar:
         task = bar.add_task(f"phantoms -> {out}", total=cases)
@@ -67,8 +76,9 @@ def phantom(
         from petloop.phantom.preview import preview_cases
 
         shown = [f.load() for f in files[: min(len(files), 4)]]
-        path = preview_cases(shown, Path(out) / "preview.png")
-        console.print(f"preview: {path}")
+        with outputs.writing() as w:
+            w.call(preview_path, lambda p: preview_cases(shown, p))
+        console.print(f"preview: {preview_path}")
 
 
 @app.command("cases")
@@ -107,18 +117,22 @@ def resample_ct(
     out: Annotated[Path, typer.Option(help="Output CT on the PET grid (CTres).")],
 ) -> None:
     """Resample a CT onto the PET grid (linear, -1024 HU outside), as CTres files are made."""
-    from petloop.io.volume import VolumeError, read_volume, resample_to, write_volume
+    from petloop.io.checks import check_ct
+    from petloop.io.volume import VolumeError, read_volume, resample_to
 
+    outputs = OutputSet({"--ct": ct, "--pet": pet})
+    outputs.add("--out", out, "volume")
     try:
         pet_vol = read_volume(pet)
-        res = resample_to(read_volume(ct), pet_vol, moving_name=f"CT {ct}",
+        ct_vol = read_volume(ct)
+        check_ct(ct_vol, str(ct))
+        res = resample_to(ct_vol, pet_vol, moving_name=f"CT {ct}",
                           reference_name=f"PET {pet}")
-        write_volume(res, out)
     except VolumeError as exc:
         fail(str(exc))
+    with outputs.writing() as w:
+        w.volume(out, res)
     console.print(f"wrote {out} {list(res.shape)} at {list(res.spacing)} mm")
-
-
 
 
 @app.command()
@@ -127,9 +141,9 @@ def demo(
     cases: Annotated[int, typer.Option(min=1, help="Held-out phantom cases.")] = 10,
     models: Annotated[Path, typer.Option(help="Model set.")] = Path("models/phantom"),
     clicks: Annotated[str, typer.Option(help="official or error-driven.")] = "official",
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     precision: Precision = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of the held-out phantoms.")] = 9001,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the held-out phantoms.")] = 9001,
     time_budget: Annotated[float | None, typer.Option(
         min=0, help="Seconds per prediction for test-time mirroring (the paper's TTA within a "
         "time budget: as many of the 7 mirrored passes as fit after the plain one, at most "
@@ -142,6 +156,9 @@ def demo(
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
     tables per click step, plots and a report."""
+    check_run_options(device, precision, window, time_budget)
+    one_of(clicks, "--clicks", CLICK_MODES)
+    OutputSet({"--models": models}).add_folder("--out", out)
     if not (models / "manifest.json").is_file():
         err_console.print(f"[yellow]no model set at {models}[/yellow]: generating phantoms only "
                           "(train one with scripts/train_phantom_models.sh)")

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from petloop.cli import app, console, err_console, fail, progress
+from petloop.cli.guard import check_device, existing_file, existing_folder, not_negative, one_of
+from petloop.io.outputs import OutputSet, safe_name
 
 Models = Annotated[Path, typer.Option(help="Model set folder (manifest.json).")]
 DEFAULT_MODELS = Path("models/phantom")
@@ -21,14 +23,31 @@ Window = Annotated[str | None, typer.Option(
 Mirrors = Annotated[int | None, typer.Option(
     min=0, max=7, help="Mirrored passes per prediction (test-time augmentation); default: the "
     "model set's inference.mirrors. A --time-budget caps them.")]
+TrustSuv = Annotated[bool, typer.Option(
+    "--trust-suv", help="Take the PET as SUV even where it does not look like SUV (values "
+    "far below 0, or a body median far above what SUV can be); NaN is refused all the same.")]
+# the choices of petloop.inference (named here so that options are checked before torch loads)
+PRECISIONS = ("fp32", "bf16", "auto")
+WINDOWS = ("sliding", "whole")
+CLICK_MODES = ("official", "error-driven")
+
+
+def check_run_options(device: str, precision: str = "auto", window: str | None = None,
+                      time_budget: float | None = None, auto: bool = False) -> None:
+    """The options of a network run, before anything is read or loaded."""
+    check_device(device, auto=auto)
+    one_of(precision, "--precision", PRECISIONS)
+    one_of(window, "--window", WINDOWS)
+    not_negative(time_budget, "--time-budget")
 
 
 def _pipeline(models: Path, device: str, precision: str = "fp32", window: str | None = None,
-              mirrors: int | None = None):
+              mirrors: int | None = None, trust_suv: bool = False):
     from petloop.inference.modelset import load_model_set
     from petloop.inference.pipeline import Pipeline
 
-    return Pipeline(load_model_set(models), device, precision, window, mirrors)
+    return Pipeline(load_model_set(models), device, precision, window, mirrors,
+                    trust_suv=trust_suv)
 
 
 def _errors():
@@ -54,33 +73,57 @@ def predict(
     = None,
     time_budget: Annotated[float | None, typer.Option(
         help="Seconds for test-time mirroring (0: none).")] = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     precision: Precision = "auto",
     window: Window = None,
     mirrors: Mirrors = None,
+    trust_suv: TrustSuv = False,
 ) -> None:
     """Segment lesions in one PET/CT with the model set, given clicks."""
-    from petloop.io.atomic import write_json_atomic
+    from petloop.io.checks import check_ct, check_pet
     from petloop.io.clicks import Clicks, read_clicks
-    from petloop.io.volume import read_volume, write_volume
+    from petloop.io.volume import read_volume
     from petloop.metrics.report import lesion_report
 
+    check_run_options(device, precision, window, time_budget)
+    one_of(tracer, "--tracer", ("auto", "fdg", "psma"))
+    outputs = OutputSet({"--ct": ct, "--pet": pet, "--clicks": clicks,
+                         "--models": models / "manifest.json"})
+    outputs.add("--out", out, "volume")
+    if report is not None:
+        outputs.add("--report", report, "json")
     try:
-        pipeline = _pipeline(models, device, precision, window, mirrors)
         pet_vol = read_volume(pet)
+        check_pet(pet_vol, str(pet), trust_suv=trust_suv)
+        ct_vol = read_volume(ct)
+        check_ct(ct_vol, str(ct))
         c = read_clicks(clicks, shape=pet_vol.shape) if clicks else Clicks()
         if step is not None:
+            check_step(step, c, clicks)
             c = c.step(step)
-        result = pipeline.predict(read_volume(ct), pet_vol, c, tracer, time_budget)
+        pipeline = _pipeline(models, device, precision, window, mirrors, trust_suv)
+        result = pipeline.predict(ct_vol, pet_vol, c, tracer, time_budget)
+        rep = lesion_report(pet_vol, result.mask.array) if report is not None else None
     except _errors() as exc:
         fail(str(exc))
-    write_volume(result.mask, out)
+    with outputs.writing() as w:
+        w.volume(out, result.mask)
+        if rep is not None:
+            w.json(report, rep.to_json())
     console.print(f"wrote {out}: tracer {result.tracer.tracer} (p {result.tracer.probability:.3f})"
                   f", model {result.model}, {len(c.tumor)} tumor + {len(c.background)} background "
                   f"clicks; TTA: {result.tta.describe()}")
     if report is not None:
-        write_json_atomic(report, lesion_report(pet_vol, result.mask.array).to_json())
         console.print(f"wrote {report}")
+
+
+def check_step(step: int, clicks, source: Path | None) -> None:
+    """Step k needs k clicks of at least one kind: a step beyond the clicks is an error."""
+    most = max(len(clicks.tumor), len(clicks.background))
+    if step > most:
+        where = f"the click file {source}" if source is not None else "no --clicks"
+        fail(f"--step {step}: beyond the clicks: {where} gives {len(clicks.tumor)} tumor and "
+             f"{len(clicks.background)} background click(s), so steps 0 to {most}")
 
 
 @app.command("predict-folder")
@@ -96,21 +139,36 @@ def predict_folder(
     time_budget: Annotated[float | None, typer.Option(help="Seconds for mirroring.")] = None,
     processes: Annotated[int, typer.Option(min=0, help="nnU-Net preprocessing workers (0: none)."
                                            )] = 2,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     precision: Precision = "auto",
     window: Window = None,
     mirrors: Mirrors = None,
+    trust_suv: TrustSuv = False,
 ) -> None:
     """Segment many cases (with their clicks); nnU-Net's worker processes preprocess ahead;
     --num-parts/--part-id split a cohort across machines."""
     from petloop.inference.batch import predict_cases
     from petloop.io.layouts import LayoutError, find_cases
 
+    check_run_options(device, precision, window, time_budget)
+    one_of(tracer, "--tracer", ("auto", "fdg", "psma", "case"))
     if part_id >= num_parts:
-        fail(f"part id {part_id} must be below the number of parts {num_parts}")
+        fail(f"--part-id {part_id}: must be below the number of parts (--num-parts {num_parts})")
+    existing_folder(data, "--data")
     try:
         cases = find_cases(data)[part_id::num_parts]
-        pipeline = _pipeline(models, device, precision, window, mirrors)
+    except (*_errors(), LayoutError) as exc:
+        fail(str(exc))
+    # every mask is checked before any network runs: a case name from the data must be a plain
+    # file name, and no mask may land on one of the cases' files
+    outputs = OutputSet({"--data": [p for f in cases for p in _case_paths(f)],
+                         "--models": models / "manifest.json"})
+    outputs.add_folder("--out", out)
+    for f in cases:
+        outputs.in_folder("--out", out, f"{f.case_id}.nii.gz", "volume",
+                          what=f"case name {f.case_id!r} in {data}")
+    try:
+        pipeline = _pipeline(models, device, precision, window, mirrors, trust_suv)
         with progress() as bar:
             task = bar.add_task(f"predicting part {part_id + 1}/{num_parts}", total=len(cases))
             predict_cases(pipeline, cases, out, step, tracer, time_budget, processes,
@@ -118,6 +176,13 @@ def predict_folder(
     except (*_errors(), LayoutError) as exc:
         fail(str(exc))
     console.print(f"wrote {len(cases)} mask(s) to {out}")
+
+
+def _case_paths(files) -> list[Path]:
+    """Every file of a case (what no output may overwrite)."""
+    paths = [files.ct, files.pet, files.label, files.organs, files.clicks, files.meta,
+             *(files.heatmaps or ())]
+    return [p for p in paths if p is not None]
 
 
 @app.command("gc")
@@ -128,31 +193,45 @@ def grand_challenge(
     = Path("/output"),
     models: Models = DEFAULT_MODELS,
     time_budget: Annotated[float | None, typer.Option(help="Seconds for mirroring.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     precision: Precision = "auto",
     window: Window = None,
     mirrors: Mirrors = None,
 ) -> None:
     """The challenge container's entry point: /input/images/{ct,pet}/<uuid>.mha and
     /input/lesion-clicks.json in, /output/images/tumor-lesion-segmentation/<uuid>.mha out."""
-    import torch
-
+    from petloop.io.checks import check_ct, check_pet
+    from petloop.io.clicks import Clicks
     from petloop.io.layouts import LayoutError, read_gc
-    from petloop.io.volume import write_volume
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    check_run_options(device, precision, window, time_budget, auto=True)
+    existing_folder(input_dir, "--input")
+    if not (input_dir / "images" / "ct").is_dir() or not (input_dir / "images" / "pet").is_dir():
+        fail(f"--input {input_dir}: a grand-challenge input holds images/ct/<uuid>.mha and "
+             f"images/pet/<uuid>.mha; images/ct or images/pet is missing")
     try:
         (files,) = read_gc(input_dir)
-        case = files.load(with_label=False)
-        from petloop.io.clicks import Clicks
+    except (*_errors(), LayoutError) as exc:
+        fail(str(exc))
+    outputs = OutputSet({"--input": _case_paths(files), "--models": models / "manifest.json"})
+    outputs.add_folder("--output", output_dir)
+    target = outputs.in_folder("--output", output_dir / "images" / "tumor-lesion-segmentation",
+                               f"{files.case_id}.mha", "volume",
+                               what=f"case name {files.case_id!r} of {files.ct}")
+    if device == "auto":
+        import torch
 
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        case = files.load(with_label=False)
+        check_pet(case.pet, str(files.pet))  # the challenge's PET is SUV
+        check_ct(case.ct, str(files.ct))
         result = _pipeline(models, device, precision, window, mirrors).predict(
             case.ct, case.pet, case.clicks or Clicks(), "auto", time_budget)
     except (*_errors(), LayoutError) as exc:
         fail(str(exc))
-    target = output_dir / "images" / "tumor-lesion-segmentation" / f"{files.case_id}.mha"
-    write_volume(result.mask, target)
+    with outputs.writing() as w:
+        w.volume(target, result.mask)
     err_console.print(json.dumps({"tracer": result.tracer.tracer, "model": result.model,
                                   "tta": result.tta.describe(), "output": str(target)}))
 
@@ -166,9 +245,10 @@ def crossval(
     = None,
     clicks: Annotated[str, typer.Option(help="official or error-driven.")] = "official",
     steps: Annotated[int, typer.Option(min=1, help="Click steps.")] = 11,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     precision: Precision = "auto",
     workdir: Annotated[Path | None, typer.Option(help="petloop work directory.")] = None,
+    trust_suv: TrustSuv = False,
 ) -> None:
     """Cross-validation as in the paper's Table 1: each fold's checkpoint on that fold's
     validation cases (nnU-Net's split), summarised per click step."""
@@ -180,33 +260,52 @@ def crossval(
     from petloop.metrics.tables import ranking_table, step_table
     from petloop.nnunet.train import dataset_folder_name
 
+    check_run_options(device, precision)
+    one_of(clicks, "--clicks", CLICK_MODES)
+    for f in folds or ():
+        if f < 0:
+            fail(f"--folds {f}: a fold is a number of at least 0")
+    existing_folder(model, "--model")
+    model_name = safe_name(model.resolve().name, f"--model {model}")
+    outputs = OutputSet({"--model": model})
+    outputs.add_folder("--out", out)
+    csv_path = outputs.add("--out", out / "metrics_per_step.csv", "csv")
+    json_path = outputs.add("--out", out / "summary.json", "json")
+    png_path = outputs.add("--out", out / "curves.png", "png")
     paths = nnunet_paths(workdir)
     try:
         name = dataset_folder_name(dataset, paths)
         present = sorted(int(p.name[5:]) for p in model.glob("fold_[0-9]"))
         sets = crossval_model_sets(model, folds or present)
         all_cases = {f.case_id: f for f in find_cases(paths.raw / name, "nnunet")}
-        pred_dir = out / "predictions" / model.name
+        for f in all_cases.values():
+            safe_name(f.case_id, f"case name {f.case_id!r} in {paths.raw / name}")
+        pred_dir = out / "predictions" / model_name
         evaluated = []
         with progress() as bar:
             for fold, ms in sets.items():
                 ids = validation_cases(paths.preprocessed / name, fold)
+                missing = [i for i in ids if i not in all_cases]
+                if missing:
+                    fail(f"{paths.preprocessed / name / 'splits_final.json'}: fold {fold} "
+                         f"names case(s) not in {paths.raw / name}: {', '.join(missing[:5])}")
                 cases = [all_cases[i] for i in ids]
                 task = bar.add_task(f"fold {fold}", total=len(cases))
-                run_steps(Pipeline(ms, device, precision), cases, pred_dir, clicks, steps, "case",
-                          progress=lambda _, t=task: bar.advance(t))
+                run_steps(Pipeline(ms, device, precision, trust_suv=trust_suv), cases, pred_dir,
+                          clicks, steps, "case", progress=lambda _, t=task: bar.advance(t))
                 evaluated += cases
-        ev = merge([evaluate_model(evaluated, pred_dir, model.name, steps)])
+        ev = merge([evaluate_model(evaluated, pred_dir, model_name, steps)])
     except (*_errors(), FileNotFoundError) as exc:
         fail(str(exc))
-    from petloop.io.atomic import write_json_atomic, write_text_atomic
     from petloop.metrics.interactive import records_csv, to_json_safe
     from petloop.metrics.plots import plot_curves
 
     summary = summarize(ev)
-    write_text_atomic(out / "metrics_per_step.csv", records_csv(ev.records))
-    write_json_atomic(out / "summary.json", to_json_safe(summary))
-    plot_curves(summary, out / "curves.png", title=f"Cross-validation of {model.name}")
+    with outputs.writing() as w:
+        w.text(csv_path, records_csv(ev.records))
+        w.json(json_path, to_json_safe(summary))
+        w.call(png_path, lambda p: plot_curves(summary, p,
+                                               title=f"Cross-validation of {model_name}"))
     console.print(step_table(summary, None, "Cross-validation: mean per click step"))
     console.print(ranking_table(summary))
 
@@ -241,6 +340,18 @@ def models_export(
     checkpoints, tracer weights)."""
     from petloop.inference.export import export_model_set, folder_size
     from petloop.inference.modelset import InferenceSettings
+
+    one_of(routing, "--routing", ("birth", "birth-fg"))
+    one_of(window, "--window", WINDOWS)
+    safe_name(name, "--name")  # the set's name becomes part of folder names (evaluate, demo)
+    for option, folder in (("--fdg-v4", fdg_v4), ("--fdg-v3", fdg_v3), ("--psma-v2", psma_v2)):
+        existing_folder(folder, option)
+    existing_file(tracer_weights, "--tracer-weights")
+    # the set is written beside --out and renamed onto it; --out may be a set the models come
+    # from, but not a model folder itself
+    outputs = OutputSet({"--fdg-v4": fdg_v4, "--fdg-v3": fdg_v3, "--psma-v2": psma_v2,
+                         "--tracer-weights": tracer_weights})
+    outputs.add_folder("--out", out)
     try:
         path = export_model_set(out, fdg_v4, fdg_v3, psma_v2, tracer_weights, name,
                                 description, half=not full_precision, routing=routing,
@@ -286,15 +397,36 @@ def models_calibrate(
     = "official",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the scores; change "
                                           "nothing.")] = False,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     precision: Precision = "auto",
     window: Window = None,
     mirrors: Mirrors = None,
+    trust_suv: TrustSuv = False,
 ) -> None:
     """Fit the set's SUV thresholds (the post-processing), and with --routing where its routing
     hands over, on validation cases: each case runs the click steps once (with --routing once
     per model), every candidate is scored on the same masks, and the one with the highest Dice
     AUC goes into the manifest, with the scores in calibration.json."""
+    import math
+
+    check_run_options(device, precision, window)
+    try:
+        candidates = (None if thresholds is None else
+                      [float(v) for v in thresholds.split(",") if v.strip()])
+    except ValueError:
+        fail(f"--thresholds: {thresholds!r} is not a comma-separated list of numbers")
+    if candidates is not None and (not candidates or not all(math.isfinite(v) and v >= 0
+                                                             for v in candidates)):
+        fail(f"--thresholds: {thresholds!r}: give one or more SUV thresholds of at least 0")
+    for folder in data:
+        existing_folder(folder, "--data")
+    # the fit goes into the set's manifest.json and calibration.json: both must be writable
+    # (before the click steps run, not after)
+    if not dry_run:
+        existing_file(models / "manifest.json", "--models")
+        outputs = OutputSet({"--data": data})
+        outputs.add("--models", models / "manifest.json", "json")
+        outputs.add("--models", models / "calibration.json", "json")
     from petloop.inference.calibrate import (
         CANDIDATES,
         CLICK_MODES,
@@ -305,11 +437,8 @@ def models_calibrate(
     from petloop.inference.pipeline import Pipeline, resolve_precision
     from petloop.io.layouts import LayoutError, find_cases
 
-    try:
-        candidates = (CANDIDATES if thresholds is None else
-                      [float(v) for v in thresholds.split(",") if v.strip()])
-    except ValueError:
-        fail(f"--thresholds: {thresholds!r} is not a comma-separated list of numbers")
+    if candidates is None:
+        candidates = CANDIDATES
     if tracer not in ("case", "fdg", "psma"):
         fail(f"--tracer: {tracer!r} is not case, fdg or psma")
     if clicks not in CLICK_MODES:
@@ -325,7 +454,8 @@ def models_calibrate(
         cases = [c for folder in data for c in find_cases(folder)]
         with progress() as bar:
             task = bar.add_task(f"calibrating {model_set.name}", total=len(cases))
-            shared = Pipeline(model_set, device, precision, window, mirrors)
+            shared = Pipeline(model_set, device, precision, window, mirrors,
+                              trust_suv=trust_suv)
             result = calibrate_thresholds(
                 shared.with_model_set, model_set, cases,
                 candidates, steps, None if tracer == "case" else tracer,

@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from petloop.cli import app, console, err_console, fail, progress
+from petloop.cli.inference import CLICK_MODES, TrustSuv, check_run_options
+from petloop.io.outputs import OutputSet, safe_name
 
 
 @app.command("metrics")
@@ -17,16 +19,19 @@ def metrics_cmd(
     pred: Annotated[Path, typer.Option(help="Predicted lesion mask on the same grid.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (NaN as null).")] = False,
     label: Annotated[int | None, typer.Option(
-        help="Class of both masks to evaluate when they are not binary.")] = None,
+        min=0, help="Class of both masks to evaluate when they are not binary.")] = None,
 ) -> None:
     """Dice, false positive volume and false negative volume (ml) of one pair of masks, as the
     challenge computes them."""
+    from petloop.io.checks import check_label
     from petloop.io.volume import VolumeError, read_volume
     from petloop.metrics.interactive import load_mask
     from petloop.metrics.official import MaskError, binarize, compute_metrics
 
     try:
         gt_vol = read_volume(gt)
+        if label is None:  # a lesion label holds 0 and 1; --label N picks a class of others
+            check_label(gt_vol, str(gt))
         g = binarize(gt_vol.array, label, name=f"ground truth {gt}")
         p = load_mask(pred, gt_vol, f"the ground truth {gt}", label)
         m = compute_metrics(g, p, gt_vol.spacing)
@@ -54,7 +59,8 @@ def evaluate(
     = "auto",
     time_budget: Annotated[float | None, typer.Option(help="With --models: seconds for "
                                                       "mirroring.")] = None,
-    device: Annotated[str, typer.Option(help="With --models: cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="With --models: cpu, cuda, cuda:N or mps.")]
+    = "cpu",
     precision: Annotated[str, typer.Option(help="With --models: fp32, bf16 or auto (see "
                                            "predict).")] = "auto",
     window: Annotated[str | None, typer.Option(help="With --models: sliding or whole (see "
@@ -63,12 +69,12 @@ def evaluate(
                                                 "passes (see predict).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Number of click steps (0..steps-1).")] = 11,
     layout: Annotated[str, typer.Option(help="auto, autopet, nnunet or gc.")] = "auto",
-    label: Annotated[int | None, typer.Option(help="Class to evaluate in non-binary masks.")]
-    = None,
+    label: Annotated[int | None, typer.Option(
+        min=0, help="Class to evaluate in non-binary masks.")] = None,
+    trust_suv: TrustSuv = False,
 ) -> None:
     """Interactive evaluation: Dice, FPV and FNV at every click step, the official ranking
     numbers, per-tracer tables and plots."""
-    from petloop.io.atomic import write_json_atomic, write_text_atomic
     from petloop.io.layouts import LayoutError, find_cases
     from petloop.io.volume import VolumeError
     from petloop.metrics.interactive import (
@@ -83,11 +89,42 @@ def evaluate(
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 
     if models is None and not pred:
-        fail("give --pred folders or --models")
+        fail("--pred: give --pred folders or --models")
+    if models is not None:
+        check_run_options(device, precision, window, time_budget)
+        if clicks not in CLICK_MODES:
+            fail(f"--clicks: {clicks!r} is not one of {', '.join(CLICK_MODES)}")
+        if tracer not in ("auto", "fdg", "psma", "case"):
+            fail(f"--tracer: {tracer!r} is not auto, fdg, psma or case")
+    folders = []
+    for item in pred or []:
+        name, sep, folder = item.partition("=")
+        if not sep:
+            name, folder = Path(item).name, item
+        if not name:
+            fail(f"--pred {item}: give NAME=DIR with a name, or a folder")
+        if not Path(folder).is_dir():
+            fail(f"--pred {folder}: no such predictions folder")
+        folders.append((name, Path(folder)))
+    outputs = OutputSet({"--data": data})
+    outputs.add_folder("--out", out)
     try:
         cases = find_cases(data, layout)
     except LayoutError as exc:
         fail(str(exc))
+    # every output is checked before anything runs; names from the data (tracers) and the
+    # model set become file and folder names
+    tracers = sorted({f.tracer or "unknown" for f in cases})
+    for f in cases:
+        for path in (f.ct, f.pet, f.label):
+            outputs.add_input("--data", path)
+    csv_path = outputs.add("--out", out / "metrics_per_step.csv", "csv")
+    json_path = outputs.add("--out", out / "summary.json", "json")
+    plot_paths = {None: outputs.add("--out", out / "curves.png", "png")}
+    if len(tracers) > 1:
+        for t in tracers:
+            plot_paths[t] = outputs.in_folder("--out", out, f"curves_{t}.png", "png",
+                                              what=f"tracer {t!r} in {data}")
     runs = []
     if models is not None:
         from petloop.inference.evaluate import run_steps
@@ -97,23 +134,21 @@ def evaluate(
 
         try:
             model_set = load_model_set(models)
-            name = f"{model_set.name}-{clicks}"
+            name = safe_name(f"{model_set.name}-{clicks}",
+                             f"the model set name {model_set.name!r} of {models}")
+            for f in cases:
+                safe_name(f.case_id, f"case name {f.case_id!r} in {data}")
             with progress() as bar:
                 task = bar.add_task(f"running {model_set.name} ({clicks} clicks)",
                                     total=len(cases))
-                folder = run_steps(Pipeline(model_set, device, precision, window, mirrors), cases,
+                folder = run_steps(Pipeline(model_set, device, precision, window, mirrors,
+                                            trust_suv=trust_suv), cases,
                                    out / "predictions" / name, clicks, steps, tracer,
                                    time_budget, progress=lambda _: bar.advance(task))
         except (ModelSetError, TracerError, VolumeError, ValueError) as exc:
             fail(str(exc))
         runs.append((name, folder))
-    for item in pred or []:
-        name, sep, folder = item.partition("=")
-        if not sep:
-            name, folder = Path(item).name, item
-        if not Path(folder).is_dir():
-            fail(f"{folder}: no such predictions folder")
-        runs.append((name, Path(folder)))
+    runs += folders
     try:
         evaluations = []
         with progress() as bar:
@@ -125,16 +160,17 @@ def evaluate(
         fail(str(exc))
     ev = merge(evaluations)
     summary = summarize(ev)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "metrics_per_step.csv", records_csv(ev.records))
-    write_json_atomic(out / "summary.json", to_json_safe(summary))
-    plots = [plot_curves(summary, out / "curves.png")]
-    tracers = sorted({r.tracer for r in ev.records})
-    for tracer in tracers:
+    with outputs.writing() as w:
+        w.text(csv_path, records_csv(ev.records))
+        w.json(json_path, to_json_safe(summary))
+        for t, path in plot_paths.items():
+            w.call(path, lambda p, t=t: plot_curves(summary, p, tracer=t))
+    plots = list(plot_paths.values())
+    shown = sorted({r.tracer for r in ev.records})
+    for tracer in shown:
         console.print(step_table(summary, tracer, f"{tracer.upper()} cases: mean per click step"))
-    if len(tracers) > 1:
+    if len(shown) > 1:
         console.print(step_table(summary, None, "All cases: mean per click step"))
-        plots += [plot_curves(summary, out / f"curves_{t}.png", tracer=t) for t in tracers]
     console.print(ranking_table(summary))
     neg = negative_table(summary)
     if neg is not None:
@@ -156,30 +192,39 @@ def report(
                                                   "JSON to this file.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write one row per lesion "
                                                  "as CSV to this file.")] = None,
-    label: Annotated[int | None, typer.Option(help="Class to report in a non-binary mask.")]
-    = None,
+    label: Annotated[int | None, typer.Option(
+        min=0, help="Class to report in a non-binary mask.")] = None,
+    trust_suv: TrustSuv = False,
 ) -> None:
     """Lesion report: count, volume, SUVmax, SUVmean, SUVpeak and TLG per lesion; TMTV and
     total TLG."""
-    from petloop.io.atomic import write_json_atomic, write_text_atomic
+    from petloop.io.checks import check_pet
     from petloop.io.volume import VolumeError, read_volume
     from petloop.metrics.interactive import load_mask
     from petloop.metrics.official import MaskError
     from petloop.metrics.report import lesion_report, report_csv
     from petloop.metrics.tables import report_table
 
+    outputs = OutputSet({"--pet": pet, "--mask": mask})
+    if json_out is not None:
+        outputs.add("--json", json_out, "json")
+    if csv_out is not None:
+        outputs.add("--csv", csv_out, "csv")
     try:
         pet_vol = read_volume(pet)
+        check_pet(pet_vol, str(pet), trust_suv=trust_suv)
         m = load_mask(mask, pet_vol, f"the PET {pet}", label, what="mask")
         rep = lesion_report(pet_vol, m)
     except (MaskError, VolumeError) as exc:
         fail(str(exc))
+    with outputs.writing() as w:
+        if json_out is not None:
+            w.json(json_out, rep.to_json())
+        if csv_out is not None:
+            w.text(csv_out, report_csv(rep))
     console.print(report_table(rep))
-    if json_out is not None:
-        write_json_atomic(json_out, rep.to_json())
-        console.print(f"wrote {json_out}")
-    if csv_out is not None:
-        write_text_atomic(csv_out, report_csv(rep))
-        console.print(f"wrote {csv_out}")
+    for path in (json_out, csv_out):
+        if path is not None:
+            console.print(f"wrote {path}")
 
 

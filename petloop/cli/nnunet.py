@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from petloop.cli import app, console, err_console, fail, progress
+from petloop.cli.guard import check_device, existing_file, not_negative, one_of, positive
+from petloop.io.outputs import OutputSet
 
 dataset_app = typer.Typer(help="nnU-Net datasets: build (write, plan and preprocess), or phantoms "
                           "straight to preprocessed data.",
@@ -20,13 +23,22 @@ WorkDir = Annotated[Path | None, typer.Option(
          "(default: $PETLOOP_WORKDIR or ./petloop_work; nnU-Net's own variables win).")]
 DatasetId = Annotated[int, typer.Option("--id", min=1, max=999, help="nnU-Net dataset id.")]
 DatasetName = Annotated[str, typer.Option(help="Dataset name: the NAME of DatasetXXX_NAME.")]
+PLANNERS = ("cpu", "resenc_m", "resenc_l", "default")
 
 
-def nnunet_paths(workdir: Path | None):
+def nnunet_paths(workdir: Path | None, check: bool = False):
+    """nnU-Net's three folders; with ``check``, each one a folder that can be written."""
     from petloop.nnunet.paths import NnunetPaths
 
     root = workdir or Path(os.environ.get("PETLOOP_WORKDIR", "petloop_work"))
-    return NnunetPaths.under(root, dict(os.environ))
+    paths = NnunetPaths.under(root, dict(os.environ))
+    if check:
+        outputs = OutputSet()
+        for option, folder in (("nnUNet_raw", paths.raw),
+                               ("nnUNet_preprocessed", paths.preprocessed),
+                               ("nnUNet_results", paths.results)):
+            outputs.add_folder(f"--workdir ({option})", folder)
+    return paths
 
 
 @dataset_app.command("build")
@@ -45,12 +57,21 @@ def dataset_build(
 ) -> None:
     """Write an nnU-Net raw dataset (CT, PET, lesion and organ labels, clicks), then run nnU-Net's
     planning and preprocessing in-process."""
-    from petloop.io.layouts import LayoutError
+    from petloop.io.layouts import LayoutError, find_cases
+    from petloop.io.outputs import safe_name
     from petloop.io.volume import VolumeError
     from petloop.nnunet.dataset import BuildConfig, build_dataset
     from petloop.nnunet.paths import dataset_name
 
-    paths = nnunet_paths(workdir)
+    one_of(planner, "--planner", PLANNERS)
+    one_of(task, "--task", ("lesions", "organs"))
+    safe_name(name, "--name")
+    paths = nnunet_paths(workdir, check=True)
+    try:  # case names from the data become file names in the dataset
+        for f in find_cases(data):
+            safe_name(f.case_id, f"case name {f.case_id!r} in {data}")
+    except LayoutError as exc:
+        fail(str(exc))
     config = BuildConfig(dataset_id, name, planner, num_processes=processes, task=task,
                          plans_from=plans_from)
     with progress() as bar:
@@ -81,8 +102,8 @@ def dataset_phantoms(
     plans_from: Annotated[str, typer.Option(
         help="The plans of a built dataset (DatasetXXX_NAME/PLANS).")],
     name: DatasetName = "PetLoop",
-    seed: Annotated[int | None, typer.Option(help="Another seed than the configuration's.")]
-    = None,
+    seed: Annotated[int | None, typer.Option(
+        min=0, help="Another seed than the configuration's.")] = None,
     processes: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 2,
     workdir: WorkDir = None,
 ) -> None:
@@ -92,17 +113,28 @@ def dataset_phantoms(
     import json
 
     from petloop.io.layouts import LayoutError
+    from petloop.io.outputs import safe_name
     from petloop.nnunet.dataset import BuildConfig
     from petloop.nnunet.paths import dataset_name
     from petloop.nnunet.synthetic import build_phantom_dataset
     from petloop.phantom.generate import PhantomConfig
 
+    existing_file(config, "--config")
+    safe_name(name, "--name")
     try:
-        phantoms = PhantomConfig.from_json(json.loads(config.read_text()))
-    except (OSError, ValueError, TypeError) as exc:
-        fail(f"{config}: not a phantom configuration ({exc})")
-    if seed is not None:
-        phantoms = PhantomConfig.from_json({**phantoms.to_json(), "seed": seed})
+        obj = json.loads(config.read_text(encoding="utf-8"))
+        if not isinstance(obj, dict):
+            raise TypeError(f"a JSON object is needed, not {type(obj).__name__}")
+        phantoms = PhantomConfig.from_json(obj)
+        if seed is not None:
+            phantoms = PhantomConfig.from_json({**phantoms.to_json(), "seed": seed})
+    except OSError as exc:
+        fail(f"--config {config}: cannot read it ({exc.strerror or exc})")
+    except RecursionError:
+        fail(f"--config {config}: JSON nested too deeply to be a phantom configuration")
+    except (ValueError, TypeError) as exc:
+        fail(f"--config {config}: not a phantom configuration ({exc})")
+    nnunet_paths(workdir, check=True)
     build = BuildConfig(dataset_id, name, num_processes=processes, plans_from=plans_from)
     with progress() as bar:
         task = bar.add_task("phantoms", total=cases)
@@ -127,8 +159,15 @@ def organs(
     organ classes."""
     from petloop.nnunet.organs import OrgansError, run_totalsegmentator
 
+    if not re.fullmatch(r"cpu|mps|gpu(:\d+)?", device):
+        fail(f"--device: {device!r} is not one of TotalSegmentator's devices: gpu, gpu:N, cpu "
+             "or mps")
+    existing_file(ct, "--ct")
+    outputs = OutputSet({"--ct": ct})
+    outputs.add("--out", out, "volume")
     try:
-        run_totalsegmentator(ct, out, device=device, fast=fast)
+        with outputs.writing() as w:
+            w.call(out, lambda p: run_totalsegmentator(ct, p, device=device, fast=fast))
     except OrgansError as exc:
         fail(str(exc))
     console.print(f"wrote {out}")
@@ -159,7 +198,7 @@ def train(
         "the learning rate decays over the epochs that fit.")] = None,
     plans: Annotated[str, typer.Option(help="Plans identifier.")] = "petloopCPUPlans",
     configuration: Annotated[str, typer.Option(help="Plans configuration.")] = "3d_fullres",
-    device: Annotated[str, typer.Option(help="cpu, cuda or mps.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     num_gpus: Annotated[int, typer.Option(min=1, help="GPUs (nnU-Net's DDP).")] = 1,
     validate: Annotated[bool, typer.Option("--validate", help="Run nnU-Net's final "
                                            "validation.")] = False,
@@ -168,6 +207,14 @@ def train(
     workdir: WorkDir = None,
 ) -> None:
     """Train a recipe with nnU-Net (v0-v4 as in the paper) on a petloop-built dataset."""
+    check_device(device)
+    if fold != "all" and not (fold.isdigit() and len(fold) < 4):
+        fail(f"--fold: {fold!r} is not a fold number (0-4) or all")
+    positive(lr, "--lr")
+    not_negative(organ_weight, "--organ-weight")
+    existing_file(pretrained, "--pretrained")
+    paths = nnunet_paths(workdir, check=True)
+
     from petloop.clicks.schedules import ScheduleError
     from petloop.nnunet.train import (
         TrainConfig,
@@ -177,7 +224,6 @@ def train(
     )
     from petloop.nnunet.train import train as run
 
-    paths = nnunet_paths(workdir)
     if device == "cpu":
         os.environ.setdefault("nnUNet_n_proc_DA", "0" if (os.cpu_count() or 1) <= 2 else "2")
     options = TrainOptions(epochs, iters, val_iters, lr, schedule,

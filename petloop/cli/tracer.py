@@ -9,6 +9,9 @@ from typing import Annotated
 import typer
 
 from petloop.cli import app, console, err_console, fail, progress
+from petloop.cli.guard import check_device, existing_file, existing_folder, positive
+from petloop.cli.inference import TrustSuv
+from petloop.io.outputs import OutputSet
 
 tracer_app = typer.Typer(help="Tracer classification (FDG or PSMA) from PET MIPs.",
                          no_args_is_help=True)
@@ -25,18 +28,27 @@ def tracer_train(
     = 4,
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-4,
     val_fraction: Annotated[float, typer.Option(help="Share of cases held out.")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the split and the training.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the split and the training.")] = 0,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     half: Annotated[bool, typer.Option("--half", help="Save in half precision.")] = False,
 ) -> None:
     """Train the MIP classifier with a validation split and early stopping."""
+    check_device(device)
+    positive(lr, "--lr")
+    if not 0 < val_fraction < 1:
+        fail(f"--val-fraction: {val_fraction:g} must lie between 0 and 1")
+    existing_folder(data, "--data")
+    outputs = OutputSet({"--data": data})
+    outputs.add("--out", out, "weights")
+    info_path = outputs.add("--out (its .json)", out.with_suffix(".json"), "json")
+    import torch
+
     from petloop.io.layouts import LayoutError
     from petloop.tracer.classifier import TracerError
     from petloop.tracer.train import (
         TracerTrainConfig,
         describe,
         load_examples,
-        save_weights,
         train_classifier,
     )
 
@@ -56,7 +68,12 @@ def tracer_train(
             model, history, (train, val) = train_classifier(examples, config, on_epoch)
     except (TracerError, LayoutError) as exc:
         fail(str(exc))
-    save_weights(model, out, describe(config, data, history, train, val), half=half)
+    # as petloop.tracer.train.save_weights writes them, the weights and their JSON as one set
+    state = {k: (v.half() if half and v.is_floating_point() else v).cpu()
+             for k, v in model.state_dict().items()}
+    with outputs.writing() as w:
+        w.call(out, lambda p: torch.save(state, p))
+        w.json(info_path, describe(config, data, history, train, val))
     console.print(f"wrote {out} ({len(train)} training, {len(val)} validation cases)")
 
 
@@ -64,15 +81,20 @@ def tracer_train(
 def tracer_predict(
     pet: Annotated[Path, typer.Option(help="PET image in SUV.")],
     weights: Annotated[Path, typer.Option(help="Classifier weights.")] = DEFAULT_WEIGHTS,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    trust_suv: TrustSuv = False,
 ) -> None:
     """Print the tracer (fdg or psma) and its probability."""
+    check_device(device)
+    existing_file(weights, "--weights")
+    from petloop.io.checks import check_pet
     from petloop.io.volume import VolumeError, read_volume
     from petloop.tracer.classifier import TracerClassifier, TracerError
 
     try:
         volume = read_volume(pet)
+        check_pet(volume, str(pet), trust_suv=trust_suv)
         result = TracerClassifier(weights, device).predict(volume, str(pet))
     except (TracerError, VolumeError) as exc:
         fail(str(exc))

@@ -44,6 +44,17 @@ def _check_points(points: Sequence[Sequence[int]], shape: Sequence[int], name: s
     return pts
 
 
+def _positive(value: float, name: str) -> float:
+    """A finite number above zero; sigma 0 or below would give no heatmap (or a broken one)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive number of voxels, got {value!r}")
+    return v
+
+
 def _crop_box(shape, crop: Crop | None) -> tuple[np.ndarray, np.ndarray]:
     if crop is None:
         return np.zeros(3, dtype=np.int64), np.asarray(shape, dtype=np.int64)
@@ -86,6 +97,8 @@ def gaussian_heatmap(points: Sequence[Sequence[int]], shape: Sequence[int], sigm
                      truncate: float = 4.0, crop: Crop | None = None,
                      name: str = "") -> np.ndarray:
     """Sum of Gaussian responses, equal to ``gaussian_filter(impulses, sigma)`` (float32)."""
+    sigma = _positive(sigma, "sigma")
+    truncate = _positive(truncate, "truncate")
     shape = tuple(int(s) for s in shape)
     pts = _check_points(points, shape, name or "a")
     offset, size = _crop_box(shape, crop)
@@ -123,6 +136,7 @@ def _ball(radius: float) -> np.ndarray:
 def edt_ball_heatmap(points: Sequence[Sequence[int]], shape: Sequence[int], radius: float = 2.0,
                      crop: Crop | None = None, name: str = "") -> np.ndarray:
     """Per click a ball whose inside is its EDT scaled to peak 1; merged by maximum."""
+    radius = _positive(radius, "radius")
     shape = tuple(int(s) for s in shape)
     pts = _check_points(points, shape, name or "a")
     offset, size = _crop_box(shape, crop)
@@ -154,7 +168,14 @@ def encode_clicks(clicks: Clicks, shape, step: int | None = None, encoding: str 
                   sigma: float = 3.0, radius: float = 2.0,
                   crop: Crop | None = None) -> tuple[np.ndarray, np.ndarray]:
     """FG and BG channels at interactive step ``step`` (first k tumour and first k background
-    clicks; ``None`` uses them all). A click outside the volume is an error."""
+    clicks; ``None`` uses them all). A click outside the volume is an error, and so are an
+    unknown encoding, a negative step, and a sigma or radius that is not a positive number."""
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown click encoding {encoding!r}; use one of {ENCODINGS}")
+    if encoding == "gaussian":
+        _positive(sigma, "sigma")
+    else:
+        _positive(radius, "radius")
     if step is not None:
         clicks = clicks.step(step)
     _check_points(clicks.tumor, shape, "tumor")  # check all, including those outside the crop

@@ -11,18 +11,19 @@ clicks. An empty file, ``{}`` or a file without points means zero clicks.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from petloop.io.atomic import write_json_atomic
+from petloop.io.jsonfile import read_json
 
 POINT_NAMES = ("tumor", "background")
 FORMS = ("simple", "gc")
 
 Point = tuple[int, int, int]
+MAX_FILE_BYTES = 64 * 2**20  # a click file holds a few dozen points; 64 MiB is far beyond
 
 
 class ClickFileError(ValueError):
@@ -137,22 +138,9 @@ class Clicks:
 def read_clicks(path: str | Path, shape: Sequence[int] | None = None) -> Clicks:
     """Read a click file in either form; with ``shape``, points outside the image are errors."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise ClickFileError(f"{path}: no such click file") from exc
-    except UnicodeDecodeError as exc:
-        raise ClickFileError(f"{path}: not a UTF-8 text file") from exc
-    if not text.strip():
-        clicks = Clicks()
-    else:
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ClickFileError(
-                f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from exc
-        clicks = Clicks.from_json(obj, source=str(path))
+    obj = read_json(path, ClickFileError, what="click file", max_bytes=MAX_FILE_BYTES,
+                    if_empty=None)
+    clicks = Clicks() if obj is None else Clicks.from_json(obj, source=str(path))
     if shape is not None:
         clicks.check_inside(shape, source=str(path))
     return clicks

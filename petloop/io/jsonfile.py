@@ -11,11 +11,14 @@ import json
 from pathlib import Path
 
 MAX_JSON_BYTES = 64 * 2**20
+_NO_DEFAULT = object()
 
 
 def read_json(path: str | Path, error: type[Exception] = ValueError, *,
-              what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES):
-    """The parsed content of ``path``; ``error(message)`` for anything wrong with it."""
+              what: str = "JSON file", max_bytes: int = MAX_JSON_BYTES,
+              if_empty=_NO_DEFAULT):
+    """The parsed content of ``path``; ``error(message)`` for anything wrong with it.
+    ``if_empty``: what an empty (or blank) file stands for, where it is allowed."""
     path = Path(path)
     try:
         if path.is_dir():
@@ -31,6 +34,8 @@ def read_json(path: str | Path, error: type[Exception] = ValueError, *,
         raise error(f"{path}: not a UTF-8 text file") from None
     except OSError as exc:
         raise error(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if if_empty is not _NO_DEFAULT and not text.strip():
+        return if_empty
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

@@ -32,7 +32,15 @@ from petloop.io.atomic import write_json_atomic
 from petloop.io.checks import check_label
 from petloop.io.clicks import Clicks, read_clicks, write_clicks
 from petloop.io.jsonfile import read_json
-from petloop.io.volume import Volume, VolumeError, read_volume, resample_to, write_volume
+from petloop.io.volume import (
+    DEFAULT_LIMITS,
+    ReadLimits,
+    Volume,
+    VolumeError,
+    read_volume,
+    resample_to,
+    write_volume,
+)
 
 LAYOUTS = ("autopet", "nnunet", "gc")
 TRACERS = ("fdg", "psma")
@@ -93,16 +101,18 @@ class CaseFiles:
         tracer = self.read_meta().get("tracer")
         return tracer.lower() if isinstance(tracer, str) else tracer_from_name(self.case_id)
 
-    def load(self, with_label: bool = True) -> Case:
-        pet = read_volume(self.pet)
-        ct = resample_to(read_volume(self.ct), pet, default_value=-1024.0,
+    def load(self, with_label: bool = True, *, limits: ReadLimits = DEFAULT_LIMITS) -> Case:
+        """Read and check the case's files (images up to ``limits``)."""
+        pet = read_volume(self.pet, limits=limits)
+        ct = resample_to(read_volume(self.ct, limits=limits), pet, default_value=-1024.0,
                          moving_name=f"CT {self.ct}", reference_name=f"PET {self.pet}")
         label = organs = None
         if with_label and self.label is not None:
-            label = _on_grid(read_volume(self.label), pet, self.label, self.pet)
+            label = _on_grid(read_volume(self.label, limits=limits), pet, self.label, self.pet)
             check_label(label, str(self.label))
         if with_label and self.organs is not None:
-            organs = _on_grid(read_volume(self.organs), pet, self.organs, self.pet)
+            organs = _on_grid(read_volume(self.organs, limits=limits), pet, self.organs,
+                              self.pet)
         clicks = read_clicks(self.clicks, shape=pet.shape) if self.clicks else None
         meta = self.read_meta()
         return Case(self.case_id, ct, pet, label, organs, clicks, self.tracer, meta)

@@ -79,8 +79,13 @@ class Volume:
         direction = tuple(float(d) for d in np.asarray(self.direction, dtype=float).ravel())
         if len(self.spacing) != 3 or len(self.origin) != 3 or len(direction) != 9:
             raise VolumeError("spacing and origin need 3 values and direction 9")
-        if min(self.spacing) <= 0:
+        if not np.all(np.isfinite(self.spacing)) or min(self.spacing) <= 0:
             raise VolumeError(f"spacing must be positive, got {self.spacing}")
+        if not np.all(np.isfinite(self.origin)):
+            raise VolumeError(f"origin must be finite, got {self.origin}")
+        matrix = np.asarray(direction).reshape(3, 3)
+        if not np.all(np.isfinite(matrix)) or abs(np.linalg.det(matrix)) < 1e-6:
+            raise VolumeError(f"direction must be a rotation of the axes, got {direction}")
         object.__setattr__(self, "direction", direction)
 
     # geometry -------------------------------------------------------------------------------

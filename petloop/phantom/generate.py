@@ -8,6 +8,10 @@ and re-rendered.
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +21,7 @@ import numpy as np
 
 from petloop.io.atomic import write_json_atomic
 from petloop.io.layouts import LAYOUTS, Case, CaseFiles, write_case, write_nnunet_dataset_json
+from petloop.io.outputs import held_signals, replace_folder
 from petloop.io.volume import Volume
 from petloop.phantom.anatomy import draw_anatomy, render_regions
 from petloop.phantom.lesions import draw_lesions, render_lesions
@@ -214,7 +219,9 @@ def write_phantoms(config: PhantomConfig, out: str | Path, cases: int, layout: s
     """Generate ``cases`` phantoms into ``out`` in ``layout``; returns their files.
 
     The per-case JSON (tracer, weight, lesions) is written beside each case, the configuration
-    as ``phantom_config.json`` and, for the nnU-Net layout, ``dataset.json``.
+    as ``phantom_config.json`` and, for the nnU-Net layout, ``dataset.json``. Each case is
+    written whole or not at all (:func:`write_case_whole`): an interrupted run leaves the cases
+    it finished, and neither a temporary file nor a half-written case.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; use one of {LAYOUTS}")
@@ -225,7 +232,7 @@ def write_phantoms(config: PhantomConfig, out: str | Path, cases: int, layout: s
         ph = generate_case(config, index)
         case = Case(ph.case.case_id, ph.case.ct, ph.case.pet, ph.case.label, ph.case.organs,
                     None, ph.case.tracer, ph.info)
-        files = write_case(case, out, layout)
+        files = write_case_whole(case, out, layout)
         written.append(files)
         if on_case is not None:
             on_case(index, ph.info)
@@ -234,3 +241,47 @@ def write_phantoms(config: PhantomConfig, out: str | Path, cases: int, layout: s
     write_json_atomic(out / "phantom_config.json", config.to_json())
     return written
 
+
+def _paths(files: CaseFiles) -> list[Path]:
+    return [p for p in (files.label, files.organs, files.clicks, files.meta, files.pet, files.ct)
+            if p is not None]
+
+
+def write_case_whole(case: Case, out: str | Path, layout: str) -> CaseFiles:
+    """Write one case into ``out`` (see :func:`petloop.io.layouts.write_case`) whole or not at
+    all: its files go into a hidden temporary folder in ``out`` first (``.case-...``, which
+    :func:`~petloop.io.layouts.find_cases` skips), and are renamed into place once all are
+    written, with SIGINT and SIGTERM held back for those renames. On any error or interrupt
+    while the case is written, the temporary folder is removed and a case written before under
+    the same name stays as it was.
+    """
+    out = Path(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".case-{case.case_id}.", suffix=".part", dir=out))
+    try:
+        files = write_case(case, tmp, layout)
+        paths = _paths(files)
+        if layout != "nnunet":  # autopet and gc: one folder per case, renamed at once
+            common = Path(os.path.commonpath(paths))
+            replace_folder(common, out / common.relative_to(tmp))
+        else:  # nnunet: one file per folder, the CT (by which a case is found) last
+            moved: list[Path] = []
+            with held_signals():
+                try:
+                    for p in paths:
+                        dest = out / p.relative_to(tmp)
+                        dest.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(p, dest)
+                        moved.append(dest)
+                except BaseException:
+                    for dest in moved:
+                        dest.unlink(missing_ok=True)
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    def moved(p: Path | None) -> Path | None:
+        return None if p is None else out / p.relative_to(tmp)
+
+    return dataclasses.replace(files, ct=moved(files.ct), pet=moved(files.pet),
+                               label=moved(files.label), organs=moved(files.organs),
+                               clicks=moved(files.clicks), meta=moved(files.meta))

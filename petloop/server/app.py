@@ -7,25 +7,51 @@ Binary payloads (volumes and masks) are gzip-compressed little-endian arrays wit
 then j, then k: CT as int16, PET (SUV) as float32 and masks as bits (``numpy.packbits`` with
 little bit order). The shape ``[ni, nj, nk]`` comes with the session.
 
-Safety: a case is named by the client but looked up among the cases found under ``--data``, so a
-name never becomes a path; uploads are capped in size; session ids are unguessable and sessions
-expire; inference runs in worker threads, so reads of other sessions go on meanwhile.
+Safety:
+
+* A case is named by the client but looked up among the cases found under ``--data``, so a
+  name never becomes a path.
+* Request bodies are capped as they stream in (uploads at ``max_upload_mb``, others at 64 KiB).
+  An uploaded image is read by petloop's own reader: its header's declared size is checked
+  against ``read_limits`` before a voxel is read or decompressed (413 when over), and only
+  self-contained files are read (a MetaImage whose ``ElementDataFile`` names any other file is
+  refused), so an upload never makes the server open another file. A PET thinner than
+  ``MIN_AXIS`` voxels along any axis, or one whose spacing would make the models' resampled
+  grid exceed the voxel limit, is refused (422) before any inference.
+* Every malformed request is answered 4xx with a JSON body (never an echo of its non-JSON
+  values such as NaN), and no message names a server path: paths under ``--data`` are given
+  relative to it, temporary files never.
+* Session ids are unguessable; sessions expire; at most ``max_sessions`` exist, counting those
+  being opened (a slot is reserved before the slow set-up). At most ``max_pending`` changes of
+  one session wait behind the running one; more are answered 429 with ``Retry-After``.
+* Reads (session state, mask, report, exports, images) never wait for a prediction: changes
+  wait for their turn in the event loop and predict in threads of their own limiter; reads run
+  in the event loop or, for the packing of images and the NIfTI export, on another limiter.
+* Memory: a deleted or expired session's arrays are freed and the free heap handed back to the
+  operating system (:mod:`petloop.server.memory`); the loaded networks stay. Temporary upload
+  files are removed after each upload and the upload folder on shutdown.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import shutil
 import tempfile
 import threading
+import weakref
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio
+import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, PlainTextResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -33,12 +59,25 @@ from petloop.inference.modelset import ModelSetError
 from petloop.inference.pipeline import Pipeline
 from petloop.io.clicks import ClickFileError
 from petloop.io.layouts import CaseFiles, LayoutError, find_cases
-from petloop.io.volume import VolumeError, read_volume, write_volume
+from petloop.io.volume import (
+    DEFAULT_LIMITS,
+    ReadLimits,
+    Volume,
+    VolumeError,
+    VolumeTooLarge,
+    read_volume,
+    write_volume,
+)
 from petloop.metrics.report import Lesion, report_csv
 from petloop.tracer.classifier import TracerError
 
+from .inputs import check_grid, model_spacings, public_message
 from .limits import BodyLimit
+from .memory import release_memory
 from .sessions import (
+    MAX_PENDING,
+    QueueFull,
+    Reservation,
     SessionError,
     SessionNotFound,
     SessionStore,
@@ -54,16 +93,29 @@ from .sessions import (
 
 STATIC = resources.files("petloop.server") / "static"
 VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha")
+log = logging.getLogger(__name__)
 BAD_INPUT = (SessionError, ClickFileError, VolumeError, LayoutError, ModelSetError, TracerError)
 
 
 @dataclass(frozen=True)
 class ServerConfig:
+    """How the server runs (``petloop serve``'s options).
+
+    ``read_limits``: the largest image an upload may declare (default 2^28 voxels and 1 GiB of
+    voxel data per image: a whole-body CT of 512 x 512 x 1024 as float32); it also bounds the
+    PET grid once resampled to the models' spacing. ``max_pending``: changes of one session
+    that may wait behind the running one. ``inference_threads``: worker threads for set-ups
+    and changes (they share one lock on the models, so more only lets them queue there).
+    """
+
     data: Path | None = None
     ttl_seconds: float = 3600.0
     max_sessions: int = 16
     max_upload_mb: float = 1024.0
     time_budget: float | None = None  # test-time augmentation budget per click, seconds
+    read_limits: ReadLimits = DEFAULT_LIMITS
+    max_pending: int = MAX_PENDING
+    inference_threads: int = 2
 
 
 # API models ------------------------------------------------------------------------------------
@@ -73,13 +125,13 @@ class CaseInfo(BaseModel):
 
 
 class NewSession(BaseModel):
-    case: str = Field(..., description="a case name from GET /api/cases")
+    case: str = Field(..., max_length=1000, description="a case name from GET /api/cases")
     tracer: Literal["auto", "fdg", "psma"] = "auto"
 
 
 class ClickIn(BaseModel):
     kind: Literal["tumor", "background"]
-    point: Annotated[list[Annotated[int, Field(ge=0, le=1_000_000)]],
+    point: Annotated[list[Annotated[int, Field(ge=0, le=1_000_000, strict=True)]],
                      Field(min_length=3, max_length=3, description="voxel index [i, j, k]")]
 
 
@@ -131,24 +183,102 @@ def _state(session: ViewerSession, snap: Snapshot) -> SessionState:
                              suv_max=r.suv_max))
 
 
+def _validation_errors(exc: RequestValidationError) -> list[dict]:
+    """pydantic's errors with what is safe to send back: where, what, and the error's type
+    (never the input, which may be NaN or a large value, nor the context)."""
+    out = []
+    for err in exc.errors():
+        loc = [p if isinstance(p, (int, str)) and not isinstance(p, bool) else str(p)
+               for p in err.get("loc", ())]
+        out.append({"loc": loc, "msg": str(err.get("msg", "invalid")),
+                    "type": str(err.get("type", "value_error"))})
+    return out
+
+
 SessionId = Annotated[str, PathParam(min_length=1, max_length=64,
                                      description="the id POST /api/sessions returned")]
 GZIP = "application/gzip"
 RESPONSES = {404: {"description": "no such session (or it expired)"}}
 MALFORMED = {400: {"description": "the request body cannot be parsed"}}
+CHANGE = {**RESPONSES, 429: {"description": "too many changes of this session are waiting; "
+                                            "try again after Retry-After seconds"}}
+OPENING = {**MALFORMED, 413: {"description": "a request or image larger than the limits"},
+           503: {"description": "too many open sessions"}}
 
 
 def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> FastAPI:
-    store = SessionStore(pipeline, config.ttl_seconds, config.max_sessions)
+    store = SessionStore(pipeline, config.ttl_seconds, config.max_sessions,
+                         max_pending=config.max_pending)
     cases_lock = threading.Lock()
+    # worker threads by kind of work, so that none waits behind another (module docstring)
+    inference = anyio.CapacityLimiter(config.inference_threads)
+    packing = anyio.CapacityLimiter(2)
+    reading = anyio.CapacityLimiter(4)
+    housekeeping = anyio.CapacityLimiter(1)
+    uploads: dict[str, Path] = {}
+    model_set = getattr(pipeline, "model_set", None)
+    spacings = model_spacings(model_set) if model_set is not None else []
+    roots: dict = {}  # server folders that messages name relative to themselves, or not at all
+    for folder, label in ((getattr(model_set, "root", None), "(model set)"), (config.data, "")):
+        if folder is not None:
+            roots[str(folder)] = roots[str(Path(folder).absolute())] = label
+
+    def public(exc: BaseException) -> str:
+        return public_message(str(exc), {**roots, **{p: "(upload)" for p in uploads.values()}})
+
+    def upload_root() -> Path:
+        if "root" not in uploads:
+            root = Path(tempfile.mkdtemp(prefix="petloop-upload-"))
+            uploads["root"] = root
+            weakref.finalize(store, shutil.rmtree, root, True)  # at exit at the latest
+        return uploads["root"]
+
+    def remove_uploads() -> None:
+        root = uploads.pop("root", None)
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+
+    async def release() -> None:
+        await anyio.to_thread.run_sync(release_memory, limiter=housekeeping)
+
+    async def sweeper(interval: float) -> None:
+        """Expire idle sessions even when no request comes, and give their memory back."""
+        while True:
+            await anyio.sleep(interval)
+            try:
+                store.sweep()
+                if store.take_closed():
+                    await release()
+            except Exception:  # pragma: no cover - keep sweeping; the server goes on
+                log.exception("sweeping expired sessions failed")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sweeper, min(60.0, max(1.0, config.ttl_seconds / 4)))
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            store.close_all()
+            remove_uploads()
+
     app = FastAPI(
         title="petloop viewer API",
         version="1",
         description=__doc__,
+        lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=int(config.max_upload_mb * 2**20),
                        small_bytes=64 * 1024, large_paths=("/api/sessions/upload",))
     app.state.store = store
+    app.state.uploads = uploads  # {"root": the upload folder} once there was an upload
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request, exc: RequestValidationError):
+        return JSONResponse({"detail": _validation_errors(exc)}, status_code=422)
 
     def cases() -> dict[str, CaseFiles]:
         if config.data is None:
@@ -172,22 +302,51 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
         return session.snapshot
 
     async def change(session: ViewerSession, fn) -> SessionState:
-        ticket = session.ticket()
+        error, ran = None, True
         try:
-            snap = await anyio.to_thread.run_sync(session.apply, ticket, fn, config.time_budget)
+            ticket = session.ticket()
+        except QueueFull as exc:
+            raise HTTPException(429, str(exc),
+                                headers={"Retry-After": str(exc.retry_after)}) from None
+        except SessionNotFound:
+            raise HTTPException(404, f"no session {session.id!r}") from None
+        try:
+            snap = await session.apply_async(ticket, fn, config.time_budget, inference)
+        except SessionNotFound:
+            error, ran = (404, f"session {session.id!r} was deleted before this change ran"), False
         except BAD_INPUT as exc:
-            raise HTTPException(422, str(exc)) from None
+            error = (422, public(exc))
+        if ran and session.closed:  # deleted while this change ran: its arrays are free now
+            await release()
+        if error is not None:
+            raise HTTPException(*error)
         return _state(session, snap)
 
-    async def open_session(name: str, ct, pet, tracer: str) -> SessionState:
+    async def open_session(name: str, images: list[Volume], tracer: str,
+                           slot: Reservation) -> SessionState:
+        """Check the images ``[ct, pet]``, set the session up in the reserved slot, predict
+        once. ``images`` is emptied: the session holds the only references then."""
+        ct, pet = images
+        images.clear()
+        error = None
         try:
+            check_grid(pet, f"PET of {name}", config.read_limits, spacings)
             session = await anyio.to_thread.run_sync(
-                lambda: store.create(name, ct, pet, tracer, config.time_budget))
-        except StoreFull as exc:
-            raise HTTPException(503, str(exc)) from None
+                functools.partial(store.create, name, ct, pet, tracer, config.time_budget,
+                                  reservation=slot), limiter=inference)
         except BAD_INPUT as exc:
-            raise HTTPException(422, str(exc)) from None
+            error = (422, public(exc))
+        if error is not None:  # the images go with this frame; give their memory back
+            del ct, pet
+            await release()
+            raise HTTPException(*error)
         return _state(session, snapshot(session))
+
+    def reserve() -> Reservation:
+        try:
+            return store.reserve()
+        except StoreFull as exc:
+            raise HTTPException(503, str(exc), headers={"Retry-After": "60"}) from None
 
     # pages ---------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
@@ -198,7 +357,7 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
 
     # API -----------------------------------------------------------------------------------
     @app.get("/api/health")
-    def health() -> dict:
+    async def health() -> dict:
         ms = pipeline.model_set
         return {"status": "ok", "model_set": ms.name, "models": sorted(ms.models),
                 "sessions": len(store), "data": config.data is not None}
@@ -208,113 +367,140 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
         return [CaseInfo(name=k, tracer=v.tracer) for k, v in cases().items()]
 
     @app.post("/api/sessions", response_model=SessionState, status_code=201,
-              responses={**MALFORMED, 404: {"description": "no such case under --data"},
-                         422: {"description": "the case cannot be read"},
-                         503: {"description": "too many open sessions"}})
+              responses={**OPENING, 404: {"description": "no case of that name under --data"},
+                         422: {"description": "the case cannot be read or is unfit"}})
     async def create_session(body: NewSession):
-        files = cases().get(body.case)
+        files = (await anyio.to_thread.run_sync(cases, limiter=reading)).get(body.case)
         if files is None:
             raise HTTPException(404, f"no case {body.case!r} in the server's data folder")
-        try:
-            case = await anyio.to_thread.run_sync(lambda: files.load(with_label=False))
-        except BAD_INPUT as exc:
-            raise HTTPException(422, str(exc)) from None
-        tracer = body.tracer
-        if tracer == "auto" and case.tracer in ("fdg", "psma") and \
-                pipeline.model_set.tracer_classifier is None:
-            tracer = case.tracer
-        return await open_session(body.case, case.ct, case.pet, tracer)
+        with reserve() as slot:
+            error = None
+            try:
+                case = await anyio.to_thread.run_sync(
+                    functools.partial(files.load, with_label=False,
+                                      limits=config.read_limits), limiter=reading)
+            except VolumeTooLarge as exc:
+                error = (413, public(exc))
+            except BAD_INPUT as exc:
+                error = (422, public(exc))
+            if error is not None:
+                raise HTTPException(*error)
+            tracer = body.tracer
+            if tracer == "auto" and case.tracer in ("fdg", "psma") and \
+                    pipeline.model_set.tracer_classifier is None:
+                tracer = case.tracer
+            images = [case.ct, case.pet]
+            del case
+            return await open_session(body.case, images, tracer, slot)
 
     @app.post("/api/sessions/upload", response_model=SessionState, status_code=201,
-              responses={**MALFORMED,
-                         413: {"description": "upload larger than the server's limit"},
-                         422: {"description": "an image cannot be read"},
-                         503: {"description": "too many open sessions"}})
+              responses={**OPENING, 422: {"description": "an image cannot be read or is "
+                                                         "unfit"}})
     async def upload_session(
-        ct: Annotated[UploadFile, File(description="CT (.nii.gz, .nii or .mha)")],
+        ct: Annotated[UploadFile, File(description="CT (.nii.gz, .nii or .mha, with its "
+                                                   "voxels in the file: ElementDataFile = "
+                                                   "LOCAL)")],
         pet: Annotated[UploadFile, File(description="PET in SUV (.nii.gz, .nii or .mha)")],
         tracer: Annotated[Literal["auto", "fdg", "psma"], Form()] = "auto",
     ):
-        tmp = Path(tempfile.mkdtemp(prefix="petloop-upload-"))
-        try:
-            vols = []
-            for role, up in (("CT", ct), ("PET", pet)):
-                name = up.filename or ""
-                suffix = next((s for s in VOLUME_SUFFIXES if name.lower().endswith(s)), None)
-                if suffix is None:
-                    raise HTTPException(422, f"{role} upload {name!r}: use a .nii.gz, .nii or "
-                                        ".mha file")
-                path = tmp / f"{role.lower()}{suffix}"
-                with path.open("wb") as out:
-                    await anyio.to_thread.run_sync(shutil.copyfileobj, up.file, out)
-                try:
-                    vol = await anyio.to_thread.run_sync(read_volume, path)
-                except VolumeError as exc:
-                    raise HTTPException(422, f"{role} upload {name!r}: "
-                                        f"{str(exc).split(': ', 1)[-1]}") from None
-                vols.append(vol)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        label = Path(pet.filename or "upload").name
-        for s in VOLUME_SUFFIXES:
-            label = label.removesuffix(s)
-        return await open_session(f"upload:{label}", vols[0], vols[1], tracer)
+        named = []
+        for role, up in (("CT", ct), ("PET", pet)):
+            filename = (up.filename or "")[:200]
+            suffix = next((s for s in VOLUME_SUFFIXES if filename.lower().endswith(s)), None)
+            if suffix is None:
+                raise HTTPException(422, f"{role} upload {filename!r}: use a .nii.gz, .nii or "
+                                    ".mha file")
+            named.append((role, up, f"{role} upload {filename!r}", suffix))
+        with reserve() as slot:
+            vols: list[Volume] = []
+            error = None
+            tmp = Path(tempfile.mkdtemp(prefix="upload-", dir=upload_root()))
+            try:
+                for role, up, label, suffix in named:
+                    path = tmp / f"{role.lower()}{suffix}"
+                    await anyio.to_thread.run_sync(_copy, up.file, path, limiter=reading)
+                    vols.append(await anyio.to_thread.run_sync(functools.partial(
+                        read_volume, path, limits=config.read_limits, allow_data_file=False,
+                        name=label), limiter=reading))
+                    path.unlink()
+            except VolumeTooLarge as exc:
+                error = (413, public(exc))
+            except VolumeError as exc:
+                error = (422, public(exc))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if error is not None:
+                if vols:
+                    vols.clear()
+                    await release()
+                raise HTTPException(*error)
+            label = Path((pet.filename or "upload").replace("\\", "/")).name
+            for s in VOLUME_SUFFIXES:
+                label = label.removesuffix(s)
+            return await open_session(f"upload:{label[:100]}", vols, tracer, slot)
 
     @app.get("/api/sessions/{session_id}", response_model=SessionState, responses=RESPONSES)
-    def get_session(session_id: SessionId):
+    async def get_session(session_id: SessionId):
         session = session_or_404(session_id)
         return _state(session, snapshot(session))
 
     @app.delete("/api/sessions/{session_id}", status_code=204, responses=RESPONSES)
-    def delete_session(session_id: SessionId):
+    async def delete_session(session_id: SessionId):
         try:
             store.delete(session_id)
         except SessionNotFound:
             raise HTTPException(404, f"no session {session_id!r}") from None
+        if store.take_closed():
+            await release()
         return Response(status_code=204)
 
     @app.get("/api/sessions/{session_id}/volume/{which}", response_class=Response,
              responses={**RESPONSES, 200: {"content": {GZIP: {}}, "description":
                         "gzip-compressed voxels: CT int16, PET float32, x fastest"}})
-    def get_volume(session_id: SessionId, which: Literal["ct", "pet"]):
+    async def get_volume(session_id: SessionId, which: Literal["ct", "pet"]):
         session = session_or_404(session_id)
-        if which not in session.payloads:
-            vol, dtype = (session.ct, "<i2") if which == "ct" else (session.pet, "<f4")
-            if which == "ct":
-                vol = vol.with_array(vol.array.clip(-32768, 32767).round())
-            session.payloads[which] = pack_volume(vol, dtype)
-        return Response(session.payloads[which], media_type=GZIP,
+        data = session.payloads.get(which)
+        if data is None:  # packed once per session, in a thread, one packing per image
+            lock = session.payload_locks.setdefault(which, anyio.Lock())
+            async with lock:
+                data = session.payloads.get(which)
+                if data is None:
+                    data = await anyio.to_thread.run_sync(_pack_image, session.inner, which,
+                                                          limiter=packing)
+                    if not session.closed:
+                        session.payloads[which] = data
+        return Response(data, media_type=GZIP,
                         headers={"X-Shape": ",".join(map(str, session.pet.shape)),
                                  "Cache-Control": "private, max-age=3600"})
 
     @app.post("/api/sessions/{session_id}/clicks", response_model=SessionState,
-              responses={**RESPONSES, **MALFORMED,
+              responses={**CHANGE, **MALFORMED,
                          422: {"description": "the point lies outside the image"}})
     async def post_click(session_id: SessionId, click: ClickIn):
         session = session_or_404(session_id)
         return await change(session, add_click(click.kind, click.point))
 
     @app.delete("/api/sessions/{session_id}/clicks/{index}", response_model=SessionState,
-                responses={**RESPONSES, 422: {"description": "no click with that index"}})
+                responses={**CHANGE, 422: {"description": "no click with that index"}})
     async def delete_click(session_id: SessionId,
                            index: Annotated[int, PathParam(ge=0, le=100_000)]):
         session = session_or_404(session_id)
         return await change(session, remove_click(index))
 
     @app.post("/api/sessions/{session_id}/undo", response_model=SessionState,
-              responses=RESPONSES)
+              responses=CHANGE)
     async def post_undo(session_id: SessionId):
         return await change(session_or_404(session_id), undo)
 
     @app.post("/api/sessions/{session_id}/reset", response_model=SessionState,
-              responses=RESPONSES)
+              responses=CHANGE)
     async def post_reset(session_id: SessionId):
         return await change(session_or_404(session_id), reset)
 
     @app.get("/api/sessions/{session_id}/mask", response_class=Response,
              responses={**RESPONSES, 200: {"content": {GZIP: {}}, "description":
                         "gzip-packed mask bits (little bit order), x fastest"}})
-    def get_mask(session_id: SessionId):
+    async def get_mask(session_id: SessionId):
         session = session_or_404(session_id)
         snap = snapshot(session)
         return Response(snap.packed_mask, media_type=GZIP,
@@ -324,23 +510,21 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
     @app.get("/api/sessions/{session_id}/mask.nii.gz", response_class=Response,
              responses={**RESPONSES, 200: {"content": {GZIP: {}},
                                            "description": "the mask as NIfTI"}})
-    def export_mask(session_id: SessionId):
+    async def export_mask(session_id: SessionId):
         session = session_or_404(session_id)
         snap = snapshot(session)
-        with tempfile.TemporaryDirectory(prefix="petloop-export-") as tmp:
-            path = write_volume(snap.mask, Path(tmp) / "mask.nii.gz")
-            data = path.read_bytes()
+        data = await anyio.to_thread.run_sync(_nifti_bytes, snap.mask, limiter=packing)
         name = _download_name(session.case)
         return Response(data, media_type=GZIP, headers={
             "Content-Disposition": f'attachment; filename="{name}_mask.nii.gz"'})
 
     @app.get("/api/sessions/{session_id}/report", response_model=Report, responses=RESPONSES)
-    def get_report(session_id: SessionId):
+    async def get_report(session_id: SessionId):
         return snapshot(session_or_404(session_id)).report.to_json()
 
     @app.get("/api/sessions/{session_id}/report.csv", response_class=PlainTextResponse,
              responses={**RESPONSES, 200: {"content": {"text/csv": {}}}})
-    def get_report_csv(session_id: SessionId):
+    async def get_report_csv(session_id: SessionId):
         session = session_or_404(session_id)
         name = _download_name(session.case)
         return PlainTextResponse(report_csv(snapshot(session).report), media_type="text/csv",
@@ -350,6 +534,27 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
     return app
 
 
+def _copy(source, path: Path) -> None:
+    source.seek(0)
+    with path.open("wb") as out:
+        shutil.copyfileobj(source, out, 1 << 20)
+
+
+def _pack_image(inner, which: str) -> bytes:
+    if which == "ct":
+        ct = inner.ct
+        return pack_volume(ct.with_array(np.clip(ct.array, -32768, 32767).round()), "<i2")
+    return pack_volume(inner.pet, "<f4")
+
+
+def _nifti_bytes(mask: Volume) -> bytes:
+    with tempfile.TemporaryDirectory(prefix="petloop-export-") as tmp:
+        return write_volume(mask, Path(tmp) / "mask.nii.gz").read_bytes()
+
+
 def _download_name(case: str) -> str:
     safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case)
     return safe.strip("._") or "case"
+
+
+__all__ = ["ServerConfig", "create_app"]

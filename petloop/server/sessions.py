@@ -3,23 +3,34 @@
 A :class:`ViewerSession` wraps the inference :class:`~petloop.inference.pipeline.Session` of one
 case. Every change (add or remove a click, undo, reset) takes a ticket when it arrives and is
 applied when its ticket comes up, so concurrent clicks on one session are applied in the order
-they arrived. The result of each change is published as an immutable :class:`Snapshot`; reads
+they arrived. At most ``max_pending`` changes wait behind the running one; a further change is
+refused (:class:`QueueFull`) until the queue drains, so a flood of clicks cannot pile up memory
+or threads. The result of each change is published as an immutable :class:`Snapshot`; reads
 return the latest snapshot and never wait for a running inference. Inference itself runs under
 one lock per pipeline (the models are shared between sessions).
 
+Changes wait for their turn either in a thread (:meth:`ViewerSession.apply`) or in the event
+loop (:meth:`ViewerSession.apply_async`, the server's way: waiting costs no thread, and only the
+prediction runs in one, on the caller's limiter). One session is driven one way at a time.
+
 A :class:`SessionStore` hands out unguessable ids and forgets sessions idle for longer than
-``ttl_seconds``; it holds at most ``max_sessions``.
+``ttl_seconds``; it holds at most ``max_sessions``, counting the ones being set up (a slot is
+reserved under the store's lock before the slow set-up and given back if it fails). A deleted or
+expired session is closed: its queued changes are dropped (:class:`SessionNotFound`) and its
+arrays are freed once the last request using it has finished.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import anyio
 import numpy as np
 
 from petloop.inference.pipeline import Pipeline, Result, Session
@@ -28,6 +39,7 @@ from petloop.io.volume import Volume
 from petloop.metrics.report import LesionReport, lesion_report
 
 KINDS = ("tumor", "background")
+MAX_PENDING = 8  # changes of one session waiting behind the running one
 
 
 class SessionError(ValueError):
@@ -40,6 +52,14 @@ class SessionNotFound(KeyError):
 
 class StoreFull(RuntimeError):
     pass
+
+
+class QueueFull(RuntimeError):
+    """Too many changes of one session are waiting; ``retry_after`` is a guess in seconds."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 def pack_mask(mask: Volume) -> bytes:
@@ -82,7 +102,7 @@ class Snapshot:
     tta: str
 
 
-@dataclass
+@dataclass(eq=False)
 class ViewerSession:
     id: str
     case: str
@@ -90,10 +110,15 @@ class ViewerSession:
     infer_lock: threading.Lock
     snapshot: Snapshot | None = None
     last_access: float = 0.0
+    max_pending: int = MAX_PENDING
+    closed: bool = False
     _next_ticket: int = 0
     _serving: int = 0
+    _abandoned: set = field(default_factory=set)  # tickets whose request went away
     _turn: threading.Condition = field(default_factory=threading.Condition)
+    _turn_event: anyio.Event | None = None  # wakes changes waiting in the event loop
     payloads: dict[str, bytes] = field(default_factory=dict)  # packed images, made once
+    payload_locks: dict = field(default_factory=dict)  # one packing per image at a time
 
     @property
     def pet(self) -> Volume:
@@ -103,33 +128,96 @@ class ViewerSession:
     def ct(self) -> Volume:
         return self.inner.ct
 
+    @property
+    def busy(self) -> bool:
+        """Whether a change is running or waiting."""
+        return self._next_ticket > self._serving
+
     def ticket(self) -> int:
-        """Take a place in the queue (call this when the request arrives)."""
-        t = self._next_ticket
-        self._next_ticket += 1
-        return t
+        """Take a place in the queue (call this when the request arrives). Raises
+        :class:`QueueFull` when ``max_pending`` changes already wait behind the running one,
+        :class:`SessionNotFound` when the session has been closed."""
+        with self._turn:
+            if self.closed:
+                raise SessionNotFound(self.id)
+            in_flight = self._next_ticket - self._serving
+            if in_flight > self.max_pending:
+                per_change = self.snapshot.seconds.get("total", 1.0) if self.snapshot else 1.0
+                raise QueueFull(f"{self.max_pending} changes of this session are already "
+                                "waiting; try again when they are done",
+                                max(1, math.ceil(per_change * in_flight)))
+            t = self._next_ticket
+            self._next_ticket += 1
+            return t
 
     def apply(self, ticket: int, change: Callable[[list[Click]], list[Click]],
               time_budget: float | None = None) -> Snapshot:
-        """Wait for ``ticket``'s turn, apply ``change`` to the click list, predict, publish.
+        """Wait (in this thread) for ``ticket``'s turn, apply ``change`` to the click list,
+        predict, publish.
 
         A change that fails (bad click) leaves the session as it was and passes the turn on.
         """
         with self._turn:
             self._turn.wait_for(lambda: self._serving == ticket)
         try:
-            current = list(self.snapshot.clicks) if self.snapshot is not None else []
-            return self._predict(change(current), time_budget)
+            return self._change(change, time_budget)
         finally:
+            self._advance()
+
+    async def apply_async(self, ticket: int, change: Callable[[list[Click]], list[Click]],
+                          time_budget: float | None = None,
+                          limiter: anyio.CapacityLimiter | None = None) -> Snapshot:
+        """:meth:`apply` for the event loop: wait for the turn without a thread, then predict
+        in a worker thread of ``limiter``. A request cancelled while it waits gives its turn
+        up; one cancelled while it predicts finishes the prediction first."""
+        try:
+            while True:
+                with self._turn:
+                    if self._serving == ticket:
+                        break
+                    if self._turn_event is None:
+                        self._turn_event = anyio.Event()
+                    event = self._turn_event
+                await event.wait()
+        except BaseException:
             with self._turn:
+                mine = self._serving == ticket
+                if not mine:
+                    self._abandoned.add(ticket)
+            if mine:
+                self._advance()
+            raise
+        try:
+            return await anyio.to_thread.run_sync(self._change, change, time_budget,
+                                                  limiter=limiter)
+        finally:
+            self._advance()
+
+    def _advance(self) -> None:
+        with self._turn:
+            self._serving += 1
+            while self._serving in self._abandoned:
+                self._abandoned.discard(self._serving)
                 self._serving += 1
-                self._turn.notify_all()
+            self._turn.notify_all()
+            event, self._turn_event = self._turn_event, None
+        if event is not None:
+            event.set()
+
+    def _change(self, change: Callable[[list[Click]], list[Click]],
+                time_budget: float | None) -> Snapshot:
+        if self.closed:
+            raise SessionNotFound(self.id)
+        current = list(self.snapshot.clicks) if self.snapshot is not None else []
+        return self._predict(change(current), time_budget)
 
     def _predict(self, clicks: list[Click], time_budget: float | None) -> Snapshot:
         new = Clicks.from_points([c.point for c in clicks if c.kind == "tumor"],
                                  [c.point for c in clicks if c.kind == "background"])
         new.check_inside(self.pet.shape, "click")
         with self.infer_lock:
+            if self.closed:  # deleted while this change waited for the models
+                raise SessionNotFound(self.id)
             self.inner.clicks = new
             result: Result = self.inner.run(time_budget)
         report = lesion_report(self.pet, result.mask.array)
@@ -138,6 +226,14 @@ class ViewerSession:
                                  report, result.model, dict(result.seconds),
                                  result.tta.describe())
         return self.snapshot
+
+    def close(self) -> None:
+        """End the session: changes still queued are dropped, the packed images let go. The
+        arrays go with the last reference to the session (a request still running on it)."""
+        with self._turn:
+            self.closed = True
+            self.payloads = {}
+            self.inner.last = None  # the last result: a mask and its probabilities' leftovers
 
 
 def add_click(kind: str, point) -> Callable[[list[Click]], list[Click]]:
@@ -166,44 +262,105 @@ def reset(clicks: list[Click]) -> list[Click]:
     return []
 
 
+class Reservation:
+    """A slot in the store held while a session is being set up (see
+    :meth:`SessionStore.reserve`); given back on leaving the ``with`` block unless a session
+    took it."""
+
+    def __init__(self, store: SessionStore):
+        self.store = store
+        self.taken = False
+        self.returned = False
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.store._give_back(self)
+
+
 class SessionStore:
     """Sessions by unguessable id, forgotten after ``ttl_seconds`` without a request."""
 
     def __init__(self, pipeline: Pipeline, ttl_seconds: float = 3600.0, max_sessions: int = 16,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, max_pending: int = MAX_PENDING):
         self.pipeline = pipeline
         self.ttl = ttl_seconds
         self.max_sessions = max_sessions
+        self.max_pending = max_pending
         self.clock = clock
         self.infer_lock = threading.Lock()
         self._sessions: dict[str, ViewerSession] = {}
+        self._reserved = 0
+        self._closed = 0  # sessions closed since take_closed() was last called
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
+    @property
+    def reserved(self) -> int:
+        """Slots held by sessions being set up."""
+        return self._reserved
+
     def sweep(self) -> list[str]:
+        """Forget (and close) the sessions idle for longer than the time to live; a session
+        with a change running or waiting is not idle."""
         now = self.clock()
         with self._lock:
-            old = [k for k, s in self._sessions.items() if now - s.last_access > self.ttl]
-            for k in old:
-                del self._sessions[k]
+            old = [k for k, s in self._sessions.items()
+                   if now - s.last_access > self.ttl and not s.busy]
+            gone = [self._sessions.pop(k) for k in old]
+            self._closed += len(gone)
+        for s in gone:
+            s.close()
         return old
 
-    def create(self, case: str, ct: Volume, pet: Volume, tracer: str | None = "auto",
-               time_budget: float | None = None) -> ViewerSession:
-        """Set the case up, predict with no clicks, and register the session."""
+    def take_closed(self) -> int:
+        """How many sessions were closed (deleted, expired) since the last call: whether there
+        is memory to hand back."""
+        with self._lock:
+            n, self._closed = self._closed, 0
+        return n
+
+    def reserve(self) -> Reservation:
+        """Hold a slot for a session about to be set up; raises :class:`StoreFull` when the
+        open sessions and the slots already held reach ``max_sessions``."""
         self.sweep()
-        if len(self._sessions) >= self.max_sessions:
-            raise StoreFull(f"{self.max_sessions} sessions are open; delete one or wait until "
-                            f"one expires ({self.ttl:g} s without a request)")
+        with self._lock:
+            if len(self._sessions) + self._reserved >= self.max_sessions:
+                raise StoreFull(f"{self.max_sessions} sessions are open; delete one or wait "
+                                f"until one expires ({self.ttl:g} s without a request)")
+            self._reserved += 1
+        return Reservation(self)
+
+    def _give_back(self, reservation: Reservation) -> None:
+        with self._lock:
+            if not reservation.taken and not reservation.returned:
+                reservation.returned = True
+                self._reserved -= 1
+
+    def create(self, case: str, ct: Volume, pet: Volume, tracer: str | None = "auto",
+               time_budget: float | None = None,
+               reservation: Reservation | None = None) -> ViewerSession:
+        """Set the case up, predict with no clicks, and register the session (in the slot
+        ``reservation`` holds, or in one reserved now)."""
+        if reservation is None:
+            with self.reserve() as slot:
+                return self.create(case, ct, pet, tracer, time_budget, slot)
+        if reservation.taken or reservation.returned:
+            raise RuntimeError("a reservation holds one session")
         inner = Session(self.pipeline)
         with self.infer_lock:
             inner.set_case(ct, pet, tracer, ct_name=f"CT of {case}", pet_name=f"PET of {case}")
         session = ViewerSession(secrets.token_urlsafe(24), case, inner, self.infer_lock,
-                                last_access=self.clock())
+                                last_access=self.clock(), max_pending=self.max_pending)
         session.apply(session.ticket(), reset, time_budget)
         with self._lock:
+            if reservation.returned:  # pragma: no cover - the caller's block has ended
+                raise RuntimeError("the reservation was given back during the set-up")
+            reservation.taken = True
+            self._reserved -= 1
             self._sessions[session.id] = session
         return session
 
@@ -217,6 +374,20 @@ class SessionStore:
         return session
 
     def delete(self, session_id: str) -> None:
+        """Forget and close a session."""
         with self._lock:
-            if self._sessions.pop(session_id, None) is None:
-                raise SessionNotFound(session_id)
+            session = self._sessions.pop(session_id, None)
+            self._closed += session is not None
+        if session is None:
+            raise SessionNotFound(session_id)
+        session.close()
+
+    def close_all(self) -> int:
+        """Forget and close every session (the server is shutting down)."""
+        with self._lock:
+            gone = list(self._sessions.values())
+            self._sessions.clear()
+            self._closed += len(gone)
+        for s in gone:
+            s.close()
+        return len(gone)

@@ -30,7 +30,15 @@ async function gunzip(response) {
 }
 
 async function request(path, options = {}) {
-  const res = await fetch(api(path), options);
+  // a busy session answers 429 (its queue of changes is full) with Retry-After: the change was
+  // not applied, so it is sent again after the pause, a few times at most
+  let res = await fetch(api(path), options);
+  for (let attempt = 0; res.status === 429 && attempt < 5; attempt += 1) {
+    const wait = Math.min(Number(res.headers.get("Retry-After")) || 1, 10);
+    status(`Busy: sending again in ${wait} s...`, "busy");
+    await new Promise((resolve) => setTimeout(resolve, wait * 1000));
+    res = await fetch(api(path), options);
+  }
   if (!res.ok) {
     let detail = res.statusText;
     try { const body = await res.json(); detail = typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail); } catch (e) { /* not JSON */ }
