@@ -10,10 +10,8 @@ import typer
 from petloop.cli import clicks_app, console, fail
 from petloop.cli.guard import one_of, positive
 from petloop.cli.inference import TrustSuv, check_step
+from petloop.io.clicks import FORMS
 from petloop.io.outputs import OutputSet, safe_name
-
-FORMS = ("simple", "gc")
-ENCODINGS = ("gaussian", "edt_ball")
 
 
 def _wrote(path: Path, clicks, form: str) -> None:
@@ -87,10 +85,9 @@ def clicks_simulate(
 
 def case_name(reference: Path) -> str:
     """NAME of a reference image NAME_0001.nii.gz (or NAME.nii.gz, .nii, .mha)."""
-    name = reference.name
-    for suffix in (".nii.gz", ".nii", ".mha"):
-        name = name.removesuffix(suffix)
-    return name.removesuffix("_0001")
+    from petloop.io.volume import volume_stem
+
+    return volume_stem(reference.name).removesuffix("_0001")
 
 
 @clicks_app.command("heatmaps")
@@ -109,7 +106,7 @@ def clicks_heatmaps(
 ) -> None:
     """Write the FG and BG click channels as NIfTI on the reference grid, named as nnU-Net
     expects (NAME_0002.nii.gz, NAME_0003.nii.gz)."""
-    from petloop.clicks.encode import encode_clicks
+    from petloop.clicks.encode import ENCODINGS, encode_clicks
     from petloop.io.clicks import ClickFileError, read_clicks
     from petloop.io.volume import VolumeError, read_volume
 

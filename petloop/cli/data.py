@@ -12,9 +12,8 @@ from rich.table import Table
 from petloop.cli import app, console, err_console, fail, progress
 from petloop.cli.guard import one_of
 from petloop.cli.inference import CLICK_MODES, Precision, Window, check_run_options
+from petloop.io.layouts import LAYOUTS
 from petloop.io.outputs import OutputSet
-
-LAYOUTS = ("autopet", "nnunet", "gc")
 
 
 @app.command()

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from petloop.cli import app, console, err_console, fail, progress
+from petloop.cli.guard import one_of
 from petloop.cli.inference import CLICK_MODES, TrustSuv, check_run_options
 from petloop.io.outputs import OutputSet, safe_name
 
@@ -92,10 +93,8 @@ def evaluate(
         fail("--pred: give --pred folders or --models")
     if models is not None:
         check_run_options(device, precision, window, time_budget)
-        if clicks not in CLICK_MODES:
-            fail(f"--clicks: {clicks!r} is not one of {', '.join(CLICK_MODES)}")
-        if tracer not in ("auto", "fdg", "psma", "case"):
-            fail(f"--tracer: {tracer!r} is not auto, fdg, psma or case")
+        one_of(clicks, "--clicks", CLICK_MODES)
+        one_of(tracer, "--tracer", ("auto", "fdg", "psma", "case"))
     folders = []
     for item in pred or []:
         name, sep, folder = item.partition("=")

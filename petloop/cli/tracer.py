@@ -41,7 +41,6 @@ def tracer_train(
     outputs = OutputSet({"--data": data})
     outputs.add("--out", out, "weights")
     info_path = outputs.add("--out (its .json)", out.with_suffix(".json"), "json")
-    import torch
 
     from petloop.io.layouts import LayoutError
     from petloop.tracer.classifier import TracerError
@@ -49,6 +48,7 @@ def tracer_train(
         TracerTrainConfig,
         describe,
         load_examples,
+        save_weights,
         train_classifier,
     )
 
@@ -68,12 +68,9 @@ def tracer_train(
             model, history, (train, val) = train_classifier(examples, config, on_epoch)
     except (TracerError, LayoutError) as exc:
         fail(str(exc))
-    # as petloop.tracer.train.save_weights writes them, the weights and their JSON as one set
-    state = {k: (v.half() if half and v.is_floating_point() else v).cpu()
-             for k, v in model.state_dict().items()}
-    with outputs.writing() as w:
-        w.call(out, lambda p: torch.save(state, p))
-        w.json(info_path, describe(config, data, history, train, val))
+    with outputs.writing() as w:  # the weights and their JSON as one set
+        save_weights(model, w.path(out), describe(config, data, history, train, val), half,
+                     info_path=w.path(info_path))
     console.print(f"wrote {out} ({len(train)} training, {len(val)} validation cases)")
 
 

@@ -39,6 +39,7 @@ from petloop.io.volume import (
     VolumeError,
     read_volume,
     resample_to,
+    volume_stem,
     write_volume,
 )
 
@@ -223,13 +224,6 @@ def _single_image(folder: Path) -> list[Path]:
                   if p.name.endswith((".mha", ".nii.gz", ".nii")) and not p.name.startswith("."))
 
 
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii", ".mha"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
 
 def _gc_case(folder: Path) -> CaseFiles:
     cts = _single_image(folder / "images" / "ct")
@@ -239,7 +233,7 @@ def _gc_case(folder: Path) -> CaseFiles:
             f"{folder}: a grand-challenge input holds one CT and one PET image, found "
             f"{len(cts)} in images/ct and {len(pets)} in images/pet"
         )
-    case_id = _stem(cts[0])
+    case_id = volume_stem(cts[0].name)
 
     def first(sub: str) -> Path | None:
         d = folder / sub

@@ -41,7 +41,7 @@ SUFFIXES = (".nii.gz", ".nii", ".mha")  # what petloop writes (and reads, with .
 __all__ = [
     "DEFAULT_LIMITS", "READ_SUFFIXES", "SUFFIXES", "ReadLimits", "Volume", "VolumeError",
     "VolumeTooLarge", "points_from_array_order", "points_to_array_order", "read_volume",
-    "resample_to", "write_volume",
+    "resample_to", "volume_stem", "write_volume",
 ]
 
 
@@ -178,6 +178,14 @@ class Volume:
         image.SetOrigin(self.origin)
         image.SetDirection(self.direction)
         return image
+
+
+def volume_stem(name: str) -> str:
+    """A volume file's name without its suffix (``.nii.gz``, ``.nii``, ``.mha``, ``.mhd``)."""
+    for suffix in READ_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def _check_suffix(path: Path, suffixes: tuple[str, ...] = SUFFIXES) -> None:

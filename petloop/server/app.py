@@ -61,11 +61,13 @@ from petloop.io.clicks import ClickFileError
 from petloop.io.layouts import CaseFiles, LayoutError, find_cases
 from petloop.io.volume import (
     DEFAULT_LIMITS,
+    SUFFIXES,
     ReadLimits,
     Volume,
     VolumeError,
     VolumeTooLarge,
     read_volume,
+    volume_stem,
     write_volume,
 )
 from petloop.metrics.report import Lesion, report_csv
@@ -92,7 +94,7 @@ from .sessions import (
 )
 
 STATIC = resources.files("petloop.server") / "static"
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mha")
+VOLUME_SUFFIXES = SUFFIXES  # what an upload may be (self-contained formats)
 log = logging.getLogger(__name__)
 BAD_INPUT = (SessionError, ClickFileError, VolumeError, LayoutError, ModelSetError, TracerError)
 
@@ -434,9 +436,7 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
                     vols.clear()
                     await release()
                 raise HTTPException(*error)
-            label = Path((pet.filename or "upload").replace("\\", "/")).name
-            for s in VOLUME_SUFFIXES:
-                label = label.removesuffix(s)
+            label = volume_stem(Path((pet.filename or "upload").replace("\\", "/")).name)
             return await open_session(f"upload:{label[:100]}", vols, tracer, slot)
 
     @app.get("/api/sessions/{session_id}", response_model=SessionState, responses=RESPONSES)

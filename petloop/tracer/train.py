@@ -170,13 +170,16 @@ def train_classifier(examples: Sequence[Example], config: TracerTrainConfig,
     return model.eval(), history, (train, val)
 
 
-def save_weights(model: MipClassifier, path: str | Path, info: dict, half: bool = False) -> Path:
+def save_weights(model: MipClassifier, path: str | Path, info: dict, half: bool = False, *,
+                 info_path: str | Path | None = None) -> Path:
+    """The weights (optionally in half precision) and ``info`` as JSON beside them
+    (``info_path``, default: the weights' name with ``.json``)."""
     state = {k: (v.half() if half and v.is_floating_point() else v).cpu()
              for k, v in model.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-    write_json_atomic(path.with_suffix(".json"), info)
+    write_json_atomic(info_path or path.with_suffix(".json"), info)
     return path
 
 
