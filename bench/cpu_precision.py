@@ -50,9 +50,8 @@ def main() -> None:
     for k in range(args.steps):
         masks = {}
         for precision, session in sessions.items():
-            session.clicks = clicks.step(k)
             t = time.perf_counter()
-            masks[precision] = np.asarray(session.run().mask.array, bool)
+            masks[precision] = np.asarray(session.set_clicks(clicks.step(k)).mask.array, bool)
             times[precision].append(time.perf_counter() - t)
         a, b = masks["fp32"], masks["bf16"]
         both = a.sum() + b.sum()

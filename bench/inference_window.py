@@ -68,9 +68,8 @@ def main() -> None:
             sessions[s].set_case(case.ct, case.pet, "fdg")
         for k in args.steps:
             for s, session in sessions.items():
-                session.clicks = clicks.step(k)
                 t = time.perf_counter()
-                mask = np.asarray(session.run().mask.array) != 0
+                mask = np.asarray(session.set_clicks(clicks.step(k)).mask.array) != 0
                 times[s].append(time.perf_counter() - t)
                 dice[s, k].append(2 * (mask & truth).sum() / max(mask.sum() + truth.sum(), 1))
     base = statistics.median(times[settings[0]])

@@ -96,6 +96,7 @@ def inference_text(settings: InferenceSettings, time_budget: float | None) -> st
     window = ("whole-volume window (one pass over each volume)" if settings.window == "whole"
               else "nnU-Net's sliding window")
     most = MAX_MIRRORS if settings.mirrors is None else settings.mirrors
+    time_budget = settings.budget if time_budget is None else time_budget
     if time_budget:
         tta = (f"test-time mirroring within {time_budget:g} s per prediction (as many of "
                f"{most} mirrored passes as fit after the plain one)")

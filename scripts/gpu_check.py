@@ -26,10 +26,11 @@ def main() -> None:
 
     import torch
 
+    from petloop.inference.engine import Engine
     from petloop.io.clicks import Clicks
     from petloop.io.layouts import find_cases
+    from petloop.nnunet.adapter import NetworkAdapter
     from petloop.nnunet.paths import NnunetPaths
-    from petloop.nnunet.predict import load_predictor, predict
     from petloop.nnunet.train import TrainConfig, TrainOptions, dataset_folder_name, train
 
     work = Path(args.workdir)
@@ -48,14 +49,16 @@ def main() -> None:
         print(f"{recipe}: trained 2 x {args.iterations} iterations in {dt:.1f} s; epoch times "
               f"{epoch_times}; compile: {'torch.compile' in log}")
     case = find_cases(work / "case")[0].load()
-    predictor = load_predictor(out.parent.parent / out.parent.name.replace("V0", "V4"),
-                               device="cuda", mirroring=True)
+    adapter = NetworkAdapter(out.parent.parent / out.parent.name.replace("V0", "V4"),
+                             device="cuda")
+    engine = Engine(case.ct, case.pet)
     for n in (0, 1):
         t = time.perf_counter()
-        mask = predict(predictor, case.ct, case.pet, Clicks(((32, 32, 48),) * n, ()))
+        work = engine.step("v4", adapter, Clicks(((32, 32, 48),) * n, ()), mirrors=7)
         torch.cuda.synchronize()
-        print(f"prediction with {n} clicks on CUDA (mirroring): {time.perf_counter() - t:.2f} s, "
-              f"{int(mask.array.sum())} voxels, same grid: {mask.same_grid(case.pet)}")
+        print(f"engine step with {n} clicks on CUDA (7 mirrored passes): "
+              f"{time.perf_counter() - t:.2f} s, {work.choice.tiles}/{work.choice.tiles_total} "
+              f"tiles, {int(work.mask.sum())} voxels")
     print("GPU CHECK OK")
 
 

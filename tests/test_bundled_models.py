@@ -63,9 +63,10 @@ def test_the_whole_window_is_one_pass_of_the_network(tmp_path):
     import numpy as np
     import torch
 
+    from petloop.inference.engine import ModelState
     from petloop.inference.pipeline import Pipeline
     from petloop.io.clicks import Clicks
-    from petloop.nnunet.predict import network_input, preprocess
+    from petloop.nnunet.clickspace import clicks_in_preprocessed
     from petloop.phantom import PhantomConfig, generate_case
 
     ms = load_model_set(BUNDLED)
@@ -73,19 +74,22 @@ def test_the_whole_window_is_one_pass_of_the_network(tmp_path):
     case = generate_case(PhantomConfig(seed=9003, tracer="fdg", shape=(64, 64, 96),
                                        spacing=(3.0, 3.0, 4.0)), 0).case
     clicks = Clicks(((32, 32, 48),), ((5, 5, 5),))
-    whole = Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v3"])
-    sliding = Pipeline(ms, "cpu", "fp32", window="sliding").model(ms.models["fdg_v3"])
-    pre = preprocess(whole.predictor, case.ct, case.pet, clicks)
-    x = torch.from_numpy(network_input(whole.predictor, pre, clicks))
-    tile = whole.tile(x.shape[1:])
-    assert tile is not None and sliding.tile(x.shape[1:]) is None
-    got = whole._logits(x, tile)
-    pad = [(t - s) for t, s in zip(tile, x.shape[1:], strict=True)]
-    padded = torch.nn.functional.pad(x, [v for d in reversed(pad) for v in (d // 2, d - d // 2)])
+    adapter = Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v3"])
+    pre = adapter.preprocess(case.ct, case.pet)
+    whole = ModelState(adapter, pre, "whole")
+    sliding = ModelState(adapter, pre, "sliding")
+    assert len(whole.grid) == 1 and whole.grid.gaussian is None and len(sliding.grid) > 1
+    shape = pre.data.shape[1:]
+    pc = clicks_in_preprocessed(clicks, pre.properties,
+                                adapter.predictor.plans_manager.transpose_forward, shape)
+    box = whole.grid.boxes()[0]
+    x = whole.tile_input(box, pc, ())
+    fg, bg = adapter.encoding.render(pc, shape)
+    want_x = np.concatenate([pre.data, fg[None], bg[None]])
+    pad = [(t - s) for t, s in zip(whole.grid.patch, shape, strict=True)]
+    padded = np.pad(want_x, [(0, 0)] + [(d // 2, d - d // 2) for d in pad])
+    assert np.array_equal(x, padded)  # the volume, centred in the padded tile, clicks drawn
+    got = adapter.run_tile(x)
     with torch.no_grad():
-        want = whole.predictor.network(padded[None])[0]
-    want = want[(slice(None), *(slice(d // 2, d // 2 + s) for d, s in zip(pad, x.shape[1:],
-                                                                            strict=True)))]
-    # nnU-Net sums the tiles' logits in half precision
-    np.testing.assert_allclose(got.float().numpy(), want.numpy(), rtol=2e-3, atol=1e-2)
-    assert not torch.allclose(sliding._logits(x, None).float(), got.float(), atol=0.5)
+        want = adapter.predictor.network(torch.from_numpy(padded)[None])[0].numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -109,16 +109,14 @@ def test_a_threshold_applied_afterwards_equals_a_run_with_it(model_set, work):
     clicks = Clicks((lesion,), ((0, 0, 0),))
     raw = Session(Pipeline(replace(ms, suv_threshold={"fdg": -math.inf, "psma": -math.inf})))
     raw.set_case(case.ct, case.pet, "fdg")
-    raw.clicks = clicks
-    unthresholded = np.asarray(raw.run().mask.array)
+    unthresholded = np.asarray(raw.set_clicks(clicks).mask.array)
     pet = np.asarray(case.pet.array)
     removed = 0
     for threshold in (0.5, 1.5, 3.0):
         run = Session(Pipeline(replace(ms, suv_threshold={"fdg": threshold, "psma": 1.0})))
         run.set_case(case.ct, case.pet, "fdg")
-        run.clicks = clicks
         after = apply_suv_threshold(unthresholded, pet, threshold)
-        np.testing.assert_array_equal(np.asarray(run.run().mask.array), after)
+        np.testing.assert_array_equal(np.asarray(run.set_clicks(clicks).mask.array), after)
         removed += int(unthresholded.sum() - after.sum())
     assert removed > 0  # the thresholds did remove voxels, so the comparison means something
 

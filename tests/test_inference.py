@@ -11,17 +11,13 @@ import torch
 from typer.testing import CliRunner
 
 from petloop.cli import app
+from petloop.inference.engine import MIRROR_ORDER, Engine, mirrors_that_fit, usable_mirrors
 from petloop.inference.modelset import InferenceSettings, ModelSetError, load_model_set
-from petloop.inference.pipeline import (
-    MIRROR_ORDER,
-    Pipeline,
-    Session,
-    choose_mirrors,
-    whole_tile,
-)
+from petloop.inference.pipeline import Pipeline, Session, whole_tile
 from petloop.io.clicks import Clicks, write_clicks
 from petloop.io.layouts import Case, find_cases, write_case
 from petloop.io.volume import Volume, VolumeError, read_volume, write_volume
+from petloop.nnunet.adapter import NetworkAdapter
 from petloop.tracer.classifier import MipClassifier
 
 runner = CliRunner()
@@ -90,17 +86,20 @@ def test_manifest_errors_name_what_is_missing(model_set, tmp_path):
 
 
 def test_tta_budget_choice():
-    assert choose_mirrors(2.0, 0, (0, 1, 2)) == ()
-    assert choose_mirrors(2.0, None, (0, 1, 2)) == ()
-    assert choose_mirrors(2.0, 9.0, (0, 1, 2)) == MIRROR_ORDER[:3]
-    assert choose_mirrors(1.0, 100.0, (0, 1, 2)) == MIRROR_ORDER
-    assert choose_mirrors(1.0, 100.0, (1, 2)) == ((2,), (1,), (2, 1))
-    # a fixed number of passes: without a budget all of them, with one as many as fit
-    assert choose_mirrors(2.0, None, (0, 1, 2), wanted=3) == MIRROR_ORDER[:3]
-    assert choose_mirrors(2.0, 0, (0, 1, 2), wanted=7) == MIRROR_ORDER
-    assert choose_mirrors(2.0, 7.0, (0, 1, 2), wanted=5) == MIRROR_ORDER[:2]
-    assert choose_mirrors(1.0, 100.0, (0, 1, 2), wanted=2) == MIRROR_ORDER[:2]
-    assert choose_mirrors(1.0, None, (0, 1, 2), wanted=0) == ()
+    # every pass cold (all tiles to compute): the published rule int((budget - t) / t)
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        t, budget = float(rng.uniform(0.5, 4)), float(rng.uniform(0, 40))
+        ratio = (budget - t) / t
+        if abs(ratio - round(ratio)) < 1e-6:
+            continue
+        assert mirrors_that_fit([27] * 7, t, t / 27, budget) == max(0, min(7, int(ratio)))
+    # warm passes cost only the tiles a click reaches
+    assert mirrors_that_fit([3, 3, 27, 3], 1.0, 0.1, 2.0) == 2
+    assert mirrors_that_fit([0] * 7, 5.0, 0.1, 5.0) == 7
+    assert usable_mirrors((0, 1, 2)) == MIRROR_ORDER
+    assert usable_mirrors((1, 2)) == ((2,), (1,), (2, 1))
+    assert usable_mirrors(()) == ()
 
 
 def test_whole_tile_against_the_rule_written_out():
@@ -175,22 +174,24 @@ def test_session_clicks_undo_reset_and_threshold(pipeline, case):
     assert tracer.tracer == "fdg"
     first = session.run()
     assert first.model == "fdg_v4" and first.mask.same_grid(case.pet)
-    pre = dict(session._pre)
+    pre = dict(session._engine._shared)
     lesion = tuple(int(v) for v in np.argwhere(case.label.array)[0])
     r1 = session.add_click(lesion, "tumor")
-    assert session.clicks.tumor == (lesion,)
-    assert session._pre["fdg_v4"] is pre["fdg_v4"]  # preprocessing done once per case
+    assert session.clicks.clicks.tumor == (lesion,)
     for n in range(5):
         session.add_click((n, 0, 0), "background")
     assert session.last.model == "fdg_v3"  # five background clicks: full-guidance model
+    # preprocessing done once per case, shared by the models that preprocess alike
+    assert session._engine._shared == pre and len(pre) == 1
     session.undo()
-    assert len(session.clicks.background) == 4 and session.last.model == "fdg_v4"
+    assert len(session.clicks.clicks.background) == 4 and session.last.model == "fdg_v4"
     session.reset()
     assert len(session.clicks) == 0
+    assert len(session.undo().clicks) == 5  # a reset is undone too
     assert not (r1.mask.array[np.asarray(case.pet.array) < 1.5]).any()
     with pytest.raises(Exception, match="lies outside"):
         session.add_click((999, 0, 0), "tumor")
-    assert {"preprocess", "clicks", "network", "export"} <= set(first.seconds)
+    assert {"preprocess", "network", "export", "total"} <= set(first.seconds)
 
 
 def test_pipeline_mirroring_and_bad_input(pipeline, case):
@@ -237,33 +238,37 @@ def _two_fold_folder(trained, tmp_path):
     return folder
 
 
+def _lesion_probability(adapter, case, clicks=None, mirrors=1):
+    """The engine's lesion probability on the preprocessed grid, whole window."""
+    from scipy.special import expit
+
+    engine = Engine(case.ct, case.pet, window="whole")
+    work = engine.step("m", adapter, clicks or Clicks(), mirrors=mirrors)
+    p = expit(engine._states["m"].q)
+    engine.close()
+    return p, work
+
+
 def test_folds_are_averaged_over_every_pass(trained, model_set, case, tmp_path):
-    from petloop.inference.modelset import ModelEntry
-    from petloop.inference.pipeline import LoadedModel
-
     folder = _two_fold_folder(trained, tmp_path)
-    settings = InferenceSettings("whole", 1)
-    x = np.random.default_rng(1).normal(size=(4, 48, 48, 64)).astype(np.float32)
 
-    def probs(folds):
-        return LoadedModel(ModelEntry("m", folder, folds), "cpu", "fp32",
-                           settings).probabilities(x, None)
+    def probs(folds, checkpoints=("checkpoint_final.pth",)):
+        return _lesion_probability(NetworkAdapter(folder, folds, checkpoints), case)
 
     (p_all, one), (p_0, _) = probs(("all",)), probs((0,))
-    assert one.folds == 1 and len(one.mirrors) == 1
-    assert (p_all - p_0).abs().max() > 1e-3  # the two folds differ
-    both = LoadedModel(ModelEntry("m", folder, ("all", 0)), "cpu", "fp32", settings)
+    assert one.choice.folds == 1 and len(one.choice.mirrors) == 1
+    assert np.abs(p_all - p_0).max() > 1e-3  # the two folds differ
+    both = NetworkAdapter(folder, ("all", 0))
     for _ in range(2):  # and again, after the last fold's weights were left in the network
-        p, choice = both.probabilities(x, None)
-        assert choice.folds == 2 and choice.mirrors == one.mirrors
-        torch.testing.assert_close(p, (p_all + p_0) / 2, atol=1e-5, rtol=1e-5)
-    assert "2 networks averaged" in choice.describe()
+        p, work = _lesion_probability(both, case)
+        assert work.choice.folds == 2 and work.choice.mirrors == one.choice.mirrors
+        np.testing.assert_allclose(p, (p_all + p_0) / 2, atol=1e-5, rtol=0)
+    assert "2 networks averaged" in work.choice.describe()
     # the same two networks as two checkpoint files of one fold
     shutil.copyfile(folder / "fold_0" / "checkpoint_final.pth",
                     folder / "fold_all" / "run2.pth")
-    runs = LoadedModel(ModelEntry("m", folder, ("all",), ("checkpoint_final.pth", "run2.pth")),
-                       "cpu", "fp32", settings)
-    torch.testing.assert_close(runs.probabilities(x, None)[0], p, atol=1e-6, rtol=1e-6)
+    runs, _ = probs(("all",), ("checkpoint_final.pth", "run2.pth"))
+    np.testing.assert_allclose(runs, p, atol=1e-6, rtol=0)
     manifest = json.loads((model_set / "manifest.json").read_text())
     manifest["models"]["fdg_v3"] = {"folder": str(folder), "folds": ["all", 0]}
     manifest["tracer_classifier"] = str(model_set / manifest["tracer_classifier"])
@@ -517,11 +522,12 @@ def test_precision_choice_and_bf16_agrees_with_fp32(model_set, case, tmp_path):
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         resolve_precision("fp8", "cpu")
     ms = load_model_set(model_set)
-    x = np.random.default_rng(0).normal(size=(4, 48, 48, 64)).astype(np.float32)
-    p32, _ = Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v4"]).probabilities(x, None)
-    p16, _ = Pipeline(ms, "cpu", "bf16").model(ms.models["fdg_v4"]).probabilities(x, None)
-    assert (p32 - p16).abs().mean() < 0.01 and not torch.equal(p32, p16)
-    assert (p32.argmax(0) == p16.argmax(0)).float().mean() > 0.99  # the classes agree
+    p32, _ = _lesion_probability(Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v4"]), case,
+                                 mirrors=0)
+    p16, _ = _lesion_probability(Pipeline(ms, "cpu", "bf16").model(ms.models["fdg_v4"]), case,
+                                 mirrors=0)
+    assert np.abs(p32 - p16).mean() < 0.01 and not np.array_equal(p32, p16)
+    assert np.mean((p32 > 0.5) == (p16 > 0.5)) > 0.99  # the classes agree
     full = Pipeline(ms, "cpu", "bf16").predict(case.ct, case.pet, Clicks(), tracer="fdg")
     assert full.mask.shape == case.pet.shape
 

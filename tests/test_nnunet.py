@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from petloop.clicks.schedules import ClickSchedule
+from petloop.inference.engine import Engine
 from petloop.io.clicks import Clicks
 from petloop.io.layouts import find_cases
+from petloop.nnunet.adapter import NetworkAdapter
 from petloop.nnunet.clickspace import (
     ClickChannels,
     ClickEncoding,
@@ -135,8 +137,6 @@ def test_intensity_augmentation_leaves_click_channels_alone():
 
 
 def test_every_recipe_trains_and_predicts_through_nnunet(work, trained):
-    from petloop.nnunet.predict import load_predictor, predict
-
     root, paths, _, _ = work
     case = find_cases(root / "phantoms")[0].load()
     for recipe in ("v0", "v1", "v2", "v3", "v4"):
@@ -145,8 +145,7 @@ def test_every_recipe_trains_and_predicts_through_nnunet(work, trained):
         model = folder.parent
         ds = json.loads((model / "dataset.json").read_text())
         assert click_encoding(ds).mode == "fixed"
-        predictor = load_predictor(model)
-        mask = predict(predictor, case.ct, case.pet, Clicks(((24, 24, 32),), ()))
+        mask = _predict(model, case, Clicks(((24, 24, 32),), ()))
         assert mask.same_grid(case.pet) and set(np.unique(mask.array)) <= {0, 1}
     log = "".join(p.read_text() for p in trained["v4"].glob("training_log_*.txt"))
     assert "expanded" in log and "organ-head tensors from the segmentation head" in log
@@ -243,8 +242,6 @@ def test_published_trainers_build_the_published_networks():
 def test_a_published_style_model_folder_predicts_in_petloop(tmp_path, small_cases):
     """A model folder as BIRTH publishes it (autoPET3_Trainer, channels CT/PET/FG/BG, raw
     Gaussian click channels) loads through nnU-Net's predictor and predicts."""
-    from petloop.nnunet.predict import load_predictor, predict
-
     case = small_cases[0]
     folder = tmp_path / "autoPET3_Trainer__ResEncL_Plan__3d_fullres"
     arch = {"n_stages": 3, "features_per_stage": [8, 16, 32],
@@ -303,10 +300,25 @@ def test_a_published_style_model_folder_predicts_in_petloop(tmp_path, small_case
                 "inference_allowed_mirroring_axes": (0, 1, 2),
                 "init_args": {"configuration": "3d_fullres"}},
                folder / "fold_0" / "checkpoint_final.pth")
-    predictor = load_predictor(folder, folds=(0,))
-    assert click_encoding(predictor.dataset_json).mode == "published"
-    mask = predict(predictor, case.ct, case.pet, Clicks(((10, 10, 10),), ((20, 20, 20),)))
-    assert mask.same_grid(case.pet)
+    adapter = NetworkAdapter(folder, folds=(0,))
+    assert adapter.encoding.mode == "published"
+    engine = Engine(case.ct, case.pet)
+    clicks = Clicks(((10, 10, 10),), ((20, 20, 20),))
+    first = engine.step("published", adapter, clicks)
+    assert first.mask.shape == case.pet.itk_array().shape
+    # its click channels are normalised per image: every step is a full pass, and says so
+    again = engine.step("published", adapter, Clicks(clicks.tumor, ()))
+    assert not again.choice.incremental and again.choice.tiles == again.choice.tiles_total
+    assert "normalised per image" in again.choice.describe()
+    engine.close()
+
+
+def _predict(model_folder, case, clicks):
+    """One prediction of a model folder through the engine (no threshold)."""
+    engine = Engine(case.ct, case.pet)
+    work = engine.step("m", NetworkAdapter(model_folder), clicks)
+    engine.close()
+    return case.pet.with_itk_array(work.mask.copy())
 
 
 def test_totalsegmentator_mapping_and_missing_tool(tmp_path):

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from petloop.clicks.clicklist import ClickError, ClickList, NoSuchClick
 from petloop.inference.modelset import load_model_set
 from petloop.inference.pipeline import Pipeline, TTAChoice
 from petloop.io.layouts import find_cases
 from petloop.io.volume import Volume, read_volume, write_volume
 from petloop.server.app import ServerConfig, create_app
 from petloop.server.sessions import (
-    SessionError,
     SessionNotFound,
     SessionStore,
     ViewerSession,
@@ -63,7 +63,7 @@ class FakeInner:
     def __init__(self, shape=(6, 5, 4), delay=0.0):
         self.pet = Volume(np.ones(shape, np.float32), (2.0, 2.0, 2.0))
         self.ct = self.pet
-        self.clicks = None
+        self.clicks = ClickList()
         self.delay = delay
         self.tracer = SimpleNamespace(tracer="fdg", probability=1.0)
         self.seen = []
@@ -71,14 +71,20 @@ class FakeInner:
     def set_case(self, *args, **kwargs):
         pass
 
-    def run(self, time_budget=None):
+    def change(self, new, time_budget=None):
+        new.clicks.check_inside(self.pet.shape, "click")
         time.sleep(self.delay)
         mask = np.zeros(self.pet.shape, np.uint8)
-        for p in self.clicks.tumor:
+        for p in new.clicks.tumor:
             mask[p] = 1
-        self.seen.append(self.clicks)
+        self.seen.append(new.clicks)
+        self.clicks = new
         return SimpleNamespace(mask=self.pet.with_array(mask), model="m", seconds={"total": 0.0},
-                               tta=TTAChoice(0.0, None, ()))
+                               tta=TTAChoice(0.0, None, ()), clicks=new,
+                               changed=tuple((0, n) for n in self.pet.shape))
+
+    def close(self, wait=True):
+        pass
 
 
 def test_clicks_are_applied_in_arrival_order():
@@ -102,11 +108,12 @@ def test_a_failed_change_keeps_the_state_and_passes_the_turn():
     s.apply(s.ticket(), add_click("tumor", (1, 1, 1)))
     with pytest.raises(ValueError, match="outside the image"):
         s.apply(s.ticket(), add_click("tumor", (9, 1, 1)))
-    with pytest.raises(SessionError, match="no click 3"):
+    with pytest.raises(NoSuchClick, match="no click 3"):
         s.apply(s.ticket(), remove_click(3))
     snap = s.apply(s.ticket(), add_click("background", (0, 0, 0)))
     assert [c.kind for c in snap.clicks] == ["tumor", "background"]
-    with pytest.raises(SessionError, match="'tumor' or 'background'"):
+    assert s.inner.clicks.items == snap.clicks  # the clicks are the inner session's
+    with pytest.raises(ClickError, match="'tumor' or 'background'"):
         add_click("lesion", (0, 0, 0))
 
 
@@ -171,9 +178,11 @@ def test_a_session_from_a_case_with_clicks(client, data, case_name):
     assert shape == case.pet.shape and s["version"] == 0 and s["clicks"] == []
     assert s["model"] == "fdg_v4" or s["tracer"] == "psma"
 
-    pet = np.frombuffer(gzip.decompress(client.get(f"/api/sessions/{sid}/volume/pet").content),
-                        "<f4").reshape(shape[::-1]).transpose(2, 1, 0)
-    assert np.array_equal(pet, case.pet.array.astype(np.float32))
+    got = client.get(f"/api/sessions/{sid}/volume/pet")
+    scale = float(got.headers["X-Scale"])
+    pet = np.frombuffer(gzip.decompress(got.content), "<u2").reshape(shape[::-1]).transpose(2, 1, 0)
+    assert scale == pytest.approx(case.pet.array.max() / 65535)
+    assert np.abs(pet * scale - np.maximum(case.pet.array, 0)).max() <= scale / 2 + 1e-6
     ct = np.frombuffer(gzip.decompress(client.get(f"/api/sessions/{sid}/volume/ct").content),
                        "<i2").reshape(shape[::-1]).transpose(2, 1, 0)
     assert np.abs(ct - np.round(case.ct.array)).max() == 0
@@ -204,8 +213,11 @@ def test_a_session_from_a_case_with_clicks(client, data, case_name):
 
     r = client.delete(f"/api/sessions/{sid}/clicks/0")
     assert [c["kind"] for c in r.json()["clicks"]] == ["background"] * 5
-    assert client.delete(f"/api/sessions/{sid}/clicks/9").status_code == 422
-    assert len(client.post(f"/api/sessions/{sid}/undo").json()["clicks"]) == 4
+    missing = client.delete(f"/api/sessions/{sid}/clicks/9")
+    assert missing.status_code == 404 and "no click 9: there are 5" in missing.json()["detail"]
+    restored = client.post(f"/api/sessions/{sid}/undo").json()["clicks"]  # the removal undone
+    assert len(restored) == 6 and restored[0]["kind"] == "tumor"
+    assert len(client.post(f"/api/sessions/{sid}/undo").json()["clicks"]) == 5
     s = client.post(f"/api/sessions/{sid}/reset").json()
     assert s["clicks"] == [] and s["model"] in ("fdg_v4", "psma_v2")
 
@@ -332,10 +344,42 @@ def test_a_deleted_session_leaves_nothing_behind(client, case_name):
                        json={"kind": "background", "point": [0, 0, 0]}).status_code == 200
     assert client.get(f"/api/sessions/{sid}/volume/ct").status_code == 200
     s = client.app.state.store.get(sid)
-    kept = [s, s.inner, s.pet.array, s.ct.array, s.snapshot.mask.array,
-            *(p.data for p in s.inner._pre.values())]
+    engine = s.inner._engine
+    kept = [s, s.inner, engine, s.pet.array, s.ct.array, s.snapshot.mask.array,
+            *(p.data for p in engine._shared.values()),
+            *(m.mask for m in engine._states.values())]
     refs = [weakref.ref(o) for o in kept]
-    del s, kept
+    del s, engine, kept
     assert client.delete(f"/api/sessions/{sid}").status_code == 204
     gc.collect()
     assert [r() is None for r in refs] == [True] * len(refs)
+
+
+def test_a_session_opens_before_its_first_mask_and_masks_come_as_changed_boxes(client, data,
+                                                                               case_name):
+    r = client.post("/api/sessions", json={"case": case_name, "wait": False})
+    assert r.status_code == 201, r.text
+    s = r.json()
+    sid, shape = s["id"], tuple(s["shape"])
+    assert s["version"] in (-1, 0) and s["error"] is None  # -1: the first mask is on its way
+    if s["version"] == -1:
+        assert s["model"] is None and s["report"] is None and s["clicks"] == []
+    click = client.post(f"/api/sessions/{sid}/clicks",  # queued behind the first mask
+                        json={"kind": "background", "point": [1, 1, 1]})
+    assert click.status_code == 200 and click.json()["version"] == 1
+    whole = client.get(f"/api/sessions/{sid}/mask")
+    assert whole.headers["X-Box"] == ",".join(f"0,{n}" for n in shape)
+    full = unpack_mask(whole.content, shape)
+    for since in (0, -1, 1):
+        part = client.get(f"/api/sessions/{sid}/mask", params={"since": since})
+        assert part.headers["X-Mask-Version"] == "1"
+        if since == 1:  # the client is up to date
+            assert part.headers["X-Box"] == "none" and gzip.decompress(part.content) == b""
+            continue
+        i0, i1, j0, j1, k0, k1 = map(int, part.headers["X-Box"].split(","))
+        box = unpack_mask(part.content, (i1 - i0, j1 - j0, k1 - k0))
+        assert np.array_equal(box, full[i0:i1, j0:j1, k0:k1])
+        if since == 0:  # the tiles a corner click reaches start at the corner
+            assert (i0, j0, k0) == (0, 0, 0)
+    assert client.get(f"/api/sessions/{sid}/mask", params={"since": -5}).status_code == 422
+    assert client.delete(f"/api/sessions/{sid}").status_code == 204

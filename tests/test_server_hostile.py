@@ -33,6 +33,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from petloop.clicks.clicklist import ClickList
 from petloop.inference.pipeline import TTAChoice
 from petloop.io.checks import check_ct, check_pet
 from petloop.io.volume import ReadLimits, Volume, write_volume
@@ -62,7 +63,8 @@ class FakeInner:
 
     def __init__(self, pipeline: FakePipeline):
         self.pipeline = pipeline
-        self.ct = self.pet = self.clicks = self.last = None
+        self.ct = self.pet = self.last = None
+        self.clicks = ClickList()
 
     def set_case(self, ct, pet, tracer="auto", ct_name="CT", pet_name="PET"):
         check_pet(pet, pet_name)
@@ -71,15 +73,21 @@ class FakeInner:
         self.ct, self.pet = ct, pet
         self.tracer = SimpleNamespace(tracer="fdg", probability=1.0)
 
-    def run(self, time_budget=None):
+    def change(self, new, time_budget=None):
+        new.clicks.check_inside(self.pet.shape, "click")
         self.pipeline.running += 1
         assert self.pipeline.gate.wait(60)
         mask = np.zeros(self.pet.shape, np.uint8)
-        for p in self.clicks.tumor:
+        for p in new.clicks.tumor:
             mask[p] = 1
+        self.clicks = new
         self.last = SimpleNamespace(mask=self.pet.with_array(mask), model="fake",
-                                    seconds={"total": 0.01}, tta=TTAChoice(0.0, None, ()))
+                                    seconds={"total": 0.01}, tta=TTAChoice(0.0, None, ()),
+                                    clicks=new, changed=tuple((0, n) for n in self.pet.shape))
         return self.last
+
+    def close(self, wait=True):
+        pass
 
 
 @pytest.fixture

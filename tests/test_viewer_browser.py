@@ -9,19 +9,22 @@ screenshots.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cc3d
 import numpy as np
 import pytest
 import uvicorn
 
+from petloop.clicks.clicklist import ClickList
 from petloop.inference.modelset import load_model_set
-from petloop.inference.pipeline import Pipeline
+from petloop.inference.pipeline import Pipeline, TTAChoice
 from petloop.io.layouts import find_cases
 from petloop.phantom import PhantomConfig, write_phantoms
 from petloop.server.app import ServerConfig, create_app
@@ -38,13 +41,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def viewer(model_set, tmp_path_factory):
-    models = BUNDLED if (BUNDLED / "manifest.json").is_file() else model_set
-    data = tmp_path_factory.mktemp("viewer") / "phantoms"
-    write_phantoms(PhantomConfig(seed=777, tracer="fdg", negative_fraction=0.0, lesions=(3, 5)),
-                   data, 2)
-    app = create_app(Pipeline(load_model_set(models)), ServerConfig(data=data))
+@contextlib.contextmanager
+def serving(app):
+    """The app on a free loopback port in a thread; yields its URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -53,9 +52,20 @@ def viewer(model_set, tmp_path_factory):
         if server.started:
             break
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/", data, models == BUNDLED
+    yield f"http://127.0.0.1:{port}/"
     server.should_exit = True
     thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def viewer(model_set, tmp_path_factory):
+    models = BUNDLED if (BUNDLED / "manifest.json").is_file() else model_set
+    data = tmp_path_factory.mktemp("viewer") / "phantoms"
+    write_phantoms(PhantomConfig(seed=777, tracer="fdg", negative_fraction=0.0, lesions=(3, 5)),
+                   data, 2)
+    app = create_app(Pipeline(load_model_set(models)), ServerConfig(data=data))
+    with serving(app) as url:
+        yield url, data, models == BUNDLED
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +147,102 @@ def test_click_on_a_lesion_updates_the_mask(viewer, browser, tmp_path, request, 
         Path(keep).mkdir(parents=True, exist_ok=True)
         for png in tmp_path.glob("*.png"):
             shutil.copy(png, Path(keep) / png.name)
+
+
+class BoxesInference:
+    """Stands in for the inference session at full size (the viewer is what is tested here):
+    each tumour click marks a cube, the first mask comes after a delay, and each result says
+    which box of the mask changed, as the engine's results do."""
+
+    HALF = 6
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.ct = self.pet = self.last = None
+        self.clicks = ClickList()
+        self.tracer = SimpleNamespace(tracer="fdg", probability=1.0)
+        self.steps = 0
+
+    def set_case(self, ct, pet, tracer="auto", ct_name="CT", pet_name="PET"):
+        self.ct, self.pet = ct, pet
+
+    def _box(self, p):
+        return tuple((max(0, c - self.HALF), min(n, c + self.HALF + 1))
+                     for c, n in zip(p, self.pet.shape, strict=True))
+
+    def change(self, new, time_budget=None):
+        new.clicks.check_inside(self.pet.shape, "click")
+        if self.steps == 0:
+            time.sleep(3.0)  # the first mask takes a while: the page draws the images meanwhile
+        mask = np.zeros(self.pet.shape, np.uint8)
+        for p in new.clicks.tumor:
+            mask[tuple(slice(a, b) for a, b in self._box(p))] = 1
+        moved = set(self.clicks.items) ^ set(new.items)
+        boxes = [self._box(c.point) for c in moved]
+        changed = (tuple((min(b[a][0] for b in boxes), max(b[a][1] for b in boxes))
+                         for a in range(3)) if boxes else None)
+        if self.steps == 0:
+            changed = tuple((0, n) for n in self.pet.shape)
+        self.steps += 1
+        self.clicks = new
+        self.last = SimpleNamespace(mask=self.pet.with_array(mask), model="boxes",
+                                    seconds={"total": 0.0, "network": 0.0},
+                                    tta=TTAChoice(0.0, None, ()), clicks=new, changed=changed)
+        return self.last
+
+    def close(self, wait=True):
+        pass
+
+
+def test_a_case_on_the_autopet_grid_opens_before_its_first_mask_and_takes_clicks(
+        browser, tmp_path_factory, monkeypatch, capsys):
+    """400 x 400 x 326 at 2.0364 x 2.0364 x 3 mm: the page draws the images while the server
+    makes the first mask, a click made meanwhile waits its turn, and the masks come back as
+    the boxes that changed and add up to the server's mask."""
+    monkeypatch.setattr("petloop.server.sessions.Session", BoxesInference)
+    data = tmp_path_factory.mktemp("autopet") / "phantoms"
+    write_phantoms(PhantomConfig(seed=5, tracer="fdg", shape=(400, 400, 326),
+                                 spacing=(2.0364, 2.0364, 3.0), negative_fraction=0.0,
+                                 lesions=(3, 5)), data, 1)
+    target = [200, 190, 160]
+    boxes = SimpleNamespace(model_set=SimpleNamespace(name="boxes", models={}, root=None,
+                                                      tracer_classifier=None))
+    app = create_app(boxes, ServerConfig(data=data))
+    with serving(app) as url:
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        page.wait_for_function("document.querySelector('#case-select').value !== ''")
+        t0 = time.perf_counter()
+        page.click("#open-case")
+        page.wait_for_function("window.petloop.openSeconds !== undefined", timeout=120_000)
+        opened = time.perf_counter() - t0
+        assert page.evaluate("window.petloop.shape") == [400, 400, 326]
+        assert page.evaluate("window.petloop.maskVersion") == -1  # images first, mask later
+        page.evaluate("(p) => window.petloopViewer.goTo(p)", target)
+        x, y = page.evaluate("(p) => window.petloopViewer.screenPoint('axial', p)", target)
+        page.screenshot(path=str(tmp_path_factory.getbasetemp() / "autopet_open.png"))
+        page.mouse.click(x, y)  # before the first mask: it queues behind it
+        page.wait_for_function("window.petloop.maskVersion === 1 && "
+                               "window.petloop.inflight === 0", timeout=120_000)
+        clicked = page.evaluate("window.petloop.session.clicks")[0]["point"]
+        page.mouse.click(x + 60, y + 60)
+        page.wait_for_function("window.petloop.maskVersion === 2 && "
+                               "window.petloop.inflight === 0", timeout=120_000)
+        page.keyboard.press("u")  # undo: the second cube goes, through a changed box
+        page.wait_for_function("window.petloop.maskVersion === 3 && "
+                               "window.petloop.inflight === 0", timeout=120_000)
+        total = page.evaluate("Array.from(window.petloop.mask).reduce((a, b) => a + b, 0)")
+        sid = page.evaluate("window.petloop.session.id")
+        snap = app.state.store.get(sid).snapshot
+        assert snap.changed != tuple((0, n) for n in (400, 400, 326))  # a box, not the whole
+        assert total == int(snap.mask.array.sum()) == 13 ** 3
+        inside = page.evaluate("(p) => window.petloop.mask[p[0] + 400 * (p[1] + 400 * p[2])]",
+                               clicked)
+        assert inside == 1 and page.evaluate("window.petloop.mipMask.reduce((a, b) => a + b)") \
+            == 13 * 13
+        assert not errors, errors
+    with capsys.disabled():
+        print(f"\n400 x 400 x 326 case: images drawn {opened:.1f} s after Open "
+              f"({page.evaluate('window.petloop.openSeconds'):.1f} s in the page)")

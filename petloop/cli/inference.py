@@ -335,6 +335,10 @@ def models_export(
     mirrors: Annotated[int | None, typer.Option(min=0, max=7, help="The set's default number "
                                                 "of mirrored passes (none: only within a time "
                                                 "budget).")] = None,
+    budget: Annotated[float | None, typer.Option(min=0, help="The set's default time budget "
+                                                 "per step, seconds: mirrored passes are made "
+                                                 "while they fit (a command's --time-budget "
+                                                 "replaces it).")] = None,
 ) -> None:
     """Assemble a model set (manifest with the BIRTH routing and how to run it, slim
     checkpoints, tracer weights)."""
@@ -355,7 +359,7 @@ def models_export(
     try:
         path = export_model_set(out, fdg_v4, fdg_v3, psma_v2, tracer_weights, name,
                                 description, half=not full_precision, routing=routing,
-                                inference=InferenceSettings(window, mirrors))
+                                inference=InferenceSettings(window, mirrors, budget))
     except (ValueError, FileNotFoundError) as exc:  # ModelSetError is a ValueError
         fail(str(exc))
     console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")

@@ -1,7 +1,9 @@
-"""Model sets, the prediction pipeline, the interactive session and evaluation with a model."""
+"""Model sets, the prediction engine, the interactive session and evaluation with a model."""
 
+from petloop.clicks.clicklist import Click, ClickList, NoSuchClick
+from petloop.inference.engine import Engine
 from petloop.inference.modelset import ModelSet, ModelSetError, birth_routing, load_model_set
 from petloop.inference.pipeline import Pipeline, Result, Session, TTAChoice
 
-__all__ = ["ModelSet", "ModelSetError", "Pipeline", "Result", "Session", "TTAChoice",
-           "birth_routing", "load_model_set"]
+__all__ = ["Click", "ClickList", "Engine", "ModelSet", "ModelSetError", "NoSuchClick",
+           "Pipeline", "Result", "Session", "TTAChoice", "birth_routing", "load_model_set"]

@@ -1,9 +1,10 @@
-"""Many cases at once: routed per model, preprocessed by nnU-Net's own worker processes.
+"""Many cases at once, each through the prediction engine, preprocessed ahead in worker processes.
 
-Cases are loaded, given their tracer and clicks and routed in this process; each model's cases
-then go, a few at a time, through nnU-Net's ``preprocessing_iterator_fromnpy`` (background
-worker processes preprocess the next cases while the network runs on the current one). With
-``num_processes=0`` everything runs in this process.
+Cases are loaded, checked, given their tracer and clicks and routed in this process; each model's
+cases then go, a few at a time, through nnU-Net's ``preprocessing_iterator_fromnpy`` (background
+worker processes preprocess the next cases while the network runs on the current one), and each
+preprocessed case is handed to a session, whose engine makes the step. With
+``num_processes=0`` the session preprocesses in this process.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from petloop.io.checks import check_ct, check_pet
 from petloop.io.clicks import Clicks
 from petloop.io.layouts import CaseFiles
 from petloop.io.volume import resample_to, write_volume
-from petloop.nnunet.predict import Preprocessed, network_input, preprocess, raw_input
+from petloop.nnunet.predict import Preprocessed, raw_input
 
-from .pipeline import Pipeline
+from .pipeline import Pipeline, Session
 
 
 def predict_cases(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
@@ -39,31 +40,39 @@ def predict_cases(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Pat
         explicit = case.tracer if tracer == "case" else tracer
         t = pipeline.tracer(case.pet, explicit, str(files.pet)).tracer
         entry = pipeline.model_set.route(t, len(clicks.background), len(clicks.tumor))
-        groups[entry.name].append((case.case_id, ct, case.pet, clicks, t, entry))
+        groups[entry.name].append((case.case_id, ct, case.pet, clicks, t, entry, files))
     written = []
-    for jobs in groups.values():
-        model = pipeline.model(jobs[0][5])
-        for start in range(0, len(jobs), chunk):
-            part = jobs[start:start + chunk]
-            by_id = {j[0]: j for j in part}
-            if num_processes > 0:
-                from nnunetv2.inference.data_iterators import preprocessing_iterator_fromnpy
+    session = Session(pipeline, background=False)
+    try:
+        for jobs in groups.values():
+            model = pipeline.model(jobs[0][5])
+            published = model.encoding.mode == "published"
+            for start in range(0, len(jobs), chunk):
+                part = jobs[start:start + chunk]
+                by_id = {j[0]: j for j in part}
+                if num_processes > 0 and not published:
+                    from nnunetv2.inference.data_iterators import preprocessing_iterator_fromnpy
 
-                inputs = [raw_input(model.predictor, j[1], j[2], j[3]) for j in part]
-                items = preprocessing_iterator_fromnpy(
-                    [i[0] for i in inputs], None, [i[1] for i in inputs], [j[0] for j in part],
-                    model.predictor.plans_manager, model.predictor.dataset_json,
-                    model.predictor.configuration_manager, num_processes)
-                ready = ((it["ofile"], Preprocessed(it["data"].numpy(), it["data_properties"],
-                                                    by_id[it["ofile"]][2])) for it in items)
-            else:
-                ready = ((j[0], preprocess(model.predictor, j[1], j[2], j[3])) for j in part)
-            for case_id, pre in ready:
-                _, _, pet, clicks, t, _ = by_id[case_id]
-                probs, _ = model.probabilities(network_input(model.predictor, pre, clicks),
-                                               time_budget)
-                mask = pipeline.postprocess(model.to_mask(probs, pre), pet, t)
-                written.append(write_volume(mask, out / f"{case_id}.nii.gz"))
-                if progress:
-                    progress(case_id)
+                    p = model.predictor
+                    inputs = [raw_input(p, j[1], j[2]) for j in part]
+                    items = preprocessing_iterator_fromnpy(
+                        [i[0] for i in inputs], None, [i[1] for i in inputs],
+                        [j[0] for j in part], p.plans_manager, p.dataset_json,
+                        p.configuration_manager, num_processes)
+                    ready = ((it["ofile"], Preprocessed(it["data"].numpy(),
+                                                        it["data_properties"],
+                                                        by_id[it["ofile"]][2]))
+                             for it in items)
+                else:
+                    ready = ((j[0], None) for j in part)
+                for case_id, pre in ready:
+                    _, ct, pet, clicks, t, _, files = by_id[case_id]
+                    session.set_case(ct, pet, t, str(files.ct), str(files.pet),
+                                     prepared=[(model, pre)] if pre is not None else ())
+                    mask = session.set_clicks(clicks, time_budget).mask
+                    written.append(write_volume(mask, out / f"{case_id}.nii.gz"))
+                    if progress:
+                        progress(case_id)
+    finally:
+        session.close()
     return written

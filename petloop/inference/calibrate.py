@@ -203,9 +203,8 @@ def error_driven_masks(sessions: dict[str, Session], gt: np.ndarray, pet: np.nda
                                     f"{len(clicks.tumor)} lesion clicks")
             key = (model, clicks.tumor, clicks.background)
             if key not in cache:
-                session = sessions[model]
-                session.clicks = clicks
-                cache[key] = apply_suv_threshold(session.run().mask.array, pet, threshold)
+                mask = sessions[model].set_clicks(clicks).mask.array
+                cache[key] = apply_suv_threshold(mask, pet, threshold)
             masks.append(cache[key])
             if k + 1 < steps:
                 clicks = add_next(gt, cache[key], clicks, fallback=official)
@@ -251,10 +250,11 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
     def session_for(model: str) -> Session:  # one model answering every click count
         if model not in sessions:
             alone = {t: (Route(model),) for t in raw.routing}
-            sessions[model] = Session(pipeline_for(replace(raw, routing=alone)))
+            sessions[model] = Session(pipeline_for(replace(raw, routing=alone)),
+                                      background=False)
         return sessions[model]
 
-    routed = Session(pipeline_for(raw))
+    routed = Session(pipeline_for(raw), background=False)
     result = {}
     for t, group in groups.items():
         if clicks != "official":

@@ -39,8 +39,7 @@ def case_steps(session: Session, files: CaseFiles, tracer: str | None = "auto",
     for k in range(steps):
         if clicks_mode == "official":
             clicks = official.step(k)
-        session.clicks = clicks
-        result = session.run(time_budget)
+        result = session.set_clicks(clicks, time_budget)
         yield case, clicks, result
         if clicks_mode == "error-driven" and k + 1 < steps:
             clicks = add_next(gt, result.mask.array, clicks, fallback=official)
@@ -52,7 +51,7 @@ def run_steps(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
               progress: Callable[[str], None] | None = None) -> Path:
     """Write ``<out>/<case>_step{k}.nii.gz`` for k = 0..steps-1 and the clicks used."""
     out = Path(out)
-    session = Session(pipeline)
+    session = Session(pipeline, background=False)  # steps follow at once: nothing to overlap
     for files in cases:
         for k, (case, clicks, result) in enumerate(case_steps(session, files, tracer,
                                                               clicks_mode, steps, time_budget)):

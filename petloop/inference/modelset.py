@@ -40,12 +40,15 @@ that predicts with it: ``window`` is ``sliding`` (nnU-Net's tiles of the trainin
 half overlapping, Gaussian-weighted; the default) or ``whole`` (one pass over the whole volume,
 padded to what the network's pooling divides, where that is at most four patches' worth of
 voxels; sliding otherwise); ``mirrors`` (0 to 7) is how many mirrored passes (test-time
-augmentation) each prediction makes. Without it there is no mirroring unless a time budget is
-given, which then allows as many of the 7 as fit; a time budget also caps ``mirrors``.
+augmentation) each prediction makes; ``budget`` (seconds) is the time budget of each step:
+mirrored passes are made while what they cost still fits it (:mod:`petloop.inference.engine`).
+Without either there is no mirroring; a budget also caps ``mirrors``. A budget given to a
+command replaces the set's.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -81,6 +84,7 @@ class ModelEntry:
 class InferenceSettings:
     window: str = "sliding"
     mirrors: int | None = None  # None: none, or as many as a time budget allows
+    budget: float | None = None  # seconds per step for test-time augmentation
 
     def __post_init__(self):
         if self.window not in WINDOWS:
@@ -90,15 +94,22 @@ class InferenceSettings:
                                          or not 0 <= self.mirrors <= MAX_MIRRORS):
             raise ValueError(f"mirrors must be a whole number from 0 to {MAX_MIRRORS}, "
                              f"got {self.mirrors!r}")
+        if self.budget is not None and (isinstance(self.budget, bool)
+                                        or not isinstance(self.budget, (int, float))
+                                        or not math.isfinite(self.budget) or self.budget < 0):
+            raise ValueError(f"budget must be a number of seconds (0 or more), "
+                             f"got {self.budget!r}")
 
-    def override(self, window: str | None = None, mirrors: int | None = None
-                 ) -> InferenceSettings:
+    def override(self, window: str | None = None, mirrors: int | None = None,
+                 budget: float | None = None) -> InferenceSettings:
         return InferenceSettings(window or self.window,
-                                 self.mirrors if mirrors is None else mirrors)
+                                 self.mirrors if mirrors is None else mirrors,
+                                 self.budget if budget is None else budget)
 
     def to_json(self) -> dict:
         return {"window": self.window,
-                **({"mirrors": self.mirrors} if self.mirrors is not None else {})}
+                **({"mirrors": self.mirrors} if self.mirrors is not None else {}),
+                **({"budget": self.budget} if self.budget is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -238,9 +249,9 @@ def load_model_set(root: str | Path) -> ModelSet:
         if not classifier.is_file():
             raise ModelSetError(f"{manifest}: tracer_classifier {classifier} is missing")
     inference = obj.get("inference", {})
-    if not isinstance(inference, dict) or set(inference) - {"window", "mirrors"}:
-        raise ModelSetError(f"{manifest}: inference must be an object with window and/or "
-                            f"mirrors, got {inference!r}")
+    if not isinstance(inference, dict) or set(inference) - {"window", "mirrors", "budget"}:
+        raise ModelSetError(f"{manifest}: inference must be an object with window, mirrors "
+                            f"and/or budget, got {inference!r}")
     try:
         settings = InferenceSettings(**inference)
     except ValueError as exc:

@@ -2,29 +2,29 @@
 
 ``Pipeline`` keeps the tracer classifier and every nnU-Net model it has used loaded.
 ``Session`` is the interactive API: set a case once (CT onto the PET grid, tracer, nnU-Net's
-preprocessing per model are done once), then add clicks, undo, reset and read the mask.
+preprocessing per model are done once), then change the ordered click list (add, remove any,
+undo, reset, or jump to other clicks) and read the mask. Every change is one step of the
+prediction engine (:mod:`petloop.inference.engine`), which recomputes only the tiles the clicks
+changed and gives the mask a full prediction gives.
 
 Test-time augmentation within a time budget (done better than the published code, which timed
-one tile and multiplied): one plain sliding-window pass over the case is timed (with device
-synchronisation), and ``min(int((budget - t) / t), 7)`` mirrored passes follow, in the published
-order x, y, z, xy, xz, yz, xyz (only over axes the model allows); their softmax is averaged.
-A budget of 0 (or none) means no mirroring. A fixed number of mirrored passes can be asked for
-instead (the model set's ``inference.mirrors`` or ``mirrors=``); a budget then caps it.
+one tile and multiplied): the plain work of a step is timed (with device synchronisation), and
+mirrored passes follow, in the published order x, y, z, xy, xz, yz, xyz (only over axes the model
+allows), while what each costs (the tiles it must compute) still fits the budget; their softmax
+is averaged. A budget of 0 (or none) means no mirroring. A fixed number of mirrored passes can be
+asked for instead (the model set's ``inference.mirrors`` or ``mirrors=``); a budget then caps it.
+The budget of a step is the model set's ``inference.budget`` unless a call gives one.
 
 Folds: a model entry with several folds (nnU-Net's five cross-validation folds, BIRTH's PSMA
-model "all folds") or several checkpoint files (runs of one model) is an ensemble. The weights
-of each are loaded in turn and each makes the plain and the mirrored passes; all their softmax
-outputs are averaged. (nnU-Net's own predictor averages folds too, but its sliding-window call,
-which petloop uses for the window and the time budget, runs only the weights the network holds.)
-The budget counts one plain pass per network.
+model "all folds") or several checkpoint files (runs of one model) is an ensemble: each network
+makes the plain and the mirrored passes and all their softmax outputs are averaged.
 
 Windows: ``sliding`` is nnU-Net's sliding window (tiles of the training patch size, half
 overlapping, Gaussian-weighted); ``whole`` runs the network once over the whole volume, padded to
 what its pooling divides, where that is at most ``WHOLE_MAX_PATCHES`` patches' worth of voxels
-(sliding otherwise). Both go through nnU-Net's own predictor: ``whole`` only sets the tile size
-to the padded volume (and Gaussian weighting off) for that pass. On the bundled phantoms'
-64 x 64 x 96 grid one whole pass costs a fifth of the eight tiles, so mirroring becomes
-affordable (``bench/inference_window.py``).
+(sliding otherwise). On the small phantoms' 64 x 64 x 96 grid one whole pass costs a fifth of the
+eight tiles, so mirroring becomes affordable (``bench/inference_window.py``); a whole window is
+one tile, so every click recomputes it.
 
 Precision: ``fp32``, ``bf16`` (the network runs under CPU autocast to bfloat16; on a CPU with
 native bfloat16 instructions, AMX or AVX512-BF16, about three times faster) or ``auto`` (bf16
@@ -33,77 +33,29 @@ where the CPU has them, else fp32). On a GPU nnU-Net's own mixed precision appli
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from petloop.clicks.clicklist import ClickList
 from petloop.io.checks import check_ct, check_pet
 from petloop.io.clicks import Clicks
 from petloop.io.volume import Volume, resample_to
-from petloop.nnunet.clickspace import click_encoding
-from petloop.nnunet.predict import Preprocessed, load_predictor, network_input, preprocess
+from petloop.nnunet.adapter import WHOLE_MAX_PATCHES, AdapterError, NetworkAdapter, whole_tile
+from petloop.nnunet.predict import Preprocessed
 from petloop.tracer.classifier import TracerClassifier, TracerPrediction, resolve_tracer
 
-from .modelset import MAX_MIRRORS, InferenceSettings, ModelEntry, ModelSet, ModelSetError
+from .engine import CACHE_BYTES, MIRROR_ORDER, Engine, TTAChoice
+from .modelset import ModelEntry, ModelSet, ModelSetError
 
-# published order x, y, z, xy, xz, yz, xyz as axes of nnU-Net's (z, y, x) arrays
-MIRROR_ORDER = ((2,), (1,), (0,), (2, 1), (2, 0), (1, 0), (2, 1, 0))
-WHOLE_MAX_PATCHES = 4.0
-
-
-@dataclass(frozen=True)
-class TTAChoice:
-    plain_seconds: float
-    budget: float | None
-    mirrors: tuple[tuple[int, ...], ...]
-    window: str = "sliding"  # the window the passes used
-    folds: int = 1  # networks (folds and checkpoints): each makes the plain and mirrored passes
-
-    def describe(self) -> str:
-        names = {0: "z", 1: "y", 2: "x"}
-        flips = ", ".join("".join(names[a] for a in m) for m in self.mirrors) or "none"
-        folds = f", {self.folds} networks averaged" if self.folds > 1 else ""
-        return (f"{self.window} window{folds}, plain pass {self.plain_seconds:.2f} s, budget "
-                f"{'none' if not self.budget else f'{self.budget:g} s'}: mirrored passes {flips}")
-
-
-def choose_mirrors(plain_seconds: float, budget: float | None, allowed,
-                   wanted: int | None = None) -> tuple:
-    """The mirrored passes to make: ``wanted`` of them (None: none without a budget, up to 7
-    with one), capped by what fits in ``budget`` after the timed plain pass."""
-    n = MAX_MIRRORS if wanted is None else wanted
-    if budget and budget > 0:
-        fit = int((budget - plain_seconds) / plain_seconds) if plain_seconds > 0 else 0
-        n = min(n, fit)
-    elif wanted is None:
-        n = 0
-    allowed = set(allowed or ())
-    usable = [m for m in MIRROR_ORDER if set(m) <= allowed]
-    return tuple(usable[:max(0, n)])
-
-
-def whole_tile(shape, patch, divisors, max_patches: float = WHOLE_MAX_PATCHES):
-    """The tile that covers ``shape`` in one pass: each axis padded up to a multiple of its
-    divisor and to at least the patch; None where that exceeds ``max_patches`` patches."""
-    tile = [max(int(np.ceil(s / d) * d), p) for s, p, d in zip(shape, patch, divisors,
-                                                               strict=True)]
-    if np.prod(tile, dtype=np.float64) > max_patches * np.prod(patch, dtype=np.float64):
-        return None
-    return tile
-
-
-def pooling_divisors(configuration_manager) -> list[int]:
-    """Per axis, the product of the network's strides: what an input size must divide by."""
-    strides = np.asarray(configuration_manager.pool_op_kernel_sizes, dtype=np.int64)
-    return [int(v) for v in strides.prod(axis=0)]
-
+__all__ = ["MIRROR_ORDER", "PRECISIONS", "WHOLE_MAX_PATCHES", "Pipeline", "Result", "Session",
+           "TTAChoice", "apply_suv_threshold", "cpu_has_bf16", "load_model", "resolve_precision",
+           "whole_tile"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -131,93 +83,17 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
-class LoadedModel:
-    def __init__(self, entry: ModelEntry, device: str, precision: str = "fp32",
-                 settings: InferenceSettings | None = None):
-        self.entry = entry
-        self.device = device
-        self.precision = resolve_precision(precision, device)
-        self.settings = settings or InferenceSettings()
-        # the whole window changes the predictor's tile size, and folds its network's weights
-        self._lock = threading.Lock()
-        self.predictor = load_predictor(entry.folder, entry.folds, entry.checkpoints, device,
-                                        mirroring=False)
-        self.encoding = click_encoding(self.predictor.dataset_json)
-        if self.encoding is None:
-            raise ModelSetError(f"model {entry.name} ({entry.folder}) has no click channels; "
-                                "petloop's pipeline needs an interactive model")
-        self.allowed_axes = tuple(self.predictor.allowed_mirroring_axes or ())
-
-    def _sync(self) -> None:
-        if self.device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    def tile(self, shape) -> list[int] | None:
-        """The whole-volume tile for an input of ``shape`` (z, y, x), or None for sliding."""
-        if self.settings.window != "whole":
-            return None
-        cm = self.predictor.configuration_manager
-        return whole_tile(shape, cm.patch_size, pooling_divisors(cm))
-
-    @property
-    def folds(self) -> int:
-        return len(self.predictor.list_of_parameters)
-
-    def _logits(self, data: torch.Tensor, tile) -> torch.Tensor:
-        """One pass of the network as it is loaded; the caller holds ``_lock``."""
-        autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if self.precision == "bf16"
-                    else contextlib.nullcontext())
-        cm = self.predictor.configuration_manager
-        with autocast:
-            if tile is None:
-                return self.predictor.predict_sliding_window_return_logits(data)
-            # one tile: no Gaussian weights (in nnU-Net's half-precision sum they would only
-            # round the logits near the volume's edges, where the weights are small)
-            saved = cm.configuration["patch_size"], self.predictor.use_gaussian
-            cm.configuration["patch_size"] = list(tile)
-            self.predictor.use_gaussian = False
-            try:
-                return self.predictor.predict_sliding_window_return_logits(data)
-            finally:
-                cm.configuration["patch_size"], self.predictor.use_gaussian = saved
-
-    def _load_fold(self, n: int) -> None:
-        if self.folds > 1:  # one fold's weights stay in the network between predictions
-            net = self.predictor.network
-            getattr(net, "_orig_mod", net).load_state_dict(self.predictor.list_of_parameters[n])
-
-    def probabilities(self, x: np.ndarray, budget: float | None):
-        """Softmax averaged over every fold and mirrored pass. The plain pass of the first fold
-        is timed; the budget then counts one plain pass per fold, and the mirrored passes that
-        fit are made for every fold."""
-        data = torch.from_numpy(x)
-        tile = self.tile(data.shape[1:])
-        window = "sliding" if tile is None else "whole"
-        with self._lock:
-            probs, choice = None, None
-            for fold in range(self.folds):
-                self._load_fold(fold)
-                t0 = time.perf_counter()
-                logits = self._logits(data, tile)
-                self._sync()
-                p = torch.softmax(logits.float(), 0)
-                if choice is None:
-                    plain = (time.perf_counter() - t0) * self.folds
-                    mirrors = choose_mirrors(plain, budget, self.allowed_axes,
-                                             self.settings.mirrors)
-                    choice = TTAChoice(plain, budget, mirrors, window, self.folds)
-                for axes in choice.mirrors:
-                    dims = tuple(a + 1 for a in axes)
-                    flipped = self._logits(torch.flip(data, dims), tile)
-                    p += torch.softmax(torch.flip(flipped.float(), dims), 0)
-                probs = p if probs is None else probs + p
-        probs /= self.folds * (1 + len(choice.mirrors))
-        return probs, choice
-
-    def to_mask(self, probs, pre: Preprocessed) -> Volume:
-        from petloop.nnunet.predict import logits_to_mask
-
-        return logits_to_mask(self.predictor, torch.log(probs.clamp_min(1e-8)), pre)
+def load_model(entry: ModelEntry, device: str, precision: str) -> NetworkAdapter:
+    """A model set entry's network; a model without click channels is refused."""
+    try:
+        adapter = NetworkAdapter(entry.folder, entry.folds, entry.checkpoints, device,
+                                 resolve_precision(precision, device))
+    except AdapterError as exc:
+        raise ModelSetError(f"model {entry.name}: {exc}") from exc
+    if adapter.encoding is None:
+        raise ModelSetError(f"model {entry.name} ({entry.folder}) has no click channels; "
+                            "petloop's pipeline needs an interactive model")
+    return adapter
 
 
 def apply_suv_threshold(mask: np.ndarray, pet: np.ndarray, threshold: float) -> np.ndarray:
@@ -229,29 +105,40 @@ def apply_suv_threshold(mask: np.ndarray, pet: np.ndarray, threshold: float) -> 
 
 @dataclass
 class Result:
+    """One step: the mask for the session's clicks and how it was made."""
+
     mask: Volume
     tracer: TracerPrediction
     model: str
     tta: TTAChoice
     seconds: dict = field(default_factory=dict)
+    clicks: ClickList = field(default_factory=ClickList)
+    changed: tuple | None = None  # the (i, j, k) box of the mask that was recomputed
+    probabilities: Volume | None = None  # lesion probability, when asked for
+
+    def summary(self) -> dict:
+        return {"model": self.model, "tracer": self.tracer.tracer, "clicks": len(self.clicks),
+                "tta": self.tta.describe(), "tiles": self.tta.tiles,
+                "tiles_total": self.tta.tiles_total, "incremental": self.tta.incremental,
+                "seconds": {k: round(v, 4) for k, v in self.seconds.items()}}
 
 
 class Pipeline:
-    """``window`` and ``mirrors`` override the model set's ``inference`` settings;
+    """``window``, ``mirrors`` and ``budget`` override the model set's ``inference`` settings;
     ``trust_suv`` lets a PET through that does not look like SUV (:mod:`petloop.io.checks`)."""
 
     def __init__(self, model_set: ModelSet, device: str = "cpu", precision: str = "fp32",
                  window: str | None = None, mirrors: int | None = None, *,
-                 trust_suv: bool = False):
+                 budget: float | None = None, trust_suv: bool = False):
         self.model_set = model_set
         self.trust_suv = trust_suv
         self.device = device
         self.precision = resolve_precision(precision, device)
         try:
-            self.settings = model_set.inference.override(window, mirrors)
+            self.settings = model_set.inference.override(window, mirrors, budget)
         except ValueError as exc:
             raise ModelSetError(str(exc)) from exc
-        self._models: dict[ModelEntry, LoadedModel] = {}
+        self._models: dict[ModelEntry, NetworkAdapter] = {}
         self._classifier: TracerClassifier | None = None
 
     def with_model_set(self, model_set: ModelSet) -> Pipeline:
@@ -269,9 +156,9 @@ class Pipeline:
             self._classifier = TracerClassifier(self.model_set.tracer_classifier, self.device)
         return self._classifier
 
-    def model(self, entry: ModelEntry) -> LoadedModel:
+    def model(self, entry: ModelEntry) -> NetworkAdapter:
         if entry not in self._models:
-            self._models[entry] = LoadedModel(entry, self.device, self.precision, self.settings)
+            self._models[entry] = load_model(entry, self.device, self.precision)
         return self._models[entry]
 
     def tracer(self, pet: Volume, explicit: str | None = None,
@@ -283,85 +170,154 @@ class Pipeline:
         return mask.with_array(apply_suv_threshold(mask.array, pet.array,
                                                    self.model_set.suv_threshold[tracer]))
 
-    def predict(self, ct: Volume, pet: Volume, clicks: Clicks | None = None,
-                tracer: str | None = "auto", time_budget: float | None = None) -> Result:
-        """One prediction from files' volumes: everything checked, nothing cached."""
-        session = Session(self)
-        session.set_case(ct, pet, tracer)
-        session.clicks = clicks or Clicks()
-        return session.run(time_budget)
+    def predict(self, ct: Volume, pet: Volume, clicks: Clicks | ClickList | None = None,
+                tracer: str | None = "auto", time_budget: float | None = None, *,
+                probabilities: bool = False) -> Result:
+        """One prediction from files' volumes: everything checked, nothing kept."""
+        session = Session(self, background=False)
+        try:
+            session.set_case(ct, pet, tracer)
+            return session.set_clicks(clicks, time_budget, probabilities=probabilities)
+        finally:
+            session.close()
 
 
 class Session:
-    """Interactive use: one case, clicks added one at a time, undo and reset."""
+    """Interactive use: one case, then one step per change of the ordered click list.
 
-    def __init__(self, pipeline: Pipeline):
+    With ``background`` (the default), after each step the models the next click could route
+    to are brought up to date in a background thread (hand-over without a stall)."""
+
+    def __init__(self, pipeline: Pipeline, *, background: bool = True,
+                 cache_bytes: int = CACHE_BYTES):
         self.pipeline = pipeline
+        self.background = background
+        self.cache_bytes = cache_bytes
         self.ct: Volume | None = None
         self.pet: Volume | None = None
         self.tracer: TracerPrediction | None = None
-        self.clicks = Clicks()
-        self._history: list[Clicks] = []
-        self._pre: dict[str, Preprocessed] = {}
+        self._clicks = ClickList()
+        self._engine: Engine | None = None
+        self._keep: np.ndarray | None = None  # [k, j, i] voxels at or above the SUV threshold
         self.last: Result | None = None
 
+    @property
+    def clicks(self) -> ClickList:
+        return self._clicks
+
     def set_case(self, ct: Volume, pet: Volume, tracer: str | None = "auto",
-                 ct_name: str = "CT", pet_name: str = "PET") -> TracerPrediction:
+                 ct_name: str = "CT", pet_name: str = "PET", *,
+                 prepared: Sequence[tuple[NetworkAdapter, Preprocessed]] = ()
+                 ) -> TracerPrediction:
+        """Check and prepare a case; ``prepared`` hands over image channels that nnU-Net's
+        preprocessing already made (for the CT on the PET grid)."""
         check_pet(pet, pet_name, trust_suv=self.pipeline.trust_suv)
         check_ct(ct, ct_name)
+        self.close()
         self.pet = pet
         self.ct = resample_to(ct, pet, moving_name=ct_name, reference_name=pet_name)
         self.tracer = self.pipeline.tracer(pet, tracer, pet_name)
-        self.clicks, self._history, self._pre, self.last = Clicks(), [], {}, None
+        self._engine = Engine(self.ct, self.pet, window=self.pipeline.settings.window,
+                              cache_bytes=self.cache_bytes)
+        for adapter, pre in prepared:
+            self._engine.provide(adapter, pre)
+        threshold = self.pipeline.model_set.suv_threshold[self.tracer.tracer]
+        self._keep = pet.itk_array() >= threshold
+        self._clicks, self.last = ClickList(), None
         return self.tracer
 
-    def _require_case(self) -> None:
-        if self.pet is None:
+    def _require_case(self) -> Engine:
+        if self._engine is None:
             raise RuntimeError("no case set: call set_case first")
+        return self._engine
 
-    def add_click(self, point, kind: str = "tumor", time_budget: float | None = None) -> Result:
+    def change(self, new: ClickList, time_budget: float | None = None, *,
+               probabilities: bool = False) -> Result:
+        """Make ``new`` the session's click list and predict; a list with a click outside the
+        image leaves the session as it was."""
         self._require_case()
-        if kind not in ("tumor", "background"):
-            raise ValueError(f"a click is 'tumor' or 'background', got {kind!r}")
-        new = Clicks(self.clicks.tumor + ((tuple(point),) if kind == "tumor" else ()),
-                     self.clicks.background + ((tuple(point),) if kind == "background" else ()))
-        new.check_inside(self.pet.shape, f"{kind} click")
-        self._history.append(self.clicks)
-        self.clicks = new
-        return self.run(time_budget)
+        new.clicks.check_inside(self.pet.shape, "click")
+        result = self._step(new, time_budget, probabilities)
+        self._clicks = new
+        return result
 
-    def undo(self, time_budget: float | None = None) -> Result:
+    def add_click(self, point, kind: str = "tumor", time_budget: float | None = None, *,
+                  probabilities: bool = False) -> Result:
         self._require_case()
-        if self._history:
-            self.clicks = self._history.pop()
-        return self.run(time_budget)
+        return self.change(self._clicks.add(kind, point), time_budget,
+                           probabilities=probabilities)
 
-    def reset(self, time_budget: float | None = None) -> Result:
+    def remove_click(self, index: int, time_budget: float | None = None, *,
+                     probabilities: bool = False) -> Result:
+        """Remove click ``index`` (0: the first clicked); :class:`NoSuchClick` if none."""
         self._require_case()
-        self._history, self.clicks = [], Clicks()
-        return self.run(time_budget)
+        return self.change(self._clicks.remove(index), time_budget, probabilities=probabilities)
 
-    def run(self, time_budget: float | None = None) -> Result:
-        """The mask for the current clicks (the model chosen by tracer and click count)."""
+    def undo(self, time_budget: float | None = None, *, probabilities: bool = False) -> Result:
+        """Back to the clicks before the last change (an add, a removal, a reset, a jump)."""
         self._require_case()
-        self.clicks.check_inside(self.pet.shape, "clicks")
+        return self.change(self._clicks.undo(), time_budget, probabilities=probabilities)
+
+    def reset(self, time_budget: float | None = None, *, probabilities: bool = False) -> Result:
+        self._require_case()
+        return self.change(self._clicks.reset(), time_budget, probabilities=probabilities)
+
+    def set_clicks(self, clicks: Clicks | ClickList | None, time_budget: float | None = None,
+                   *, probabilities: bool = False) -> Result:
+        """Jump to other clicks (click-file clicks or a list); undo comes back."""
+        self._require_case()
+        return self.change(self._clicks.replace(ClickList.of(clicks)), time_budget,
+                           probabilities=probabilities)
+
+    def run(self, time_budget: float | None = None, *, probabilities: bool = False) -> Result:
+        """The mask for the current clicks."""
+        return self.change(self._clicks, time_budget, probabilities=probabilities)
+
+    def _step(self, clicks: ClickList, time_budget: float | None,
+              probabilities: bool) -> Result:
+        engine = self._require_case()
         t0 = time.perf_counter()
         tracer = self.tracer.tracer
-        entry = self.pipeline.model_set.route(tracer, len(self.clicks.background),
-                                                len(self.clicks.tumor))
-        model = self.pipeline.model(entry)
-        pre = self._pre.get(entry.name)
-        if pre is None or model.encoding.mode == "published":
-            pre = preprocess(model.predictor, self.ct, self.pet, self.clicks)
-            self._pre[entry.name] = pre
+        pts = clicks.clicks
+        entry = self.pipeline.model_set.route(tracer, len(pts.background), len(pts.tumor))
+        adapter = self.pipeline.model(entry)
+        settings = self.pipeline.settings
+        budget = settings.budget if time_budget is None else time_budget
+        work = engine.step(entry.name, adapter, pts, mirrors=settings.mirrors, budget=budget,
+                           probabilities=probabilities)
         t1 = time.perf_counter()
-        x = network_input(model.predictor, pre, self.clicks)
-        t2 = time.perf_counter()
-        probs, choice = model.probabilities(x, time_budget)
-        t3 = time.perf_counter()
-        mask = self.pipeline.postprocess(model.to_mask(probs, pre), self.pet, tracer)
-        t4 = time.perf_counter()
-        self.last = Result(mask, self.tracer, entry.name, choice,
-                           {"preprocess": t1 - t0, "clicks": t2 - t1, "network": t3 - t2,
-                            "export": t4 - t3, "total": t4 - t0})
+        mask = self.pet.with_itk_array(work.mask & self._keep)  # a new array each step
+        changed = None if work.changed is None else tuple(reversed(work.changed))
+        prob = None
+        if work.probabilities is not None:
+            prob = self.pet.with_itk_array(np.where(self._keep, work.probabilities, 0)
+                                           .astype(np.float32))
+        seconds = {**work.seconds, "threshold": time.perf_counter() - t1}
+        seconds["total"] = time.perf_counter() - t0
+        self.last = Result(mask, self.tracer, entry.name, work.choice, seconds, clicks, changed,
+                           prob)
+        if self.background:
+            engine.warm(self._next_models(pts, entry), pts, mirrors=settings.mirrors,
+                        budget=budget)
         return self.last
+
+    def _next_models(self, pts: Clicks, current: ModelEntry) -> list:
+        """The models one more click (of either kind) would route to, other than ``current``."""
+        ms, tracer = self.pipeline.model_set, self.tracer.tracer
+        out = []
+        for n_bg, n_fg in ((len(pts.background) + 1, len(pts.tumor)),
+                           (len(pts.background), len(pts.tumor) + 1)):
+            try:
+                entry = ms.route(tracer, n_bg, n_fg)
+            except ModelSetError:
+                continue
+            if entry != current and entry.name not in [n for n, _ in out]:
+                out.append((entry.name, self.pipeline.model(entry)))
+        return out
+
+    def close(self, *, wait: bool = True) -> None:
+        """Stop background work and free the caches (the session can take a new case);
+        without ``wait`` the background thread is told to stop and not waited for."""
+        if self._engine is not None:
+            self._engine.close(wait)
+        self._engine = None

@@ -51,6 +51,13 @@ class ClickEncoding:
         kernel = _kernel(float(self.sigma), 4.0)
         return float(1.0 / kernel[(len(kernel) - 1) // 2] ** 3)
 
+    @property
+    def support_radius(self) -> int:
+        """Voxels from a click beyond which its heatmap is 0 (per axis)."""
+        if self.encoding == "gaussian":
+            return (_kernel(float(self.sigma), 4.0).size - 1) // 2
+        return int(np.ceil(float(self.radius)))
+
     def to_json(self) -> dict:
         return asdict(self)
 

@@ -1,9 +1,9 @@
-"""Prediction with a trained nnU-Net model folder, clicks built as the model was trained.
+"""A trained nnU-Net model folder and nnU-Net's preprocessing of a case.
 
-nnU-Net's own predictor does the work (folds ensembled, sliding window, optional mirroring);
-petloop only builds the input channels: CT and PET go through nnU-Net's preprocessing, and the
-click channels are added in the mode the model's dataset.json declares
-(:mod:`petloop.nnunet.clickspace`).
+:func:`load_predictor` loads the folder (folds and checkpoint files as an ensemble) into nnU-Net's
+predictor; :func:`preprocess` runs nnU-Net's own preprocessor on CT and PET (and, for published
+models, the click channels, which nnU-Net then normalises like any image). The network runs
+through :mod:`petloop.nnunet.adapter`, driven by :mod:`petloop.inference.engine`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 from petloop.clicks.encode import gaussian_heatmap
 from petloop.io.clicks import Clicks
 from petloop.io.volume import Volume
-from petloop.nnunet.clickspace import click_encoding, clicks_in_preprocessed
+from petloop.nnunet.clickspace import click_encoding
 
 
 @dataclass
@@ -85,39 +85,4 @@ def preprocess(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None)
     return Preprocessed(data, props, pet)
 
 
-def network_input(predictor, pre: Preprocessed, clicks: Clicks | None) -> np.ndarray:
-    enc = click_encoding(predictor.dataset_json)
-    if enc is None or enc.mode == "published":
-        return pre.data
-    shape = pre.data.shape[1:]
-    pc = clicks_in_preprocessed(clicks or Clicks(), pre.properties,
-                                predictor.plans_manager.transpose_forward, shape)
-    fg, bg = enc.render(pc, shape)
-    return np.concatenate([pre.data, fg[None], bg[None]]).astype(np.float32)
-
-
-def logits_to_mask(predictor, logits, pre: Preprocessed) -> Volume:
-    from nnunetv2.inference.export_prediction import (
-        convert_predicted_logits_to_segmentation_with_correct_shape,
-    )
-
-    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits, predictor.plans_manager, predictor.configuration_manager,
-        predictor.label_manager, pre.properties, return_probabilities=False)
-    return pre.reference.with_itk_array(np.asarray(seg, dtype=np.uint8))
-
-
-def predict(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None) -> Volume:
-    """One prediction: the lesion mask on the PET grid."""
-    import torch
-
-    if clicks is not None:
-        clicks.check_inside(pet.shape, "clicks")
-    pre = preprocess(predictor, ct, pet, clicks)
-    x = torch.from_numpy(network_input(predictor, pre, clicks))
-    logits = predictor.predict_sliding_window_return_logits(x)
-    return logits_to_mask(predictor, logits, pre)
-
-
-__all__ = ["Preprocessed", "load_predictor", "network_input", "predict", "preprocess",
-           "raw_input"]
+__all__ = ["Preprocessed", "load_predictor", "preprocess", "raw_input"]

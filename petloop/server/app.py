@@ -4,8 +4,10 @@
 uvicorn. The API is described by its OpenAPI schema (``/openapi.json``, browsable at ``/docs``).
 
 Binary payloads (volumes and masks) are gzip-compressed little-endian arrays with x (i) fastest,
-then j, then k: CT as int16, PET (SUV) as float32 and masks as bits (``numpy.packbits`` with
-little bit order). The shape ``[ni, nj, nk]`` comes with the session.
+then j, then k: CT as int16 (HU), PET as uint16 (SUV = value x ``X-Scale``) and masks as bits
+(``numpy.packbits`` with little bit order), whole or, after a change, only the box that changed
+(``X-Box``). The shape ``[ni, nj, nk]`` comes with the session. A session can be opened without
+waiting for its first mask (``"wait": false``): the page draws the images meanwhile.
 
 Safety:
 
@@ -35,6 +37,7 @@ Safety:
 from __future__ import annotations
 
 import functools
+import gzip
 import logging
 import shutil
 import tempfile
@@ -48,13 +51,13 @@ from typing import Annotated, Literal
 
 import anyio
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field
 
+from petloop.clicks.clicklist import ClickError, NoSuchClick
 from petloop.inference.modelset import ModelSetError
 from petloop.inference.pipeline import Pipeline
 from petloop.io.clicks import ClickFileError
@@ -70,23 +73,32 @@ from petloop.io.volume import (
     volume_stem,
     write_volume,
 )
-from petloop.metrics.report import Lesion, report_csv
+from petloop.metrics.report import report_csv
 from petloop.tracer.classifier import TracerError
 
 from .inputs import check_grid, model_spacings, public_message
 from .limits import BodyLimit
 from .memory import release_memory
+from .schema import (
+    CaseInfo,
+    ClickIn,
+    NewSession,
+    Report,
+    SessionState,
+    session_state,
+    validation_errors,
+)
 from .sessions import (
     MAX_PENDING,
     QueueFull,
     Reservation,
-    SessionError,
     SessionNotFound,
     SessionStore,
     Snapshot,
     StoreFull,
     ViewerSession,
     add_click,
+    pack_mask,
     pack_volume,
     remove_click,
     reset,
@@ -96,7 +108,7 @@ from .sessions import (
 STATIC = resources.files("petloop.server") / "static"
 VOLUME_SUFFIXES = SUFFIXES  # what an upload may be (self-contained formats)
 log = logging.getLogger(__name__)
-BAD_INPUT = (SessionError, ClickFileError, VolumeError, LayoutError, ModelSetError, TracerError)
+BAD_INPUT = (ClickError, ClickFileError, VolumeError, LayoutError, ModelSetError, TracerError)
 
 
 @dataclass(frozen=True)
@@ -118,83 +130,6 @@ class ServerConfig:
     read_limits: ReadLimits = DEFAULT_LIMITS
     max_pending: int = MAX_PENDING
     inference_threads: int = 2
-
-
-# API models ------------------------------------------------------------------------------------
-class CaseInfo(BaseModel):
-    name: str
-    tracer: str | None = Field(None, description="tracer from the case's metadata or name")
-
-
-class NewSession(BaseModel):
-    case: str = Field(..., max_length=1000, description="a case name from GET /api/cases")
-    tracer: Literal["auto", "fdg", "psma"] = "auto"
-
-
-class ClickIn(BaseModel):
-    kind: Literal["tumor", "background"]
-    point: Annotated[list[Annotated[int, Field(ge=0, le=1_000_000, strict=True)]],
-                     Field(min_length=3, max_length=3, description="voxel index [i, j, k]")]
-
-
-class ClickOut(BaseModel):
-    index: int
-    kind: str
-    point: list[int]
-
-
-class ReportSummary(BaseModel):
-    lesion_count: int
-    tmtv_ml: float
-    total_tlg: float
-    suv_max: float
-
-
-class SessionState(BaseModel):
-    id: str
-    case: str
-    shape: list[int] = Field(..., description="[ni, nj, nk] of the PET grid")
-    spacing: list[float]
-    origin: list[float]
-    direction: list[float]
-    tracer: str
-    tracer_probability: float
-    model: str
-    version: int = Field(..., description="increases with every change of the mask")
-    clicks: list[ClickOut]
-    seconds: dict[str, float]
-    tta: str
-    report: ReportSummary
-
-
-class Report(ReportSummary):
-    lesions: list[Lesion]
-
-
-def _state(session: ViewerSession, snap: Snapshot) -> SessionState:
-    pet, tracer = session.pet, session.inner.tracer
-    r = snap.report
-    return SessionState(
-        id=session.id, case=session.case, shape=list(pet.shape), spacing=list(pet.spacing),
-        origin=list(pet.origin), direction=list(pet.direction), tracer=tracer.tracer,
-        tracer_probability=tracer.probability, model=snap.model, version=snap.version,
-        clicks=[ClickOut(index=n, kind=c.kind, point=list(c.point))
-                for n, c in enumerate(snap.clicks)],
-        seconds={k: round(float(v), 4) for k, v in snap.seconds.items()}, tta=snap.tta,
-        report=ReportSummary(lesion_count=r.count, tmtv_ml=r.tmtv_ml, total_tlg=r.total_tlg,
-                             suv_max=r.suv_max))
-
-
-def _validation_errors(exc: RequestValidationError) -> list[dict]:
-    """pydantic's errors with what is safe to send back: where, what, and the error's type
-    (never the input, which may be NaN or a large value, nor the context)."""
-    out = []
-    for err in exc.errors():
-        loc = [p if isinstance(p, (int, str)) and not isinstance(p, bool) else str(p)
-               for p in err.get("loc", ())]
-        out.append({"loc": loc, "msg": str(err.get("msg", "invalid")),
-                    "type": str(err.get("type", "value_error"))})
-    return out
 
 
 SessionId = Annotated[str, PathParam(min_length=1, max_length=64,
@@ -254,14 +189,18 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
             except Exception:  # pragma: no cover - keep sweeping; the server goes on
                 log.exception("sweeping expired sessions failed")
 
+    running: dict = {}  # the lifespan's task group, for first masks made after the answer
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         try:
             async with anyio.create_task_group() as tg:
+                running["tasks"] = tg
                 tg.start_soon(sweeper, min(60.0, max(1.0, config.ttl_seconds / 4)))
                 try:
                     yield
                 finally:
+                    running.clear()
                     tg.cancel_scope.cancel()
         finally:
             store.close_all()
@@ -280,7 +219,7 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc: RequestValidationError):
-        return JSONResponse({"detail": _validation_errors(exc)}, status_code=422)
+        return JSONResponse({"detail": validation_errors(exc)}, status_code=422)
 
     def cases() -> dict[str, CaseFiles]:
         if config.data is None:
@@ -316,33 +255,52 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
             snap = await session.apply_async(ticket, fn, config.time_budget, inference)
         except SessionNotFound:
             error, ran = (404, f"session {session.id!r} was deleted before this change ran"), False
+        except NoSuchClick as exc:
+            error = (404, public(exc))
         except BAD_INPUT as exc:
             error = (422, public(exc))
         if ran and session.closed:  # deleted while this change ran: its arrays are free now
             await release()
         if error is not None:
             raise HTTPException(*error)
-        return _state(session, snap)
+        return session_state(session, snap)
+
+    async def first_mask(session: ViewerSession) -> None:
+        """The first prediction of a session opened without waiting for it."""
+        try:
+            await session.apply_async(session.ticket(), reset, config.time_budget, inference)
+        except SessionNotFound:  # deleted meanwhile
+            pass
+        except BAD_INPUT as exc:
+            session.error = public(exc)
+        except Exception as exc:  # pragma: no cover - the server stays up; the page is told
+            log.exception("the first prediction of session %s failed", session.id)
+            session.error = f"the first prediction failed ({type(exc).__name__})"
 
     async def open_session(name: str, images: list[Volume], tracer: str,
-                           slot: Reservation) -> SessionState:
+                           slot: Reservation, wait: bool = True) -> SessionState:
         """Check the images ``[ct, pet]``, set the session up in the reserved slot, predict
-        once. ``images`` is emptied: the session holds the only references then."""
+        once (or, without ``wait``, answer now and predict after the answer). ``images`` is
+        emptied: the session holds the only references then."""
         ct, pet = images
         images.clear()
         error = None
+        later = not wait and "tasks" in running
         try:
             check_grid(pet, f"PET of {name}", config.read_limits, spacings)
             session = await anyio.to_thread.run_sync(
                 functools.partial(store.create, name, ct, pet, tracer, config.time_budget,
-                                  reservation=slot), limiter=inference)
+                                  reservation=slot, predict=not later), limiter=inference)
         except BAD_INPUT as exc:
             error = (422, public(exc))
         if error is not None:  # the images go with this frame; give their memory back
             del ct, pet
             await release()
             raise HTTPException(*error)
-        return _state(session, snapshot(session))
+        if later:
+            running["tasks"].start_soon(first_mask, session)
+            return session_state(session, None)
+        return session_state(session, snapshot(session))
 
     def reserve() -> Reservation:
         try:
@@ -393,7 +351,7 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
                 tracer = case.tracer
             images = [case.ct, case.pet]
             del case
-            return await open_session(body.case, images, tracer, slot)
+            return await open_session(body.case, images, tracer, slot, body.wait)
 
     @app.post("/api/sessions/upload", response_model=SessionState, status_code=201,
               responses={**OPENING, 422: {"description": "an image cannot be read or is "
@@ -404,6 +362,7 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
                                                    "LOCAL)")],
         pet: Annotated[UploadFile, File(description="PET in SUV (.nii.gz, .nii or .mha)")],
         tracer: Annotated[Literal["auto", "fdg", "psma"], Form()] = "auto",
+        wait: Annotated[bool, Form(description="false: answer before the first mask")] = True,
     ):
         named = []
         for role, up in (("CT", ct), ("PET", pet)):
@@ -437,12 +396,12 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
                     await release()
                 raise HTTPException(*error)
             label = volume_stem(Path((pet.filename or "upload").replace("\\", "/")).name)
-            return await open_session(f"upload:{label[:100]}", vols, tracer, slot)
+            return await open_session(f"upload:{label[:100]}", vols, tracer, slot, wait)
 
     @app.get("/api/sessions/{session_id}", response_model=SessionState, responses=RESPONSES)
     async def get_session(session_id: SessionId):
         session = session_or_404(session_id)
-        return _state(session, snapshot(session))
+        return session_state(session, session.snapshot)
 
     @app.delete("/api/sessions/{session_id}", status_code=204, responses=RESPONSES)
     async def delete_session(session_id: SessionId):
@@ -456,21 +415,24 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
 
     @app.get("/api/sessions/{session_id}/volume/{which}", response_class=Response,
              responses={**RESPONSES, 200: {"content": {GZIP: {}}, "description":
-                        "gzip-compressed voxels: CT int16, PET float32, x fastest"}})
+                        "gzip-compressed voxels, x fastest: CT int16 (HU), PET uint16 (SUV = "
+                        "value x X-Scale)"}})
     async def get_volume(session_id: SessionId, which: Literal["ct", "pet"]):
         session = session_or_404(session_id)
-        data = session.payloads.get(which)
-        if data is None:  # packed once per session, in a thread, one packing per image
+        packed = session.payloads.get(which)
+        if packed is None:  # packed once per session, in a thread, one packing per image
             lock = session.payload_locks.setdefault(which, anyio.Lock())
             async with lock:
-                data = session.payloads.get(which)
-                if data is None:
-                    data = await anyio.to_thread.run_sync(_pack_image, session.inner, which,
-                                                          limiter=packing)
+                packed = session.payloads.get(which)
+                if packed is None:
+                    packed = await anyio.to_thread.run_sync(_pack_image, session.inner, which,
+                                                            limiter=packing)
                     if not session.closed:
-                        session.payloads[which] = data
+                        session.payloads[which] = packed
+        data, scale = packed
         return Response(data, media_type=GZIP,
                         headers={"X-Shape": ",".join(map(str, session.pet.shape)),
+                                 "X-Scale": repr(scale),
                                  "Cache-Control": "private, max-age=3600"})
 
     @app.post("/api/sessions/{session_id}/clicks", response_model=SessionState,
@@ -481,7 +443,8 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
         return await change(session, add_click(click.kind, click.point))
 
     @app.delete("/api/sessions/{session_id}/clicks/{index}", response_model=SessionState,
-                responses={**CHANGE, 422: {"description": "no click with that index"}})
+                responses={**CHANGE, 404: {"description": "no session, or no click with that "
+                                                      "index"}})
     async def delete_click(session_id: SessionId,
                            index: Annotated[int, PathParam(ge=0, le=100_000)]):
         session = session_or_404(session_id)
@@ -500,12 +463,24 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
     @app.get("/api/sessions/{session_id}/mask", response_class=Response,
              responses={**RESPONSES, 200: {"content": {GZIP: {}}, "description":
                         "gzip-packed mask bits (little bit order), x fastest"}})
-    async def get_mask(session_id: SessionId):
+    async def get_mask(session_id: SessionId,
+                       since: Annotated[int | None, Query(ge=-1, le=2**31, description=(
+                           "the version the client holds: only the box changed since then "
+                           "is sent (X-Box), the whole mask when that is too long ago"))] = None):
         session = session_or_404(session_id)
         snap = snapshot(session)
-        return Response(snap.packed_mask, media_type=GZIP,
-                        headers={"X-Mask-Version": str(snap.version),
-                                 "X-Shape": ",".join(map(str, session.pet.shape))})
+        shape = session.pet.shape
+        whole = tuple((0, n) for n in shape)
+        box = whole if since is None else session.changed_since(since, snap)
+        if box is None:
+            data = gzip.compress(b"")
+        elif box == whole:
+            data = snap.packed_mask
+        else:
+            data = await anyio.to_thread.run_sync(pack_mask, snap.mask, box, limiter=packing)
+        return Response(data, media_type=GZIP, headers={
+            "X-Mask-Version": str(snap.version), "X-Shape": ",".join(map(str, shape)),
+            "X-Box": "none" if box is None else ",".join(str(v) for b in box for v in b)})
 
     @app.get("/api/sessions/{session_id}/mask.nii.gz", response_class=Response,
              responses={**RESPONSES, 200: {"content": {GZIP: {}},
@@ -540,11 +515,17 @@ def _copy(source, path: Path) -> None:
         shutil.copyfileobj(source, out, 1 << 20)
 
 
-def _pack_image(inner, which: str) -> bytes:
+def _pack_image(inner, which: str) -> tuple[bytes, float]:
+    """The voxels the page draws, and the factor from stored values to HU or SUV: CT as int16,
+    PET as uint16 over 0 to its maximum (steps of max / 65535 SUV; below 0 is drawn as 0)."""
     if which == "ct":
         ct = inner.ct
-        return pack_volume(ct.with_array(np.clip(ct.array, -32768, 32767).round()), "<i2")
-    return pack_volume(inner.pet, "<f4")
+        return pack_volume(ct.with_array(np.clip(ct.array, -32768, 32767).round()), "<i2"), 1.0
+    pet = inner.pet
+    top = float(np.max(pet.array))
+    scale = top / 65535 if top > 0 else 1.0
+    values = np.clip(np.rint(np.asarray(pet.array, np.float64) / scale), 0, 65535)
+    return pack_volume(pet.with_array(values), "<u2"), scale
 
 
 def _nifti_bytes(mask: Volume) -> bytes:

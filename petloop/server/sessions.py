@@ -33,17 +33,15 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
+from petloop.clicks.clicklist import Click, ClickList
 from petloop.inference.pipeline import Pipeline, Result, Session
-from petloop.io.clicks import Clicks
 from petloop.io.volume import Volume
 from petloop.metrics.report import LesionReport, lesion_report
 
-KINDS = ("tumor", "background")
+Change = Callable[[ClickList], ClickList]
+Box = tuple[tuple[int, int], ...]
+DELTAS = 32  # versions whose changed box a session remembers (masks sent as changed regions)
 MAX_PENDING = 8  # changes of one session waiting behind the running one
-
-
-class SessionError(ValueError):
-    """A request a session cannot carry out (the message says why)."""
 
 
 class SessionNotFound(KeyError):
@@ -62,10 +60,20 @@ class QueueFull(RuntimeError):
         self.retry_after = retry_after
 
 
-def pack_mask(mask: Volume) -> bytes:
-    """The mask as gzip-packed bits, x (i) fastest, then j, then k (little bit order)."""
+def pack_mask(mask: Volume, box: Box | None = None) -> bytes:
+    """The mask (or its ``box``, ``((i0, i1), (j0, j1), (k0, k1))``) as gzip-packed bits,
+    x (i) fastest, then j, then k (little bit order)."""
+    if box is not None:
+        mask = Volume(mask.array[tuple(slice(a, b) for a, b in box)], mask.spacing)
     bits = np.packbits(np.asarray(mask.itk_array() != 0).ravel(), bitorder="little")
     return gzip.compress(bits.tobytes(), compresslevel=6)
+
+
+def union_box(boxes) -> Box | None:
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return tuple((min(b[a][0] for b in boxes), max(b[a][1] for b in boxes)) for a in range(3))
 
 
 def unpack_mask(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
@@ -83,12 +91,6 @@ def pack_volume(volume: Volume, dtype) -> bytes:
 
 
 @dataclass(frozen=True)
-class Click:
-    kind: str
-    point: tuple[int, int, int]
-
-
-@dataclass(frozen=True)
 class Snapshot:
     """What readers see: the state after the last applied change."""
 
@@ -100,6 +102,7 @@ class Snapshot:
     model: str
     seconds: dict
     tta: str
+    changed: Box | None = None  # the (i, j, k) box of the mask that differs from the last version
 
 
 @dataclass(eq=False)
@@ -117,8 +120,10 @@ class ViewerSession:
     _abandoned: set = field(default_factory=set)  # tickets whose request went away
     _turn: threading.Condition = field(default_factory=threading.Condition)
     _turn_event: anyio.Event | None = None  # wakes changes waiting in the event loop
-    payloads: dict[str, bytes] = field(default_factory=dict)  # packed images, made once
+    payloads: dict[str, tuple[bytes, float]] = field(default_factory=dict)  # images, packed once
     payload_locks: dict = field(default_factory=dict)  # one packing per image at a time
+    deltas: dict[int, Box | None] = field(default_factory=dict)  # version: box changed then
+    error: str | None = None  # why the first prediction failed, when it did
 
     @property
     def pet(self) -> Volume:
@@ -150,7 +155,7 @@ class ViewerSession:
             self._next_ticket += 1
             return t
 
-    def apply(self, ticket: int, change: Callable[[list[Click]], list[Click]],
+    def apply(self, ticket: int, change: Change,
               time_budget: float | None = None) -> Snapshot:
         """Wait (in this thread) for ``ticket``'s turn, apply ``change`` to the click list,
         predict, publish.
@@ -164,7 +169,7 @@ class ViewerSession:
         finally:
             self._advance()
 
-    async def apply_async(self, ticket: int, change: Callable[[list[Click]], list[Click]],
+    async def apply_async(self, ticket: int, change: Change,
                           time_budget: float | None = None,
                           limiter: anyio.CapacityLimiter | None = None) -> Snapshot:
         """:meth:`apply` for the event loop: wait for the turn without a thread, then predict
@@ -204,28 +209,36 @@ class ViewerSession:
         if event is not None:
             event.set()
 
-    def _change(self, change: Callable[[list[Click]], list[Click]],
-                time_budget: float | None) -> Snapshot:
+    def _change(self, change: Change, time_budget: float | None) -> Snapshot:
+        """Apply ``change`` to the session's click list and predict; the click list is the
+        inner session's (this object keeps no clicks of its own)."""
         if self.closed:
             raise SessionNotFound(self.id)
-        current = list(self.snapshot.clicks) if self.snapshot is not None else []
-        return self._predict(change(current), time_budget)
-
-    def _predict(self, clicks: list[Click], time_budget: float | None) -> Snapshot:
-        new = Clicks.from_points([c.point for c in clicks if c.kind == "tumor"],
-                                 [c.point for c in clicks if c.kind == "background"])
-        new.check_inside(self.pet.shape, "click")
         with self.infer_lock:
             if self.closed:  # deleted while this change waited for the models
                 raise SessionNotFound(self.id)
-            self.inner.clicks = new
-            result: Result = self.inner.run(time_budget)
+            result: Result = self.inner.change(change(self.inner.clicks), time_budget)
         report = lesion_report(self.pet, result.mask.array)
         version = 0 if self.snapshot is None else self.snapshot.version + 1
-        self.snapshot = Snapshot(version, tuple(clicks), result.mask, pack_mask(result.mask),
-                                 report, result.model, dict(result.seconds),
-                                 result.tta.describe())
+        whole = tuple((0, n) for n in self.pet.shape)
+        changed = whole if self.snapshot is None else result.changed
+        self.deltas[version] = changed
+        self.deltas.pop(version - DELTAS, None)
+        self.snapshot = Snapshot(version, result.clicks.items, result.mask,
+                                 pack_mask(result.mask), report, result.model,
+                                 dict(result.seconds), result.tta.describe(), changed)
         return self.snapshot
+
+    def changed_since(self, version: int, snap: Snapshot | None = None) -> Box | None:
+        """The box holding every voxel of the mask of ``snap`` (default: the latest) that
+        changed after ``version`` (the whole image where that is too long ago); None: nothing
+        changed."""
+        snap = self.snapshot if snap is None else snap
+        if snap is None or version >= snap.version:
+            return None
+        if version < 0 or any(v not in self.deltas for v in range(version + 1, snap.version + 1)):
+            return tuple((0, n) for n in self.pet.shape)
+        return union_box(self.deltas[v] for v in range(version + 1, snap.version + 1))
 
     def close(self) -> None:
         """End the session: changes still queued are dropped, the packed images let go. The
@@ -234,32 +247,24 @@ class ViewerSession:
             self.closed = True
             self.payloads = {}
             self.inner.last = None  # the last result: a mask and its probabilities' leftovers
+        self.inner.close(wait=False)  # background work stops, the engine's caches go
 
 
-def add_click(kind: str, point) -> Callable[[list[Click]], list[Click]]:
-    if kind not in KINDS:
-        raise SessionError(f"a click is 'tumor' or 'background', got {kind!r}")
-    pt = tuple(int(v) for v in point)
-    if len(pt) != 3:
-        raise SessionError(f"a click point needs 3 voxel indices [i, j, k], got {list(point)}")
-    return lambda clicks: [*clicks, Click(kind, pt)]
+def add_click(kind: str, point) -> Change:
+    click = Click(kind, point)  # a bad kind or point fails here, before the request queues
+    return lambda clicks: clicks.add(click.kind, click.point)
 
 
-def remove_click(index: int) -> Callable[[list[Click]], list[Click]]:
-    def change(clicks: list[Click]) -> list[Click]:
-        if not 0 <= index < len(clicks):
-            raise SessionError(f"no click {index}: the session has {len(clicks)} clicks "
-                               "(numbered from 0 in the order they were added)")
-        return clicks[:index] + clicks[index + 1:]
-    return change
+def remove_click(index: int) -> Change:
+    return lambda clicks: clicks.remove(index)
 
 
-def undo(clicks: list[Click]) -> list[Click]:
-    return clicks[:-1]
+def undo(clicks: ClickList) -> ClickList:
+    return clicks.undo()
 
 
-def reset(clicks: list[Click]) -> list[Click]:
-    return []
+def reset(clicks: ClickList) -> ClickList:
+    return clicks.reset()
 
 
 class Reservation:
@@ -342,12 +347,14 @@ class SessionStore:
 
     def create(self, case: str, ct: Volume, pet: Volume, tracer: str | None = "auto",
                time_budget: float | None = None,
-               reservation: Reservation | None = None) -> ViewerSession:
-        """Set the case up, predict with no clicks, and register the session (in the slot
-        ``reservation`` holds, or in one reserved now)."""
+               reservation: Reservation | None = None, *, predict: bool = True
+               ) -> ViewerSession:
+        """Set the case up, predict with no clicks (unless ``predict`` is False: the caller
+        makes that first change), and register the session (in the slot ``reservation``
+        holds, or in one reserved now)."""
         if reservation is None:
             with self.reserve() as slot:
-                return self.create(case, ct, pet, tracer, time_budget, slot)
+                return self.create(case, ct, pet, tracer, time_budget, slot, predict=predict)
         if reservation.taken or reservation.returned:
             raise RuntimeError("a reservation holds one session")
         inner = Session(self.pipeline)
@@ -355,7 +362,8 @@ class SessionStore:
             inner.set_case(ct, pet, tracer, ct_name=f"CT of {case}", pet_name=f"PET of {case}")
         session = ViewerSession(secrets.token_urlsafe(24), case, inner, self.infer_lock,
                                 last_access=self.clock(), max_pending=self.max_pending)
-        session.apply(session.ticket(), reset, time_budget)
+        if predict:
+            session.apply(session.ticket(), reset, time_budget)
         with self._lock:
             if reservation.returned:  # pragma: no cover - the caller's block has ended
                 raise RuntimeError("the reservation was given back during the set-up")

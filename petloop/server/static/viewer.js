@@ -71,7 +71,9 @@ async function loadCases() {
 }
 
 async function openSession(makeRequest, label) {
-  status(`Opening ${label}: reading, tracer, first prediction...`, "busy");
+  // the server answers once the case is set up; the images are drawn while it makes the first
+  // mask, which is fetched when the session's version reaches 0
+  status(`Opening ${label}: reading, tracer...`, "busy");
   const t0 = performance.now();
   try {
     if (state.session) {
@@ -82,19 +84,38 @@ async function openSession(makeRequest, label) {
     state.session = s;
     state.shape = s.shape;
     state.spacing = s.spacing;
+    state.mask = null;
+    state.mipMask = null;
+    state.report = null;
+    state.maskVersion = -1;
     const d = s.direction;
     state.flips = { i: d[0] < 0, j: d[4] < 0, k: d[8] > 0 };
-    const [ctBuf, petBuf] = await Promise.all([
-      request(`/sessions/${s.id}/volume/ct`).then(gunzip),
-      request(`/sessions/${s.id}/volume/pet`).then(gunzip),
-    ]);
+    const [ctRes, petRes] = await Promise.all([
+      request(`/sessions/${s.id}/volume/ct`), request(`/sessions/${s.id}/volume/pet`)]);
+    const scale = Number(petRes.headers.get("X-Scale")) || 1;
+    const [ctBuf, petBuf] = await Promise.all([gunzip(ctRes), gunzip(petRes)]);
     state.ct = new Int16Array(ctBuf);
-    state.pet = new Float32Array(petBuf);
+    const packed = new Uint16Array(petBuf);
+    const pet = new Float32Array(packed.length);
+    for (let n = 0; n < packed.length; n++) pet[n] = packed[n] * scale;
+    state.pet = pet;
     computePetMip();
-    state.maskVersion = -1;
-    await refreshMask(s);
     centreOnHottest();
-    status(`${s.case} open (${((performance.now() - t0) / 1000).toFixed(1)} s).`);
+    state.openSeconds = (performance.now() - t0) / 1000;
+    showSession(s);
+    status(`${s.case} open (${state.openSeconds.toFixed(1)} s); first mask...`, "busy");
+    let now = s;
+    while (now.version < 0 && !now.error && state.session?.id === s.id) {
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      now = await (await request(`/sessions/${s.id}`)).json();
+    }
+    if (now.error) throw new Error(now.error);
+    if (state.session?.id !== s.id) return;
+    if (now.version > (state.session.version ?? -1)) state.session = now;
+    await refreshMask(state.session);
+    if (state.report?.lesions?.[0]) centreOnHottest();
+    status(`${s.case} open (${state.openSeconds.toFixed(1)} s, first mask after ` +
+      `${((performance.now() - t0) / 1000).toFixed(1)} s).`);
   } catch (err) {
     status(`Could not open ${label}: ${err.message}`, "error");
   }
@@ -128,32 +149,47 @@ function computePetMip() {
   state.mipArg = arg;
 }
 
-function computeMaskMip() {
+function computeMaskMip(box) {
+  // the MIP columns (i, k) of ``box`` [i0, i1, j0, j1, k0, k1] (all of them without one)
   const [ni, nj, nk] = state.shape;
-  const mip = new Uint8Array(ni * nk);
-  for (let k = 0; k < nk; k++) for (let j = 0; j < nj; j++) {
-    const row = ni * (j + nj * k);
-    for (let i = 0; i < ni; i++) if (state.mask[row + i]) mip[i + ni * k] = 1;
+  const [i0, i1, , , k0, k1] = box || [0, ni, 0, nj, 0, nk];
+  const mip = state.mipMask && box ? state.mipMask : new Uint8Array(ni * nk);
+  for (let k = k0; k < k1; k++) {
+    for (let i = i0; i < i1; i++) mip[i + ni * k] = 0;
+    for (let j = 0; j < nj; j++) {
+      const row = ni * (j + nj * k);
+      for (let i = i0; i < i1; i++) if (state.mask[row + i]) mip[i + ni * k] = 1;
+    }
   }
   state.mipMask = mip;
 }
 
 async function refreshMask(s) {
+  // only the box that changed since the version held comes back (X-Box), bits x fastest
   if (s.version <= state.maskVersion) return;
-  const res = await request(`/sessions/${s.id}/mask`);
+  const held = state.mask ? state.maskVersion : -1;
+  const res = await request(`/sessions/${s.id}/mask${held >= 0 ? `?since=${held}` : ""}`);
   const version = Number(res.headers.get("X-Mask-Version"));
+  const header = res.headers.get("X-Box") || "none";
   const bits = new Uint8Array(await gunzip(res));
-  if (version <= state.maskVersion) return;
-  const n = state.shape[0] * state.shape[1] * state.shape[2];
-  const mask = new Uint8Array(n);
-  for (let b = 0; b < bits.length; b++) {
-    const byte = bits[b];
-    if (!byte) continue;
-    for (let t = 0; t < 8; t++) if (byte & (1 << t)) mask[b * 8 + t] = 1;
+  if (version <= state.maskVersion || (state.mask ? state.maskVersion : -1) !== held) return;
+  const [ni, nj, nk] = state.shape;
+  if (header !== "none") {
+    const [i0, i1, j0, j1, k0, k1] = header.split(",").map(Number);
+    const whole = i0 === 0 && j0 === 0 && k0 === 0 && i1 === ni && j1 === nj && k1 === nk;
+    const mask = state.mask && !whole ? state.mask : new Uint8Array(ni * nj * nk);
+    const bi = i1 - i0, bj = j1 - j0;
+    for (let k = k0; k < k1; k++) for (let j = j0; j < j1; j++) {
+      const row = i0 + ni * (j + nj * k), at = bi * ((j - j0) + bj * (k - k0));
+      for (let i = 0; i < bi; i++) {
+        const n = at + i;
+        mask[row + i] = (bits[n >> 3] >> (n & 7)) & 1;
+      }
+    }
+    state.mask = mask;
+    computeMaskMip(whole ? null : [i0, i1, j0, j1, k0, k1]);
   }
-  state.mask = mask;
   state.maskVersion = version;
-  computeMaskMip();
   const rep = await (await request(`/sessions/${s.id}/report`)).json();
   state.report = rep;
   showSession(s);
@@ -305,7 +341,7 @@ function drawAll() {
 function showSession(s) {
   $("info-case").textContent = s.case;
   $("info-tracer").textContent = `${s.tracer.toUpperCase()} (p = ${s.tracer_probability.toFixed(2)})`;
-  $("info-model").textContent = `${s.model}; ${s.tta}`;
+  $("info-model").textContent = s.model ? `${s.model}; ${s.tta}` : "first mask being made";
   const nt = s.clicks.filter((c) => c.kind === "tumor").length;
   $("click-count").textContent = s.clicks.length;
   $("click-tumor").textContent = nt;
@@ -422,7 +458,7 @@ function bindControls() {
     if (!name) return;
     openSession(() => request("/sessions", {
       method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ case: name, tracer: $("tracer-select").value }),
+      body: JSON.stringify({ case: name, tracer: $("tracer-select").value, wait: false }),
     }), name);
   });
   $("upload-form").addEventListener("submit", (ev) => {
@@ -433,6 +469,7 @@ function bindControls() {
     form.append("ct", ct);
     form.append("pet", pet);
     form.append("tracer", $("tracer-select").value);
+    form.append("wait", "false");
     openSession(() => request("/sessions/upload", { method: "POST", body: form }), pet.name);
   });
   $("undo").onclick = () => state.session && change(`/sessions/${state.session.id}/undo`, { method: "POST" }, "Undo");
