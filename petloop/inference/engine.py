@@ -55,7 +55,7 @@ from petloop.io.volume import Volume
 from petloop.nnunet.adapter import ExportGeometry, NetworkAdapter, TileGrid
 from petloop.nnunet.clickspace import clicks_in_preprocessed
 from petloop.nnunet.predict import Preprocessed
-from petloop.nnunet.resample import output_box, plans_for, resample_box
+from petloop.nnunet.resample import output_box, plans_for, resample_box, union_box
 
 from .modelset import MAX_MIRRORS
 
@@ -119,15 +119,6 @@ def _intersect(a: np.ndarray, b) -> np.ndarray | None:
 
 def _slices(box, offset=(0, 0, 0)) -> tuple[slice, ...]:
     return tuple(slice(int(lo - o), int(hi - o)) for (lo, hi), o in zip(box, offset, strict=True))
-
-
-def _union(boxes) -> Box | None:
-    boxes = [b for b in boxes if b is not None]
-    if not boxes:
-        return None
-    arr = np.asarray(boxes)
-    return tuple((int(lo), int(hi)) for lo, hi in zip(arr[:, :, 0].min(0), arr[:, :, 1].max(0),
-                                                      strict=True))
 
 
 def changed_boxes(encoding, old: Clicks, new: Clicks, shape) -> list[Box]:
@@ -276,7 +267,7 @@ class ModelState:
             region = whole
             self.q = np.empty(self.grid.shape, dtype=np.float32)
         else:
-            region = _union(self.stale)
+            region = union_box(self.stale)
             if region is None:
                 return None
             region = tuple((max(lo, 0), min(hi, s)) for (lo, hi), s in zip(region, self.grid.shape,

@@ -48,6 +48,15 @@ class AxisPlan:
         return cls(i0, i1, w)
 
 
+def union_box(boxes) -> Box | None:
+    """The smallest box holding every box given (None ones left out); None if there is none."""
+    boxes = [b for b in boxes if b is not None]
+    if not boxes:
+        return None
+    return tuple((min(int(b[a][0]) for b in boxes), max(int(b[a][1]) for b in boxes))
+                 for a in range(len(boxes[0])))
+
+
 def plans_for(shape_in, shape_out, orders) -> tuple[AxisPlan, ...]:
     return tuple(AxisPlan.make(int(a), int(b), int(o))
                  for a, b, o in zip(shape_in, shape_out, orders, strict=True))
@@ -90,4 +99,5 @@ def resample_box(data: np.ndarray, plans, box: Box | None = None) -> np.ndarray:
     return out
 
 
-__all__ = ["AxisPlan", "Box", "input_box", "output_box", "plans_for", "resample_box"]
+__all__ = ["AxisPlan", "Box", "input_box", "output_box", "plans_for", "resample_box",
+           "union_box"]

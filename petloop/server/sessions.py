@@ -37,6 +37,7 @@ from petloop.clicks.clicklist import Click, ClickList
 from petloop.inference.pipeline import Pipeline, Result, Session
 from petloop.io.volume import Volume
 from petloop.metrics.report import LesionReport, lesion_report
+from petloop.nnunet.resample import union_box
 
 Change = Callable[[ClickList], ClickList]
 Box = tuple[tuple[int, int], ...]
@@ -67,13 +68,6 @@ def pack_mask(mask: Volume, box: Box | None = None) -> bytes:
         mask = Volume(mask.array[tuple(slice(a, b) for a, b in box)], mask.spacing)
     bits = np.packbits(np.asarray(mask.itk_array() != 0).ravel(), bitorder="little")
     return gzip.compress(bits.tobytes(), compresslevel=6)
-
-
-def union_box(boxes) -> Box | None:
-    boxes = [b for b in boxes if b is not None]
-    if not boxes:
-        return None
-    return tuple((min(b[a][0] for b in boxes), max(b[a][1] for b in boxes)) for a in range(3))
 
 
 def unpack_mask(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
