@@ -7,7 +7,7 @@ Prints per setting the median time per click step, the kernel (system) time and 
 faults of the whole run, and the peak memory; then their ratios, and whether the masks are
 identical.
 
-    .venv/bin/python bench/allocator.py [--models models/phantom] [--rounds 2] [--steps 11]
+    .venv/bin/python bench/allocator.py [--models petloop/models/phantom] [--rounds 2] [--steps 11]
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ print(json.dumps({"steps": times[1:], "sys": use.ru_stime, "minflt": use.ru_minf
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path("models/phantom"))
+    parser.add_argument("--models", type=Path, default=Path("petloop/models/phantom"))
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=11)
     args = parser.parse_args()
@@ -52,8 +52,8 @@ def main() -> None:
     from petloop.phantom import PhantomConfig, write_phantoms
 
     with tempfile.TemporaryDirectory() as tmp:
-        write_phantoms(PhantomConfig(seed=9003, tracer="fdg", shape=(64, 64, 96),
-                                     spacing=(3.0, 3.0, 4.0), negative_fraction=0.0),
+        write_phantoms(PhantomConfig.preset("trunk", seed=9003, tracer="fdg",
+                                            negative_fraction=0.0),
                        Path(tmp), 1)
         runs: dict[str, list[dict]] = {"default": [], "tuned": []}
         for _ in range(args.rounds):

@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=3, default=[400, 400, 326])
     parser.add_argument("--spacing", type=float, nargs=3, default=[2.0364, 2.0364, 3.0])
     parser.add_argument("--seed", type=int, default=5)
-    parser.add_argument("--models", default="models/phantom")
+    parser.add_argument("--models", default="petloop/models/phantom")
     parser.add_argument("--clicks", type=int, default=10)
     parser.add_argument("--think", type=float, default=3.0, help="seconds between clicks")
     parser.add_argument("--full-at", type=int, nargs="*", default=[1, 10],

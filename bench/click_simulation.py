@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from official_clicks_reference import reference_clicks  # noqa: E402
 
 from petloop.clicks.simulate import simulate_clicks  # noqa: E402
-from petloop.phantom import FULL_SHAPE, PhantomConfig, generate_case  # noqa: E402
+from petloop.phantom import PhantomConfig, generate_case  # noqa: E402
 
 
 def main() -> None:
@@ -29,10 +29,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
-    ph = generate_case(PhantomConfig(seed=args.seed, tracer="fdg", shape=FULL_SHAPE,
-                                     lesions=(20, 30)), 0)
+    ph = generate_case(PhantomConfig.preset("autopet-fdg", seed=args.seed, tracer="fdg",
+                                            lesions=(20, 30)), 0)
     label, pet = ph.case.label.array, ph.case.pet.array
-    print(f"phantom {FULL_SHAPE}, {ph.info['n_lesions']} lesions, "
+    print(f"phantom {ph.case.pet.shape}, {ph.info['n_lesions']} lesions, "
           f"{ph.info['n_components']} components")
     times = []
     for _ in range(args.repeats):

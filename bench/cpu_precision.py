@@ -6,7 +6,7 @@ For each click step 0-10 (official clicks) the mask is computed in fp32 and in b
 that both see the same machine load; prints the median time per step of each, their ratio, and
 how far the bf16 masks are from the fp32 ones (Dice between the two masks, voxels that differ).
 
-    .venv/bin/python bench/cpu_precision.py [--models models/phantom] [--steps 11]
+    .venv/bin/python bench/cpu_precision.py [--models petloop/models/phantom] [--steps 11]
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path("models/phantom"))
+    parser.add_argument("--models", type=Path, default=Path("petloop/models/phantom"))
     parser.add_argument("--steps", type=int, default=11)
     args = parser.parse_args()
 
@@ -35,8 +35,7 @@ def main() -> None:
 
     ms = load_model_set(args.models)
     with tempfile.TemporaryDirectory() as tmp:
-        config = PhantomConfig(seed=77, tracer="fdg", negative_fraction=0.0,
-                               shape=(64, 64, 96), spacing=(3.0, 3.0, 4.0))
+        config = PhantomConfig.preset("trunk", seed=77, tracer="fdg", negative_fraction=0.0)
         write_phantoms(config, Path(tmp), 1)
         case = find_cases(Path(tmp))[0].load()
     clicks = simulate_clicks(case.label.array, case.pet.array)  # the official simulation

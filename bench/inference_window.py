@@ -7,7 +7,7 @@ the same machine load. Prints, per setting, the median seconds per prediction, t
 first setting (the plain sliding window by default), and the mean Dice against the truth at
 each step measured.
 
-    .venv/bin/python bench/inference_window.py [--models models/phantom] [--cases 4]
+    .venv/bin/python bench/inference_window.py [--models petloop/models/phantom] [--cases 4]
         [--steps 0 5 10] [--seed 9300] [--sliding-mirrors] [--settings whole:7 whole:3 ...]
 
 --sliding-mirrors adds the sliding window with 7 mirrored passes (about 8 times the plain time).
@@ -27,7 +27,7 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", type=Path, default=Path("models/phantom"))
+    parser.add_argument("--models", type=Path, default=Path("petloop/models/phantom"))
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--steps", type=int, nargs="+", default=[0, 5, 10])
     parser.add_argument("--seed", type=int, default=9300)
@@ -53,8 +53,8 @@ def main() -> None:
         settings = [(w, int(m)) for w, m in (s.split(":") for s in args.settings)]
     pipelines = {s: Pipeline(ms, "cpu", args.precision, *s) for s in settings}
     with tempfile.TemporaryDirectory() as tmp:
-        config = PhantomConfig(seed=args.seed, tracer="fdg", negative_fraction=0.0,
-                               shape=(64, 64, 96), spacing=(3.0, 3.0, 4.0))
+        config = PhantomConfig.preset("trunk", seed=args.seed, tracer="fdg",
+                                      negative_fraction=0.0)
         write_phantoms(config, Path(tmp), args.cases)
         cases = [f.load() for f in find_cases(Path(tmp))]
     times = {s: [] for s in settings}

@@ -25,12 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from official_metrics_reference import slow_official  # noqa: E402
 
 from petloop.metrics.official import compute_metrics  # noqa: E402
-from petloop.phantom import FULL_SHAPE, PhantomConfig, generate_case  # noqa: E402
+from petloop.phantom import PhantomConfig, generate_case  # noqa: E402
 
 
 def make_pair(seed: int):
-    ph = generate_case(PhantomConfig(seed=seed, tracer="psma", shape=FULL_SHAPE,
-                                     lesions=(60, 70), negative_fraction=0.0), 0)
+    ph = generate_case(PhantomConfig.preset("autopet-fdg", seed=seed, tracer="psma",
+                                            lesions=(60, 70), negative_fraction=0.0), 0)
     gt = ph.case.label.array.astype(bool)
     rng = np.random.default_rng(seed)
     cc, n = cc3d.connected_components(gt, connectivity=18, return_N=True)

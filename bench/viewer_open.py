@@ -23,7 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[400, 400, 326])
     parser.add_argument("--spacing", type=float, nargs=3, default=[2.0364, 2.0364, 3.0])
-    parser.add_argument("--models", default="models/phantom")
+    parser.add_argument("--models", default="petloop/models/phantom")
     parser.add_argument("--first-mask", action="store_true")
     args = parser.parse_args()
 

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Retrain the bundled phantom model set (models/phantom) with the BIRTH recipes.
+# Retrain the bundled phantom model set (petloop/models/phantom) with the BIRTH recipes.
 #
 #   scripts/train_phantom_models.sh [cpu|cuda]
 #
-# Phantoms (64 x 64 x 96 voxels at 3 x 3 x 4 mm) for FDG and PSMA, then v4 and v3 (FDG, organ
-# supervision) and v2 (PSMA), the tracer classifier, and the model set with the BIRTH routing.
+# Phantoms (adult bodies on the quick grid, 168 x 128 x 256 voxels at 3 x 3 x 4 mm) for FDG and
+# PSMA, then v4 and v3 (FDG, organ supervision) and v2 (PSMA), the tracer classifier, and the
+# model set with the BIRTH routing: training from nnU-Net's initialisation. The bundled set was
+# made differently: the set described below (trained on miniature bodies, 64 x 64 x 96 voxels at
+# 3 x 3 x 4 mm, by the runs this header records) was fine-tuned on adult phantoms by
+# scripts/finetune_adult.sh; petloop/models/phantom/MODEL_CARD.md has the whole account.
 # With PRE_EPOCHS > 0 a single-channel organ model is first trained on phantom CT (the paper's
 # pretraining analogue) and v2-v4 start from it by channel expansion. CONTINUE=1 resumes v4, v3
 # and v2 from their last checkpoints in $WORK up to the epochs set here (nnU-Net's poly learning
@@ -37,7 +41,7 @@
 # that time (the epochs that fit are measured as it goes, the V*_EPOCHS are then upper bounds);
 # PARALLEL=1 runs the three at once (one GPU holds all three; set nnUNet_n_proc_DA to share the
 # CPU cores). The bundled set's first GPU stage ran the three `petloop train` commands this script
-# gives for CONTINUE=1 FROM=models/phantom TIME_BUDGET=450 PARALLEL=1 V4_EPOCHS=1000
+# gives for CONTINUE=1 FROM=petloop/models/phantom TIME_BUDGET=450 PARALLEL=1 V4_EPOCHS=1000
 # V3_EPOCHS=1000 V2_EPOCHS=1000 and `cuda` (checkpoints saved at the end only), on one H100 with
 # 16 cores, nnUNet_n_proc_DA=4 and nnUNet_compile=f, from the CPU-trained set described above
 # and on the phantoms and datasets above: 450 s gave v3 96 epochs, v4 98 and v2 119, of 2.3 to
@@ -69,7 +73,7 @@ set -euo pipefail
 DEVICE=${1:-cpu}
 PETLOOP=${PETLOOP:-.venv/bin/petloop}
 WORK=${WORK:-petloop_work/phantom_models}
-OUT=${OUT:-models/phantom}
+OUT=${OUT:-petloop/models/phantom}
 FDG_CASES=${FDG_CASES:-120}
 PSMA_CASES=${PSMA_CASES:-30}
 TRACER_CASES=${TRACER_CASES:-80}
@@ -86,7 +90,7 @@ CONTINUE=${CONTINUE:-0}
 FROM=${FROM:-}
 TIME_BUDGET=${TIME_BUDGET:-}
 PARALLEL=${PARALLEL:-0}
-GEOM=(--shape 64 64 96 --spacing 3 3 4)
+GEOM=(--preset quick)
 PLANS=Dataset601_PhantomFDG/petloopCPUPlans
 RES=$WORK/nnUNet_results
 

@@ -23,12 +23,15 @@ def pytest_addoption(parser):
 
 SMALL = (48, 48, 64)
 SMALL_SPACING = (4.0, 4.0, 6.0)
+#: small test grids are crops of an adult body (phantoms are never shrunk to fit a grid): from
+#: 300 mm below the vertex (mid chest) down 384 mm, 192 mm across the middle of the trunk
+TRUNK_TOP = 300.0
 
 
 @pytest.fixture(scope="session")
 def small_config() -> PhantomConfig:
     return PhantomConfig(seed=11, tracer="mixed", shape=SMALL, spacing=SMALL_SPACING,
-                         negative_fraction=0.0, lesions=(3, 6))
+                         top_mm=TRUNK_TOP, negative_fraction=0.0, lesions=(3, 6))
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +58,7 @@ def work(tmp_path_factory):
     """Five small phantoms built into a lesion dataset and a CT-only organ dataset."""
     root = tmp_path_factory.mktemp("nnunet")
     cfg = PhantomConfig(seed=21, tracer="fdg", shape=NN_SHAPE, spacing=NN_SPACING,
-                        negative_fraction=0.2, lesions=(2, 4))
+                        top_mm=TRUNK_TOP, negative_fraction=0.2, lesions=(2, 4))
     write_phantoms(cfg, root / "phantoms", 5)
     paths = NnunetPaths(root / "raw", root / "pre", root / "res")
     lesions = build_dataset(root / "phantoms", paths, BuildConfig(901, "Tiny"))

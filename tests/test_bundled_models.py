@@ -1,4 +1,4 @@
-"""The bundled phantom model set (models/phantom): the demo's experiment on a smaller run.
+"""The bundled phantom model set (petloop/models/phantom): the demo's experiment on a smaller run.
 
 The demo itself (`make demo`) runs ten held-out phantoms; this run uses three, with a seed never
 used in training and the demo's other settings (3 mirrored passes), and checks what the paper's
@@ -8,15 +8,15 @@ experiment must show on them.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from petloop.demo import ERROR_DRIVEN, DemoConfig, run_demo
 from petloop.inference.export import folder_size
 from petloop.inference.modelset import load_model_set
+from petloop.models import BUNDLED_MODEL_SET
 
-BUNDLED = Path(__file__).resolve().parents[1] / "models" / "phantom"
+BUNDLED = BUNDLED_MODEL_SET
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def demo(tmp_path_factory):
     assert (BUNDLED / "manifest.json").is_file(), f"{BUNDLED} is missing"
     out = tmp_path_factory.mktemp("demo")
     return run_demo(DemoConfig(models=BUNDLED, out=out, cases=3, seed=9002,
-                               negative_fraction=0.0))
+                               negative_fraction=0.0, paper_column=False))
 
 
 def test_the_bundled_set_is_complete_and_small():
@@ -71,8 +71,7 @@ def test_the_whole_window_is_one_pass_of_the_network(tmp_path):
 
     ms = load_model_set(BUNDLED)
     assert ms.inference.window == "whole"
-    case = generate_case(PhantomConfig(seed=9003, tracer="fdg", shape=(64, 64, 96),
-                                       spacing=(3.0, 3.0, 4.0)), 0).case
+    case = generate_case(PhantomConfig.preset("trunk", seed=9003, tracer="fdg"), 0).case
     clicks = Clicks(((32, 32, 48),), ((5, 5, 5),))
     adapter = Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v3"])
     pre = adapter.preprocess(case.ct, case.pet)

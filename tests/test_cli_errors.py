@@ -513,3 +513,13 @@ def test_a_phantom_run_ended_by_sigterm_leaves_whole_cases_only(tmp_path):
         assert case.label is not None and case.organs is not None and f.meta.is_file()
     studies = {p.parent for p in out.glob("*/*") if p.is_dir()}
     assert len(studies) == len(found)  # no half-written case folder either
+
+
+def test_the_cli_option_sets_are_the_modules_own():
+    """The CLI names some option sets itself, to check them before torch loads."""
+    from petloop.cli import inference as cli
+    from petloop.inference import body, modelset, pipeline
+
+    assert cli.WINDOWS == modelset.WINDOWS
+    assert cli.CROPS == body.CROPS
+    assert set(cli.PRECISIONS) == set(pipeline.PRECISIONS)

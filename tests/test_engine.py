@@ -217,6 +217,82 @@ def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case)
     assert agree > 0.9999, agree
 
 
+def test_body_box_against_a_voxel_by_voxel_reference():
+    rng = np.random.default_rng(3)
+    arr = np.full((30, 24, 20), -1000, np.int16)
+    arr[7:19, 5:11, 3:17] = 40
+    arr[25, 20, 0] = 300  # one dense voxel far away still counts
+    from petloop.inference.body import body_box
+    from petloop.io.volume import Volume
+
+    vol = Volume(arr + rng.integers(-20, 20, arr.shape).astype(np.int16), (2.0, 3.0, 5.0))
+    box = body_box(vol, margin_mm=6.0)
+    lo = [min(v[a] for v in np.argwhere(vol.array > -500)) for a in range(3)]
+    hi = [max(v[a] for v in np.argwhere(vol.array > -500)) + 1 for a in range(3)]
+    pad = [3, 2, 2]  # ceil(6 mm / spacing)
+    want = tuple((max(a - p, 0), min(b + p, n)) for a, b, p, n in
+                 zip(lo, hi, pad, arr.shape, strict=True))
+    assert box == want and box[0] == (4, 29)  # the far voxel (i = 25) plus 3 voxels
+    assert body_box(vol.with_array(np.full(arr.shape, 50, np.int16))) is None  # all body
+    assert body_box(vol.with_array(np.full(arr.shape, -1000, np.int16))) is None  # no body
+
+
+def test_a_body_crop_runs_the_networks_on_the_body_box_and_pastes_it_back(model_set):
+    """With ``crop: body`` the networks see the CT's body box only: fewer tiles, nothing marked
+    outside, and inside exactly nnU-Net's own prediction of the cropped image, pasted back."""
+    from dataclasses import replace
+
+    from nnunetv2.inference.export_prediction import (
+        convert_predicted_logits_to_segmentation_with_correct_shape,
+    )
+
+    from petloop.inference.body import body_box
+    from petloop.inference.modelset import InferenceSettings
+    from petloop.io.volume import Volume
+    from petloop.nnunet.clickspace import clicks_in_preprocessed
+    from petloop.nnunet.predict import preprocess
+
+    case = generate_case(PhantomConfig(seed=32, tracer="fdg", shape=(72, 64, 64),
+                                       spacing=(8.0, 8.0, 10.0), negative_fraction=0.0,
+                                       lesions=(3, 5)), 0).case
+    box = body_box(case.ct)
+    assert box is not None and box[0][1] - box[0][0] < 60 and box[1][1] - box[1][0] < 50
+    ms = load_model_set(model_set)
+    cropped = replace(ms, inference=InferenceSettings(crop="body"))
+    clicks = Clicks(tuple(_lesion_points(case, 2, np.random.default_rng(2))), ((36, 32, 30),))
+    got = Pipeline(cropped, "cpu", "fp32", window="sliding", mirrors=0).predict(
+        case.ct, case.pet, clicks, "fdg")
+    whole = Pipeline(ms, "cpu", "fp32", window="sliding", mirrors=0).predict(
+        case.ct, case.pet, clicks, "fdg")
+    assert got.tta.tiles_total < whole.tta.tiles_total
+    outside = np.ones(case.pet.shape, bool)
+    outside[tuple(slice(a, b) for a, b in box)] = False
+    assert not got.mask.array[outside].any()
+    # the reference: nnU-Net's predictor and export on the cropped image alone, pasted back
+    pipe = Pipeline(cropped, "cpu", "fp32", window="sliding", mirrors=0)
+    adapter = pipe.model(ms.models[got.model])
+    p = adapter.predictor
+    sub = tuple(slice(a, b) for a, b in box)
+    ct_c = Volume(case.ct.array[sub], case.ct.spacing)
+    pet_c = Volume(case.pet.array[sub], case.pet.spacing)
+    pre = preprocess(p, ct_c, pet_c)
+    shape = pre.data.shape[1:]
+    local = Clicks(tuple(tuple(int(v) - a for v, (a, _) in zip(pt, box, strict=True))
+                         for pt in clicks.tumor),
+                   tuple(tuple(int(v) - a for v, (a, _) in zip(pt, box, strict=True))
+                         for pt in clicks.background))
+    pc = clicks_in_preprocessed(local, pre.properties, p.plans_manager.transpose_forward, shape)
+    fg, bg = adapter.encoding.render(pc, shape)
+    x = torch.from_numpy(np.concatenate([pre.data, fg[None], bg[None]]).astype(np.float32))
+    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+        p.predict_sliding_window_return_logits(x).float(), p.plans_manager,
+        p.configuration_manager, p.label_manager, pre.properties)
+    want = np.zeros(case.pet.shape, np.uint8)
+    want[sub] = pet_c.with_itk_array(np.asarray(seg, np.uint8)).array
+    want = want * (case.pet.array >= ms.suv_threshold["fdg"])
+    assert np.mean(got.mask.array == want) > 0.9999
+
+
 def test_the_next_model_is_warmed_so_a_hand_over_costs_about_one_click(model_set, wide_case):
     ms = load_model_set(model_set)
     session = Session(Pipeline(ms, "cpu", "fp32", window="sliding"))

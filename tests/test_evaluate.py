@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import TRUNK_TOP
 from scipy import ndimage
 from typer.testing import CliRunner
 
@@ -30,10 +31,11 @@ def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     data = root / "data"
     cfg = PhantomConfig(seed=9, tracer="mixed", shape=(48, 48, 64), spacing=(4.0, 4.0, 6.0),
-                        negative_fraction=0.0, lesions=(2, 4))
-    cases = [generate_case(cfg, i).case for i in range(2)]
+                        top_mm=TRUNK_TOP, negative_fraction=0.0, lesions=(2, 4))
+    cases = [generate_case(cfg, i).case for i in (0, 5)]  # an FDG and a PSMA case with lesions
     neg = generate_case(PhantomConfig(seed=9, tracer="fdg", shape=(48, 48, 64),
-                                      spacing=(4.0, 4.0, 6.0), negative_fraction=1.0), 5).case
+                                      spacing=(4.0, 4.0, 6.0), top_mm=TRUNK_TOP,
+                                      negative_fraction=1.0), 5).case
     cases.append(neg)
     for c in cases:
         write_case(c, data, "gc")

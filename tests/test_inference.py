@@ -124,11 +124,12 @@ def test_whole_tile_against_the_rule_written_out():
 def test_inference_settings_from_the_manifest_and_overrides(model_set, case, tmp_path):
     manifest = json.loads((model_set / "manifest.json").read_text())
     manifest["tracer_classifier"] = str(model_set / manifest["tracer_classifier"])
-    manifest["inference"] = {"window": "whole", "mirrors": 2}
+    manifest["inference"] = {"window": "whole", "mirrors": 2, "crop": "body"}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     ms = load_model_set(tmp_path)
     assert ms.inference.window == "whole" and ms.inference.mirrors == 2
-    assert ms.to_json()["inference"] == {"window": "whole", "mirrors": 2}
+    assert ms.inference.crop == "body"
+    assert ms.to_json()["inference"] == {"window": "whole", "mirrors": 2, "crop": "body"}
     result = Pipeline(ms).predict(case.ct, case.pet, Clicks(), "fdg")
     assert len(result.tta.mirrors) == 2 and "mirrored passes x, y" in result.tta.describe()
     result = Pipeline(ms, window="sliding", mirrors=0).predict(case.ct, case.pet, Clicks(), "fdg")
@@ -139,6 +140,7 @@ def test_inference_settings_from_the_manifest_and_overrides(model_set, case, tmp
                          ({"mirrors": 8}, "inference: mirrors must be a whole number from 0 "
                                           "to 7, got 8"),
                          ({"mirrors": True}, "inference: mirrors must be a whole number"),
+                         ({"crop": "lungs"}, "inference: unknown crop 'lungs'"),
                          ({"tiles": 2}, "inference must be an object with window")):
         manifest["inference"] = bad
         (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -545,10 +547,10 @@ def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
     assert not (tmp_path / "set").exists()  # refused before anything was written
     out = export_model_set(tmp_path / "set", trained["v4"].parent, trained["v3"].parent,
                            trained["v2"].parent, weights, name="t", description="test",
-                           inference=InferenceSettings("whole", 3))
+                           inference=InferenceSettings("whole", 3, crop="body"))
     ms = load_model_set(out)
     assert ms.tracer_classifier.name == "tracer_classifier.pt.gz"
-    assert ms.inference == InferenceSettings("whole", 3)
+    assert ms.inference == InferenceSettings("whole", 3, crop="body")
     assert folder_size(out) < weights.stat().st_size + 3 * (trained["v4"] /
                                                             "checkpoint_final.pth").stat().st_size
     ckpt = torch.load(out / "fdg_v4" / trained["v4"].parent.name / "fold_all" /

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from petloop.phantom import PhantomConfig, generate_case
+from petloop.phantom import PRESETS, PhantomConfig, generate_case
 from petloop.phantom.anatomy import draw_anatomy, render_regions
 from petloop.phantom.lesions import (
     FDG_FAINT_SUVMAX,
@@ -43,8 +43,10 @@ def test_same_seed_same_case_other_seed_other_case():
 
 def test_default_case_geometry(cohort):
     case = cohort["fdg"][0].case
-    assert case.pet.shape == (96, 96, 128)
-    assert case.pet.spacing == pytest.approx((2.0364, 2.0364, 3.0))
+    assert case.pet.shape == PRESETS["quick"][0] == (168, 128, 256)
+    assert case.pet.spacing == pytest.approx((3.0, 3.0, 4.0))
+    assert cohort["fdg"][0].info["field_of_view"]["covers_body"] == {
+        "width": True, "depth": True, "length": True}
     assert case.ct.same_grid(case.pet) and case.label.same_grid(case.pet)
     assert case.pet.array.dtype == np.float32 and case.ct.array.dtype == np.int16
     assert case.label.array.dtype == np.uint8 and set(np.unique(case.label.array)) <= {0, 1}
@@ -148,7 +150,7 @@ def test_ct_numbers_and_organs(cohort):
 
 
 def test_lesions_change_ct_only_in_lung_and_bone():
-    grid = Grid.fit((64, 64, 96), (4.0, 4.0, 6.0))
+    grid = Grid.fit((128, 96, 256), (4.0, 4.0, 4.0))
     anatomy = draw_anatomy(np.random.default_rng(1), "male")
     regions = render_regions(anatomy, grid)
     imaging = draw_imaging(np.random.default_rng(2), "fdg")
@@ -243,3 +245,55 @@ def test_an_interrupted_phantom_write_leaves_whole_cases_only(tmp_path, monkeypa
     assert all(f.pet.is_file() and not any(part.startswith(".") for part in f.pet.parts)
                for f in files)
     assert not [p for p in out.rglob("*") if p.name.startswith(".")]
+
+
+def _organ_ml(ph, organ: str) -> float:
+    return float((ph.case.organs.array == ORGAN_IDS[organ]).sum() * ph.case.pet.voxel_volume_ml)
+
+
+def test_adult_anatomy_on_every_grid():
+    """Organs and lesions keep their size in mm whatever the grid: the same patient on the
+    quick grid and on the autoPET PSMA grid has the same liver, brain and lesions."""
+    quick = generate_case(PhantomConfig.preset("quick", seed=8, tracer="psma", lesions=(4, 4)),
+                          0)
+    fine = generate_case(PhantomConfig.preset("autopet-psma", seed=8, tracer="psma",
+                                              lesions=(4, 4)), 0)
+    for organ in ("liver", "brain", "kidneys"):
+        assert _organ_ml(quick, organ) == pytest.approx(_organ_ml(fine, organ), rel=0.06), organ
+    # an adult liver (1.2 to 2.4 l), brain (1.1 to 1.6 l)
+    assert 1000 < _organ_ml(quick, "liver") < 2600
+    assert 1000 < _organ_ml(quick, "brain") < 1800
+    # the same lesions are drawn (a placement can fail on one grid and not on the other)
+    a = {x["diameter_mm"] for x in quick.info["lesions"]}
+    b = {x["diameter_mm"] for x in fine.info["lesions"]}
+    assert len(a & b) >= 3
+    assert quick.info["anatomy"] == fine.info["anatomy"]
+
+
+def test_a_smaller_grid_crops_the_body_as_a_scanner_would():
+    """A short field of view keeps the head and loses the legs; ``top_mm`` moves it down the
+    body; nothing is shrunk to fit."""
+    whole = generate_case(PhantomConfig.preset("quick", seed=8, tracer="fdg"), 0)
+    short = generate_case(PhantomConfig(seed=8, tracer="fdg", shape=(168, 128, 64),
+                                        spacing=(3.0, 3.0, 4.0)), 0)
+    np.testing.assert_array_equal(short.case.organs.array, whole.case.organs.array[..., -64:])
+    assert short.info["field_of_view"]["covers_body"]["length"] is False
+    assert ORGAN_IDS["brain"] in np.unique(short.case.organs.array)
+    assert ORGAN_IDS["liver"] not in np.unique(short.case.organs.array)
+    chest = generate_case(PhantomConfig(seed=8, tracer="fdg", shape=(168, 128, 64),
+                                        spacing=(3.0, 3.0, 4.0), top_mm=246.0), 0)
+    # 246 mm below the vertex is 64 slices of 4 mm under the quick grid's top at -10 mm
+    np.testing.assert_array_equal(chest.case.organs.array,
+                                  whole.case.organs.array[..., -128:-64])
+    narrow = generate_case(PhantomConfig(seed=8, tracer="fdg", shape=(100, 128, 256),
+                                         spacing=(3.0, 3.0, 4.0)), 0)
+    np.testing.assert_array_equal(narrow.case.organs.array, whole.case.organs.array[34:134])
+    assert narrow.info["field_of_view"]["covers_body"]["width"] is False
+
+
+def test_presets():
+    assert PRESETS["autopet-fdg"] == ((400, 400, 326), (2.0364, 2.0364, 3.0))
+    cfg = PhantomConfig.preset("autopet-psma", seed=1)
+    assert (cfg.shape, cfg.spacing) == PRESETS["autopet-psma"]
+    with pytest.raises(ValueError, match="unknown preset"):
+        PhantomConfig.preset("tiny")

@@ -9,9 +9,17 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from petloop.cli import app, console, err_console, fail, progress
+from petloop.cli import app, console, fail, progress
 from petloop.cli.guard import one_of
-from petloop.cli.inference import CLICK_MODES, Precision, Window, check_run_options
+from petloop.cli.inference import (
+    CLICK_MODES,
+    DEFAULT_MODELS,
+    Models,
+    Precision,
+    Window,
+    check_run_options,
+    model_set,
+)
 from petloop.io.layouts import LAYOUTS
 from petloop.io.outputs import OutputSet
 
@@ -23,10 +31,20 @@ def phantom(
     tracer: Annotated[str, typer.Option(help="fdg, psma or mixed (alternating).")] = "mixed",
     seed: Annotated[int, typer.Option(
         min=0, help="Random seed; case n of a seed is always the same.")] = 0,
-    shape: Annotated[tuple[int, int, int], typer.Option(help="Voxels along i, j, k.")] = (96, 96,
-                                                                                            128),
-    spacing: Annotated[tuple[float, float, float], typer.Option(help="Voxel size in mm.")] = (
-        2.0364, 2.0364, 3.0),
+    preset: Annotated[str, typer.Option(
+        help="Grid: autopet-fdg (400 x 400 x 326 at 2.0364 x 2.0364 x 3 mm), autopet-psma "
+             "(200 x 200 x 340 at 4.0728 x 4.0728 x 3 mm), quick (168 x 128 x 256 at "
+             "3 x 3 x 4 mm, the whole body) or trunk (144 x 104 x 64 at 3 x 3 x 4 mm from "
+             "440 mm below the vertex). The body is adult-sized on every grid; a smaller grid "
+             "crops it.")]
+    = "quick",
+    shape: Annotated[tuple[int, int, int] | None, typer.Option(
+        help="Voxels along i, j, k (instead of the preset's).")] = None,
+    spacing: Annotated[tuple[float, float, float] | None, typer.Option(
+        help="Voxel size in mm (instead of the preset's).")] = None,
+    top_mm: Annotated[float | None, typer.Option(
+        help="Where the field of view starts: its top slice, in mm below the vertex (default: "
+             "the preset's; -10, just above the head, for all but trunk).")] = None,
     layout: Annotated[str, typer.Option(help="autopet, nnunet or gc.")] = "autopet",
     negative_fraction: Annotated[float, typer.Option(help="Fraction of negative controls.")] = 0.2,
     lesions: Annotated[tuple[int, int] | None, typer.Option(
@@ -37,12 +55,15 @@ def phantom(
 ) -> None:
     """Generate synthetic whole-body PET/CT cases with lesion and organ labels. Each case is
     written whole or not at all: an interrupted run leaves the cases it finished."""
-    from petloop.phantom import PhantomConfig, write_phantoms
+    from petloop.phantom import PRESETS, PhantomConfig, write_phantoms
 
     one_of(layout, "--layout", LAYOUTS)
+    one_of(preset, "--preset", tuple(PRESETS))
     try:
-        config = PhantomConfig(seed=seed, tracer=tracer, shape=shape, spacing=spacing,
-                               negative_fraction=negative_fraction, lesions=lesions)
+        grid = {k: v for k, v in (("shape", shape), ("spacing", spacing), ("top_mm", top_mm))
+                if v is not None}
+        config = PhantomConfig.preset(preset, seed=seed, tracer=tracer, lesions=lesions,
+                                      negative_fraction=negative_fraction, **grid)
     except ValueError as exc:
         fail(str(exc))
     outputs = OutputSet()
@@ -137,40 +158,39 @@ def resample_ct(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo's output.")] = Path("demo_out"),
-    cases: Annotated[int, typer.Option(min=1, help="Held-out phantom cases.")] = 10,
-    models: Annotated[Path, typer.Option(help="Model set.")] = Path("models/phantom"),
+    cases: Annotated[int, typer.Option(min=1, help="Held-out phantom cases.")] = 4,
+    models: Models = DEFAULT_MODELS,
     clicks: Annotated[str, typer.Option(help="official or error-driven.")] = "official",
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     precision: Precision = "auto",
     seed: Annotated[int, typer.Option(min=0, help="Seed of the held-out phantoms.")] = 9001,
+    grid: Annotated[str, typer.Option(
+        help="Phantom grid: trunk (adult trunk crops, 144 x 104 x 64 at 3 x 3 x 4 mm), quick "
+             "(whole adult bodies, 168 x 128 x 256 at 3 x 3 x 4 mm) or autopet (FDG on the "
+             "autoPET FDG grid, PSMA on a PSMA grid: minutes per case on a CPU).")] = "trunk",
     time_budget: Annotated[float | None, typer.Option(
         min=0, help="Seconds per prediction for test-time mirroring (the paper's TTA within a "
         "time budget: as many of the 7 mirrored passes as fit after the plain one, at most "
         "--mirrors or the model set's inference.mirrors).")] = None,
     window: Window = None,
     mirrors: Annotated[int | None, typer.Option(
-        min=0, max=7, help="Mirrored passes per prediction (test-time augmentation); default: "
-        "the model set's inference.mirrors, at most 3 (x, y, z: half the time of all 7, for "
-        "twice the phantoms). A --time-budget caps them.")] = None,
+        min=0, max=7, help="Mirrored passes per prediction (test-time augmentation) of the "
+        "set's own columns; default none (the paper's column makes as many as its 40 s "
+        "budget allows). A --time-budget caps them.")] = None,
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
     tables per click step, plots and a report."""
     check_run_options(device, precision, window, time_budget)
     one_of(clicks, "--clicks", CLICK_MODES)
+    one_of(grid, "--grid", ("trunk", "quick", "autopet"))
+    models = model_set(models)
     OutputSet({"--models": models}).add_folder("--out", out)
-    if not (models / "manifest.json").is_file():
-        err_console.print(f"[yellow]no model set at {models}[/yellow]: generating phantoms only "
-                          "(train one with scripts/train_phantom_models.sh)")
-        phantom(out=out / "phantoms", cases=cases, tracer="mixed", seed=seed,
-                shape=(96, 96, 128), spacing=(2.0364, 2.0364, 3.0), layout="autopet",
-                negative_fraction=0.25, lesions=None, preview=True)
-        return
     from petloop.demo import PAIRED_NOTE, DemoConfig, reference_line, run_demo
     from petloop.inference.modelset import ModelSetError
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 
     config = DemoConfig(models=models, out=out, cases=cases, clicks=clicks, device=device,
-                        seed=seed, precision=precision, time_budget=time_budget,
+                        seed=seed, grid=grid, precision=precision, time_budget=time_budget,
                         window=window, mirrors=mirrors)
     try:
         with progress() as bar:

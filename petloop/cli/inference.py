@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +13,9 @@ from petloop.cli import app, console, err_console, fail, progress
 from petloop.cli.guard import check_device, existing_file, existing_folder, not_negative, one_of
 from petloop.io.outputs import OutputSet, safe_name
 
-Models = Annotated[Path, typer.Option(help="Model set folder (manifest.json).")]
-DEFAULT_MODELS = Path("models/phantom")
+Models = Annotated[Path | None, typer.Option(
+    help="Model set folder (manifest.json); default: $PETLOOP_MODELS, else the bundled set.")]
+DEFAULT_MODELS = None
 Precision = Annotated[str, typer.Option(
     help="Network arithmetic on a CPU: fp32, bf16, or auto (bf16 where the CPU has bfloat16 "
     "instructions, AMX or AVX512-BF16, about three times faster; else fp32).")]
@@ -29,6 +31,7 @@ TrustSuv = Annotated[bool, typer.Option(
 # the choices of petloop.inference (named here so that options are checked before torch loads)
 PRECISIONS = ("fp32", "bf16", "auto")
 WINDOWS = ("sliding", "whole")
+CROPS = ("none", "body")
 CLICK_MODES = ("official", "error-driven")
 
 
@@ -39,6 +42,17 @@ def check_run_options(device: str, precision: str = "auto", window: str | None =
     one_of(precision, "--precision", PRECISIONS)
     one_of(window, "--window", WINDOWS)
     not_negative(time_budget, "--time-budget")
+
+
+def model_set(models: Path | None) -> Path:
+    """The model set a command uses (``--models``, else ``PETLOOP_MODELS``, else the bundled
+    one), or one clear error naming where petloop looked."""
+    from petloop.models import ModelSetNotFound, find_model_set
+
+    try:
+        return find_model_set(models, environment=os.environ.get("PETLOOP_MODELS"))
+    except ModelSetNotFound as exc:
+        fail(str(exc))
 
 
 def _pipeline(models: Path, device: str, precision: str = "fp32", window: str | None = None,
@@ -86,6 +100,7 @@ def predict(
     from petloop.metrics.report import lesion_report
 
     check_run_options(device, precision, window, time_budget)
+    models = model_set(models)
     one_of(tracer, "--tracer", ("auto", "fdg", "psma"))
     outputs = OutputSet({"--ct": ct, "--pet": pet, "--clicks": clicks,
                          "--models": models / "manifest.json"})
@@ -151,6 +166,7 @@ def predict_folder(
     from petloop.io.layouts import LayoutError, find_cases
 
     check_run_options(device, precision, window, time_budget)
+    models = model_set(models)
     one_of(tracer, "--tracer", ("auto", "fdg", "psma", "case"))
     if part_id >= num_parts:
         fail(f"--part-id {part_id}: must be below the number of parts (--num-parts {num_parts})")
@@ -205,6 +221,7 @@ def grand_challenge(
     from petloop.io.layouts import LayoutError, read_gc
 
     check_run_options(device, precision, window, time_budget, auto=True)
+    models = model_set(models)
     existing_folder(input_dir, "--input")
     if not (input_dir / "images" / "ct").is_dir() or not (input_dir / "images" / "pet").is_dir():
         fail(f"--input {input_dir}: a grand-challenge input holds images/ct/<uuid>.mha and "
@@ -339,6 +356,8 @@ def models_export(
                                                  "per step, seconds: mirrored passes are made "
                                                  "while they fit (a command's --time-budget "
                                                  "replaces it).")] = None,
+    crop: Annotated[str, typer.Option(help="none (the networks see the whole image) or body "
+                                     "(only the CT's body box).")] = "none",
 ) -> None:
     """Assemble a model set (manifest with the BIRTH routing and how to run it, slim
     checkpoints, tracer weights)."""
@@ -347,6 +366,7 @@ def models_export(
 
     one_of(routing, "--routing", ("birth", "birth-fg"))
     one_of(window, "--window", WINDOWS)
+    one_of(crop, "--crop", CROPS)
     safe_name(name, "--name")  # the set's name becomes part of folder names (evaluate, demo)
     for option, folder in (("--fdg-v4", fdg_v4), ("--fdg-v3", fdg_v3), ("--psma-v2", psma_v2)):
         existing_folder(folder, option)
@@ -359,7 +379,7 @@ def models_export(
     try:
         path = export_model_set(out, fdg_v4, fdg_v3, psma_v2, tracer_weights, name,
                                 description, half=not full_precision, routing=routing,
-                                inference=InferenceSettings(window, mirrors, budget))
+                                inference=InferenceSettings(window, mirrors, budget, crop))
     except (ValueError, FileNotFoundError) as exc:  # ModelSetError is a ValueError
         fail(str(exc))
     console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")
@@ -414,6 +434,7 @@ def models_calibrate(
     import math
 
     check_run_options(device, precision, window)
+    models = model_set(models)
     try:
         candidates = (None if thresholds is None else
                       [float(v) for v in thresholds.split(",") if v.strip()])
@@ -454,14 +475,14 @@ def models_calibrate(
         fail("--thresholds: error-driven clicks are fitted at the set's own SUV threshold "
              "(the thresholds are fitted with the official clicks); leave it out")
     try:
-        model_set = load_model_set(models)
+        loaded = load_model_set(models)
         cases = [c for folder in data for c in find_cases(folder)]
         with progress() as bar:
-            task = bar.add_task(f"calibrating {model_set.name}", total=len(cases))
-            shared = Pipeline(model_set, device, precision, window, mirrors,
+            task = bar.add_task(f"calibrating {loaded.name}", total=len(cases))
+            shared = Pipeline(loaded, device, precision, window, mirrors,
                               trust_suv=trust_suv)
             result = calibrate_thresholds(
-                shared.with_model_set, model_set, cases,
+                shared.with_model_set, loaded, cases,
                 candidates, steps, None if tracer == "case" else tracer,
                 progress=lambda _: bar.advance(task), routing=routing, clicks=clicks)
     except (*_errors(), LayoutError, FileNotFoundError) as exc:
@@ -493,7 +514,7 @@ def models_calibrate(
     if dry_run:
         console.print("dry run: the manifest is unchanged")
         return
-    ran = model_set.inference.override(window, mirrors)
+    ran = loaded.inference.override(window, mirrors)
     settings = {"data": [str(d) for d in data], "window": ran.window, "mirrors": ran.mirrors,
                 "precision": resolve_precision(precision, device), "device": device}
     path = write_calibration(models, result, settings)

@@ -17,6 +17,7 @@ from petloop.cli.inference import (
     Window,
     _errors,
     _pipeline,
+    model_set,
 )
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -67,6 +68,7 @@ def serve(
     from petloop.io.volume import ReadLimits
     from petloop.server.app import ServerConfig, create_app
 
+    models = model_set(models)
     positive(max_upload_mb, "--max-upload-mb")  # finite: the limits become byte counts
     positive(max_image_mb, "--max-image-mb")
     scratch: str | None = None

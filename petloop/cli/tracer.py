@@ -16,7 +16,6 @@ from petloop.io.outputs import OutputSet
 tracer_app = typer.Typer(help="Tracer classification (FDG or PSMA) from PET MIPs.",
                          no_args_is_help=True)
 app.add_typer(tracer_app, name="tracer")
-DEFAULT_WEIGHTS = Path("models/phantom/tracer_classifier.pt.gz")
 
 
 @tracer_app.command("train")
@@ -77,13 +76,18 @@ def tracer_train(
 @tracer_app.command("predict")
 def tracer_predict(
     pet: Annotated[Path, typer.Option(help="PET image in SUV.")],
-    weights: Annotated[Path, typer.Option(help="Classifier weights.")] = DEFAULT_WEIGHTS,
+    weights: Annotated[Path | None, typer.Option(
+        help="Classifier weights (default: the bundled model set's).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     trust_suv: TrustSuv = False,
 ) -> None:
     """Print the tracer (fdg or psma) and its probability."""
     check_device(device)
+    if weights is None:
+        from petloop.models import BUNDLED_MODEL_SET
+
+        weights = BUNDLED_MODEL_SET / "tracer_classifier.pt.gz"
     existing_file(weights, "--weights")
     from petloop.io.checks import check_pet
     from petloop.io.volume import VolumeError, read_volume

@@ -17,8 +17,9 @@ from petloop.io.checks import check_ct, check_pet
 from petloop.io.clicks import Clicks
 from petloop.io.layouts import CaseFiles
 from petloop.io.volume import resample_to, write_volume
-from petloop.nnunet.predict import Preprocessed, raw_input
+from petloop.nnunet.predict import Preprocessed, raw_input, uncrop_properties
 
+from .body import body_box
 from .pipeline import Pipeline, Session
 
 
@@ -54,15 +55,19 @@ def predict_cases(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Pat
                     from nnunetv2.inference.data_iterators import preprocessing_iterator_fromnpy
 
                     p = model.predictor
-                    inputs = [raw_input(p, j[1], j[2]) for j in part]
+                    boxes = {j[0]: body_box(j[1]) if pipeline.settings.crop == "body" else None
+                             for j in part}
+                    inputs = [raw_input(p, j[1], j[2], box=boxes[j[0]]) for j in part]
                     items = preprocessing_iterator_fromnpy(
                         [i[0] for i in inputs], None, [i[1] for i in inputs],
                         [j[0] for j in part], p.plans_manager, p.dataset_json,
                         p.configuration_manager, num_processes)
-                    ready = ((it["ofile"], Preprocessed(it["data"].numpy(),
-                                                        it["data_properties"],
-                                                        by_id[it["ofile"]][2]))
-                             for it in items)
+                    ready = ((it["ofile"], Preprocessed(
+                        it["data"].numpy(),
+                        uncrop_properties(it["data_properties"], boxes[it["ofile"]],
+                                          by_id[it["ofile"]][2].shape,
+                                          p.plans_manager.transpose_forward),
+                        by_id[it["ofile"]][2])) for it in items)
                 else:
                     ready = ((j[0], None) for j in part)
                 for case_id, pre in ready:

@@ -57,6 +57,7 @@ from petloop.nnunet.clickspace import clicks_in_preprocessed
 from petloop.nnunet.predict import Preprocessed
 from petloop.nnunet.resample import output_box, plans_for, resample_box, union_box
 
+from .body import CROPS, body_box
 from .modelset import MAX_MIRRORS
 
 # published order x, y, z, xy, xz, yz, xyz as axes of nnU-Net's (z, y, x) arrays
@@ -356,9 +357,13 @@ class Engine:
     """One case, prepared once; :meth:`step` answers clicks with a mask."""
 
     def __init__(self, ct: Volume, pet: Volume, *, window: str = "sliding",
-                 cache_bytes: int = CACHE_BYTES):
+                 crop: str = "none", cache_bytes: int = CACHE_BYTES):
+        if crop not in CROPS:
+            raise ValueError(f"unknown crop {crop!r}; use one of {', '.join(CROPS)}")
         self.ct, self.pet = ct, pet
         self.window = window
+        #: the part of the image the networks run on (``(i, j, k)`` ranges); None: all of it
+        self.box = body_box(ct) if crop == "body" else None
         self.cache_bytes = cache_bytes
         self._states: dict[str, ModelState] = {}
         self._shared: dict[str, Preprocessed] = {}  # image channels by preprocessing
@@ -386,12 +391,13 @@ class Engine:
             state = None
         if state is None or published:
             if published:
-                pre = adapter.preprocess(self.ct, self.pet, clicks)
+                pre = adapter.preprocess(self.ct, self.pet, clicks, self.box)
             else:
                 key = adapter.preprocessing_key()
                 pre = self._shared.get(key)
                 if pre is None:
-                    pre = self._shared[key] = adapter.preprocess(self.ct, self.pet)
+                    pre = self._shared[key] = adapter.preprocess(self.ct, self.pet,
+                                                                 box=self.box)
             if state is None or state.pre.data.shape != pre.data.shape:
                 state = ModelState(adapter, pre, self.window)
             else:

@@ -43,7 +43,9 @@ voxels; sliding otherwise); ``mirrors`` (0 to 7) is how many mirrored passes (te
 augmentation) each prediction makes; ``budget`` (seconds) is the time budget of each step:
 mirrored passes are made while what they cost still fits it (:mod:`petloop.inference.engine`).
 Without either there is no mirroring; a budget also caps ``mirrors``. A budget given to a
-command replaces the set's.
+command replaces the set's. ``crop`` is ``none`` (the default: the networks see the whole image,
+as nnU-Net's predictor would) or ``body`` (only the CT's body box, :mod:`petloop.inference.body`,
+with nothing marked outside it: on the autoPET grid about a third of the voxels).
 """
 
 from __future__ import annotations
@@ -53,11 +55,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from petloop.io.jsonfile import read_json
+from petloop.models import MANIFEST  # noqa: E402
 from petloop.tracer.classifier import TRACERS
 
-MANIFEST = "manifest.json"
+from .body import CROPS
+
 DEFAULT_THRESHOLDS = {"fdg": 1.5, "psma": 1.0}
-DEFAULT_MODEL_SET = Path("models/phantom")
 
 
 WINDOWS = ("sliding", "whole")
@@ -85,10 +88,13 @@ class InferenceSettings:
     window: str = "sliding"
     mirrors: int | None = None  # None: none, or as many as a time budget allows
     budget: float | None = None  # seconds per step for test-time augmentation
+    crop: str = "none"  # "body": the networks run on the CT's body box only (inference.body)
 
     def __post_init__(self):
         if self.window not in WINDOWS:
             raise ValueError(f"unknown window {self.window!r}; use one of {', '.join(WINDOWS)}")
+        if self.crop not in CROPS:
+            raise ValueError(f"unknown crop {self.crop!r}; use one of {', '.join(CROPS)}")
         if self.mirrors is not None and (isinstance(self.mirrors, bool)
                                          or not isinstance(self.mirrors, int)
                                          or not 0 <= self.mirrors <= MAX_MIRRORS):
@@ -104,12 +110,13 @@ class InferenceSettings:
                  budget: float | None = None) -> InferenceSettings:
         return InferenceSettings(window or self.window,
                                  self.mirrors if mirrors is None else mirrors,
-                                 self.budget if budget is None else budget)
+                                 self.budget if budget is None else budget, self.crop)
 
     def to_json(self) -> dict:
         return {"window": self.window,
                 **({"mirrors": self.mirrors} if self.mirrors is not None else {}),
-                **({"budget": self.budget} if self.budget is not None else {})}
+                **({"budget": self.budget} if self.budget is not None else {}),
+                **({"crop": self.crop} if self.crop != "none" else {})}
 
 
 @dataclass(frozen=True)
@@ -249,9 +256,9 @@ def load_model_set(root: str | Path) -> ModelSet:
         if not classifier.is_file():
             raise ModelSetError(f"{manifest}: tracer_classifier {classifier} is missing")
     inference = obj.get("inference", {})
-    if not isinstance(inference, dict) or set(inference) - {"window", "mirrors", "budget"}:
-        raise ModelSetError(f"{manifest}: inference must be an object with window, mirrors "
-                            f"and/or budget, got {inference!r}")
+    if not isinstance(inference, dict) or set(inference) - {"window", "mirrors", "budget", "crop"}:
+        raise ModelSetError(f"{manifest}: inference must be an object with window, mirrors, "
+                            f"budget and/or crop, got {inference!r}")
     try:
         settings = InferenceSettings(**inference)
     except ValueError as exc:

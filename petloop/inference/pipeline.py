@@ -218,7 +218,7 @@ class Session:
         self.ct = resample_to(ct, pet, moving_name=ct_name, reference_name=pet_name)
         self.tracer = self.pipeline.tracer(pet, tracer, pet_name)
         self._engine = Engine(self.ct, self.pet, window=self.pipeline.settings.window,
-                              cache_bytes=self.cache_bytes)
+                              crop=self.pipeline.settings.crop, cache_bytes=self.cache_bytes)
         for adapter, pre in prepared:
             self._engine.provide(adapter, pre)
         threshold = self.pipeline.model_set.suv_threshold[self.tracer.tracer]

@@ -193,8 +193,8 @@ class NetworkAdapter:
             self.network.load_state_dict(self.predictor.list_of_parameters[n])
             self._fold = n
 
-    def preprocess(self, ct, pet, clicks=None) -> Preprocessed:
-        return preprocess(self.predictor, ct, pet, clicks)
+    def preprocess(self, ct, pet, clicks=None, box: Box | None = None) -> Preprocessed:
+        return preprocess(self.predictor, ct, pet, clicks, box)
 
     def preprocessing_key(self) -> str:
         """Models with equal keys preprocess a case alike (their image channels can be shared)."""

@@ -18,6 +18,7 @@ from petloop.clicks.encode import gaussian_heatmap
 from petloop.io.clicks import Clicks
 from petloop.io.volume import Volume
 from petloop.nnunet.clickspace import click_encoding
+from petloop.nnunet.resample import Box
 
 
 @dataclass
@@ -65,24 +66,48 @@ def _published_channels(clicks: Clicks, pet: Volume) -> list[np.ndarray]:
     return out
 
 
-def raw_input(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None
-              ) -> tuple[np.ndarray, dict]:
-    """The model's raw input channels in nnU-Net's array order, and their properties."""
+def raw_input(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None,
+              box: Box | None = None) -> tuple[np.ndarray, dict]:
+    """The model's raw input channels in nnU-Net's array order, and their properties; with
+    ``box`` (``(i, j, k)`` half-open ranges) only that part of the image."""
     enc = click_encoding(predictor.dataset_json)
     channels = [ct.itk_array().astype(np.float32), pet.itk_array().astype(np.float32)]
     if enc is not None and enc.mode == "published":
         channels += _published_channels(clicks or Clicks(), pet)
-    return np.stack(channels), {"spacing": list(pet.itk_spacing())}
+    data = np.stack(channels)
+    if box is not None:  # the itk array's axes are (k, j, i)
+        data = np.ascontiguousarray(data[(slice(None), *(slice(a, b) for a, b in box[::-1]))])
+    return data, {"spacing": list(pet.itk_spacing())}
 
 
-def preprocess(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None) -> Preprocessed:
+def uncrop_properties(props: dict, box: Box | None, image_shape, transpose_forward) -> dict:
+    """nnU-Net's properties of a case preprocessed from ``box`` of an image of ``image_shape``
+    (``(i, j, k)``), rewritten as if nnU-Net had cropped the whole image to that box itself: its
+    export then puts the prediction back into the image, background around it."""
+    if box is None:
+        return props
+    full = [int(n) for n in image_shape[::-1]]
+    offset = [int(a) for a, _ in box[::-1]]
+    full_t = [full[i] for i in transpose_forward]
+    offset_t = [offset[i] for i in transpose_forward]
+    props = dict(props)
+    props["shape_before_cropping"] = tuple(full_t)
+    props["bbox_used_for_cropping"] = [[int(a) + o, int(b) + o] for (a, b), o in
+                                       zip(props["bbox_used_for_cropping"], offset_t, strict=True)]
+    return props
+
+
+def preprocess(predictor, ct: Volume, pet: Volume, clicks: Clicks | None = None,
+               box: Box | None = None) -> Preprocessed:
     """nnU-Net's preprocessing of CT and PET (plus, for published models, the click channels,
-    which then depend on the clicks: call again for new clicks)."""
-    data, props = raw_input(predictor, ct, pet, clicks)
+    which then depend on the clicks: call again for new clicks); with ``box``, of that part of
+    the image only (see :func:`uncrop_properties`)."""
+    data, props = raw_input(predictor, ct, pet, clicks, box)
     pp = predictor.configuration_manager.preprocessor_class(verbose=False)
     data, _, props = pp.run_case_npy(data, None, props, predictor.plans_manager,
                                      predictor.configuration_manager, predictor.dataset_json)
+    props = uncrop_properties(props, box, pet.shape, predictor.plans_manager.transpose_forward)
     return Preprocessed(data, props, pet)
 
 
-__all__ = ["Preprocessed", "load_predictor", "preprocess", "raw_input"]
+__all__ = ["Preprocessed", "load_predictor", "preprocess", "raw_input", "uncrop_properties"]

@@ -3,14 +3,15 @@
 from petloop.phantom.generate import (
     DEFAULT_SHAPE,
     DEFAULT_SPACING,
-    FULL_SHAPE,
+    PRESETS,
     PhantomCase,
     PhantomConfig,
+    Preset,
     generate_case,
     write_phantoms,
 )
 
 __all__ = [
-    "DEFAULT_SHAPE", "DEFAULT_SPACING", "FULL_SHAPE", "PhantomCase", "PhantomConfig",
-    "generate_case", "write_phantoms",
+    "DEFAULT_SHAPE", "DEFAULT_SPACING", "PRESETS", "PhantomCase", "PhantomConfig",
+    "Preset", "generate_case", "write_phantoms",
 ]

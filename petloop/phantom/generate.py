@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cc3d
 import numpy as np
@@ -33,12 +34,26 @@ from petloop.phantom.physics import (
     pet_physics,
 )
 from petloop.phantom.regions import ORGAN_CLASSES, ORGAN_LUT, R
-from petloop.phantom.shapes import Grid
+from petloop.phantom.shapes import TOP_MM, Grid
 
 TRACER_CHOICES = ("fdg", "psma", "mixed")
-DEFAULT_SHAPE = (96, 96, 128)
-DEFAULT_SPACING = (2.0364, 2.0364, 3.0)
-FULL_SHAPE = (400, 400, 326)
+Preset = Literal["autopet-fdg", "autopet-psma", "quick", "trunk"]
+#: Grids of real scans and a coarse one. autopet-fdg: the autoPET FDG grid (Siemens Biograph
+#: mCT, 400 x 400 at 2.0364 mm, 326 slices of 3 mm: 815 x 815 x 978 mm, the lowest 40 mm of
+#: the thighs outside). autopet-psma: a typical PSMA grid (200 x 200 at 4.0728 mm, 340 slices of
+#: 3 mm). quick: an adult body from the vertex to mid-thigh, whole, at 3 x 3 x 4 mm (the bundled
+#: models' plan spacing), for tests and CPU training. trunk: a crop of that body, 432 x 312 x
+#: 256 mm from 440 mm below the vertex (lower chest, heart, liver, spleen, kidneys), small enough
+#: for one pass of the bundled networks, for the demo.
+PRESETS: dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] = {
+    "autopet-fdg": ((400, 400, 326), (2.0364, 2.0364, 3.0)),
+    "autopet-psma": ((200, 200, 340), (4.0728, 4.0728, 3.0)),
+    "quick": ((168, 128, 256), (3.0, 3.0, 4.0)),
+    "trunk": ((144, 104, 64), (3.0, 3.0, 4.0)),
+}
+PRESET_TOP_MM = {"trunk": 440.0}
+DEFAULT_PRESET = "quick"
+DEFAULT_SHAPE, DEFAULT_SPACING = PRESETS[DEFAULT_PRESET]
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,7 @@ class PhantomConfig:
     lesions: tuple[int, int] | None = None  # (min, max) lesions per positive case
     fwhm_mm: tuple[float, float] = (6.0, 7.0)
     noise_cv: tuple[float, float] = (0.10, 0.15)
+    top_mm: float = TOP_MM  # the grid's top slice, in mm below the vertex (see Grid.fit)
 
     def __post_init__(self) -> None:
         if self.tracer not in TRACER_CHOICES:
@@ -72,6 +88,15 @@ class PhantomConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def preset(cls, name: Preset, **options) -> PhantomConfig:
+        """A configuration on one of the :data:`PRESETS` grids."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; use one of {tuple(PRESETS)}")
+        shape, spacing = PRESETS[name]
+        return cls(shape=shape, spacing=spacing, **{"top_mm": PRESET_TOP_MM.get(name, TOP_MM),
+                                                    **options})
 
     @classmethod
     def from_json(cls, obj: dict) -> PhantomConfig:
@@ -123,7 +148,7 @@ def generate_case(config: PhantomConfig, index: int, keep_regions: bool = False)
     count = 0 if negative else _lesion_count(rng, config, tracer)
     lesion_rng = np.random.default_rng(rng.integers(0, 2**63 - 1))
 
-    grid = Grid.fit(config.shape, config.spacing, body_width=anatomy.body)
+    grid = Grid.fit(config.shape, config.spacing, top_mm=config.top_mm)
     regions = render_regions(anatomy, grid)
     lesions = draw_lesions(lesion_rng, tracer, anatomy, grid, regions, count,
                            imaging.fwhm_mm)
@@ -158,7 +183,7 @@ def generate_case(config: PhantomConfig, index: int, keep_regions: bool = False)
         "organ_suv_mean": organ_means,
         "organ_classes": {str(k): v for k, v in ORGAN_CLASSES.items()},
         "geometry": vol(label).geometry(),
-        "body_scale": grid.scale,
+        "field_of_view": {"top_mm": grid.z_top, "covers_body": grid.covers(anatomy.body)},
         "anatomy": anatomy.to_json(),
         "imaging": imaging.to_json(),
         "phantom_config": config.to_json(),

@@ -171,7 +171,7 @@ def draw_lesions(rng: np.random.Generator, tracer: str, anatomy: AnatomySpec, gr
     """Draw ``count`` lesions (fewer when a site has no room, e.g. a prostate in a woman)."""
     sites = list(SITE_P[tracer])
     p = np.array([SITE_P[tracer][s] for s in sites])
-    body_width_mm = 2 * 160 * anatomy.body * grid.scale
+    body_width_mm = 2 * 160 * anatomy.body
     d_max = float(np.clip(0.3 * body_width_mm, 12.0, 50.0))
     median = 14.0 if tracer == "fdg" else 9.0
     out: list[LesionSpec] = []
@@ -182,7 +182,7 @@ def draw_lesions(rng: np.random.Generator, tracer: str, anatomy: AnatomySpec, gr
         d = float(np.clip(median * np.exp(rng.normal(0, 0.55)), 4.0, d_max))
         if site in ("prostate", "bone"):
             d = min(d, 28.0)
-        radius_ref = d / 2 / grid.scale
+        radius_ref = d / 2
         centre, station = _place(rng, site, tracer, anatomy, grid, regions, radius_ref)
         # shape draws are taken even when placement failed, so later lesions do not shift
         aspect = rng.uniform(0.65, 1.0, size=2)

@@ -1,10 +1,12 @@
 """Rasterising analytic shapes onto a phantom grid, each only within its bounding box.
 
-The phantom is modelled in a reference adult body frame (mm): ``x`` towards the patient's left,
-``y`` posterior, ``z`` downwards from the vertex (``z = 0`` at the top of the head). A
-:class:`Grid` maps that frame onto the voxel grid with one isotropic scale, so the same anatomy
-fills a small test volume or a full-size scan. Shapes are evaluated in their bounding boxes
-only, which keeps a full-size phantom fast.
+The phantom is modelled in an adult body frame (mm): ``x`` towards the patient's left, ``y``
+posterior, ``z`` downwards from the vertex (``z = 0`` at the top of the head). A :class:`Grid`
+places that frame on the voxel grid at its true size, the way a scanner's field of view does:
+the body is centred in ``x`` and ``y``, the grid's top slice lies ``top_mm`` below the vertex
+(10 mm above it by default), and what falls outside the grid is not imaged (a short grid keeps
+the head and loses the thighs; a narrow one loses the flanks). Shapes are evaluated in their
+bounding boxes only, which keeps a full-size phantom fast.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BODY_LENGTH_MM = 1000.0  # vertex to mid-thigh in the reference frame
-BODY_HALF_WIDTH_MM = 200.0  # widest half-width including a margin (shoulders, pelvis)
+BODY_LENGTH_MM = 1000.0  # vertex to mid-thigh
+BODY_HALF_WIDTH_MM = 200.0  # widest half-width of an average body with a margin (shoulders)
+BODY_HALF_DEPTH_MM = 150.0
+TOP_MM = -10.0  # default top of the field of view: 10 mm above the vertex
 
 
 @dataclass(frozen=True)
@@ -24,41 +28,39 @@ class Grid:
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
-    scale: float  # physical mm per reference mm
-    z_top: float  # physical z of the vertex (z_ref = 0)
+    z_top: float  # body-frame z of the physical plane z = 0 (the top slice's centre)
 
     @classmethod
-    def fit(cls, shape, spacing, body_width: float = 1.0) -> Grid:
-        """Centre the body in x and y, vertex just below the top slice, scaled to fit."""
+    def fit(cls, shape, spacing, top_mm: float = TOP_MM) -> Grid:
+        """The field of view: centred on the body in x and y, top slice ``top_mm`` below the
+        vertex, at the body's true size."""
         shape = tuple(int(n) for n in shape)
         spacing = tuple(float(s) for s in spacing)
-        fov = [n * s for n, s in zip(shape, spacing, strict=True)]
-        scale = min(
-            1.0,
-            0.92 * fov[0] / (2 * BODY_HALF_WIDTH_MM * body_width),
-            0.92 * fov[1] / (2 * 150.0 * body_width),
-            fov[2] / (BODY_LENGTH_MM + 20.0),
-        )
         origin = (
             -(shape[0] - 1) / 2 * spacing[0],
             -(shape[1] - 1) / 2 * spacing[1],
             -(shape[2] - 1) * spacing[2],
         )
-        z_top = origin[2] + (shape[2] - 1) * spacing[2] - 10.0 * scale
-        return cls(shape, spacing, origin, scale, z_top)
+        return cls(shape, spacing, origin, float(top_mm))
 
-    # 1D reference-frame coordinates of the voxel centres along each axis
+    def covers(self, body_width: float = 1.0) -> dict[str, bool]:
+        """Whether the field of view holds the whole body of habitus ``body_width`` along
+        each direction (width, depth, vertex to mid-thigh)."""
+        fov = [n * s for n, s in zip(self.shape, self.spacing, strict=True)]
+        return {"width": fov[0] >= 2 * BODY_HALF_WIDTH_MM * body_width,
+                "depth": fov[1] >= 2 * BODY_HALF_DEPTH_MM * body_width ** 1.1,
+                "length": self.z_top <= 0 and self.z_top + fov[2] >= BODY_LENGTH_MM}
+
+    # 1D body-frame coordinates of the voxel centres along each axis
     def axis(self, a: int) -> np.ndarray:
         phys = self.origin[a] + np.arange(self.shape[a]) * self.spacing[a]
         if a == 2:
-            return ((self.z_top - phys) / self.scale).astype(np.float32)
-        return (phys / self.scale).astype(np.float32)
+            return (self.z_top - phys).astype(np.float32)
+        return phys.astype(np.float32)
 
     def to_physical(self, ref: np.ndarray) -> np.ndarray:
         ref = np.asarray(ref, dtype=float)
-        return np.stack(
-            [ref[..., 0] * self.scale, ref[..., 1] * self.scale,
-             self.z_top - ref[..., 2] * self.scale], axis=-1)
+        return np.stack([ref[..., 0], ref[..., 1], self.z_top - ref[..., 2]], axis=-1)
 
     def to_index(self, ref: np.ndarray) -> np.ndarray:
         phys = self.to_physical(ref)
@@ -67,8 +69,7 @@ class Grid:
     def to_ref(self, index: np.ndarray) -> np.ndarray:
         idx = np.asarray(index, dtype=float)
         phys = np.asarray(self.origin) + idx * np.asarray(self.spacing)
-        return np.stack([phys[..., 0] / self.scale, phys[..., 1] / self.scale,
-                         (self.z_top - phys[..., 2]) / self.scale], axis=-1)
+        return np.stack([phys[..., 0], phys[..., 1], self.z_top - phys[..., 2]], axis=-1)
 
     def box(self, lo_ref, hi_ref) -> tuple[slice, slice, slice] | None:
         """Index slices covering the reference-frame box [lo, hi], or None when outside."""
@@ -89,9 +90,6 @@ class Grid:
         z = self.axis(2)[sl[2]][None, None, :]
         return x, y, z
 
-    @property
-    def voxel_ref_mm(self) -> np.ndarray:
-        return np.asarray(self.spacing) / self.scale
 
 
 def rotation(angles: tuple[float, float, float]) -> np.ndarray:
