@@ -77,7 +77,7 @@ def main() -> None:
         box = body_box(case.ct)
         sub = tuple(slice(a, b) for a, b in box)
         label = case.label.with_array(case.label.array.astype(np.float32))
-        body = label.with_array(label.array[sub])
+        body = Volume(label.array[sub], label.spacing)
         for name, spacing in CANDIDATES.items():
             counts[name].append(tiles(grid(body, spacing).shape))
             down = resample_to(label, grid(label, spacing), default_value=0.0)
