@@ -254,7 +254,8 @@ def mip_overlay(case_files, mask_path: Path, out: Path, title: str) -> Path:
     gt_cor, _ = raw_mips(case.label) if case.label is not None else (None, None)
     pred_cor, _ = raw_mips(mask)
     sx, _, sz = case.pet.spacing
-    fig, ax = plt.subplots(figsize=(4, 6.5))
+    tall = cor.shape[0] * sz / (cor.shape[1] * sx)  # the MIP's height over its width, in mm
+    fig, ax = plt.subplots(figsize=(4, min(max(4 * tall + 0.9, 2.5), 8)))
     ax.imshow(cor, cmap="gray_r", vmin=0, vmax=10, aspect=sz / sx, interpolation="nearest")
     if pred_cor is not None and pred_cor.any():
         ax.contour(pred_cor, levels=[0.5], colors="red", linewidths=0.9)
