@@ -69,9 +69,9 @@ DEMO_MIRRORS = 0
 # one is the project's goal, and the paired difference is quoted there
 NOC_TARGETS = (0.80, 0.85, 0.90)
 NOC_GOAL = 0.85
-#: the demo's phantom grids per tracer (presets of petloop.phantom): adult trunk crops that the
-#: bundled networks answer in one pass each (the default), whole adult bodies at the plan's
-#: spacing, or the autoPET grids (each tracer its own)
+#: the demo's phantom grids per tracer (presets of petloop.phantom): adult trunk crops, a dozen
+#: tiles of the bundled networks each (the default), whole adult bodies at the plan's spacing,
+#: or the autoPET grids (each tracer its own)
 GRIDS = {"trunk": {"fdg": "trunk", "psma": "trunk"},
          "quick": {"fdg": "quick", "psma": "quick"},
          "autopet": {"fdg": "autopet-fdg", "psma": "autopet-psma"}}

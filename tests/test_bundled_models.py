@@ -71,7 +71,9 @@ def test_the_whole_window_is_one_pass_of_the_network(tmp_path):
 
     ms = load_model_set(BUNDLED)
     assert ms.inference.window == "whole"
-    case = generate_case(PhantomConfig.preset("trunk", seed=9003, tracer="fdg"), 0).case
+    # a crop of an adult trunk small enough for one pass (at most four patches' worth)
+    case = generate_case(PhantomConfig(seed=9003, tracer="fdg", shape=(96, 80, 80),
+                                       spacing=(3.0, 3.0, 4.0), top_mm=440.0), 0).case
     clicks = Clicks(((32, 32, 48),), ((5, 5, 5),))
     adapter = Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v3"])
     pre = adapter.preprocess(case.ct, case.pet)

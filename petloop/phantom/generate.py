@@ -43,8 +43,8 @@ Preset = Literal["autopet-fdg", "autopet-psma", "quick", "trunk"]
 #: the thighs outside). autopet-psma: a typical PSMA grid (200 x 200 at 4.0728 mm, 340 slices of
 #: 3 mm). quick: an adult body from the vertex to mid-thigh, whole, at 3 x 3 x 4 mm (the bundled
 #: models' plan spacing), for tests and CPU training. trunk: a crop of that body, 432 x 312 x
-#: 256 mm from 440 mm below the vertex (lower chest, heart, liver, spleen, kidneys), small enough
-#: for one pass of the bundled networks, for the demo.
+#: 256 mm from 440 mm below the vertex (lower chest, heart, liver, spleen, kidneys): a dozen tiles
+#: of the bundled networks within its body box, for the demo.
 PRESETS: dict[str, tuple[tuple[int, int, int], tuple[float, float, float]]] = {
     "autopet-fdg": ((400, 400, 326), (2.0364, 2.0364, 3.0)),
     "autopet-psma": ((200, 200, 340), (4.0728, 4.0728, 3.0)),
