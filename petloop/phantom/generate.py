@@ -94,9 +94,9 @@ class PhantomConfig:
         """A configuration on one of the :data:`PRESETS` grids."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; use one of {tuple(PRESETS)}")
-        shape, spacing = PRESETS[name]
-        return cls(shape=shape, spacing=spacing, **{"top_mm": PRESET_TOP_MM.get(name, TOP_MM),
-                                                    **options})
+        shape, spacing = PRESETS[name]  # options (shape, spacing, top_mm too) win
+        return cls(**{"shape": shape, "spacing": spacing,
+                      "top_mm": PRESET_TOP_MM.get(name, TOP_MM), **options})
 
     @classmethod
     def from_json(cls, obj: dict) -> PhantomConfig:
