@@ -310,8 +310,9 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     if config.clicks == "official" and config.compare_error_driven and by_tracer["fdg"] and \
             "fdg" in model_set.routing:
         cols.append(Column(ERROR_DRIVEN, "fdg", None))
-    if config.paper_column and birth_column(model_set) is not None:
-        cols.append(birth_column(model_set))
+    paper = birth_column(model_set) if config.paper_column else None
+    if paper is not None:
+        cols.append(paper)
     lesioned = [c for c in by_tracer["fdg"] if not c.read_meta().get("negative_control")]
     total = sum(len(by_tracer[c.tracer]) for c in cols if c.model_set is not None) + \
         (len(lesioned) if any(c.name == ERROR_DRIVEN for c in cols) else 0)

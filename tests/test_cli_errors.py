@@ -517,9 +517,12 @@ def test_a_phantom_run_ended_by_sigterm_leaves_whole_cases_only(tmp_path):
 
 def test_the_cli_option_sets_are_the_modules_own():
     """The CLI names some option sets itself, to check them before torch loads."""
+    from petloop import demo
+    from petloop.cli import data
     from petloop.cli import inference as cli
     from petloop.inference import body, modelset, pipeline
 
     assert cli.WINDOWS == modelset.WINDOWS
     assert cli.CROPS == body.CROPS
     assert set(cli.PRECISIONS) == set(pipeline.PRECISIONS)
+    assert set(data.DEMO_GRIDS) == set(demo.GRIDS)

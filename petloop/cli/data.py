@@ -23,6 +23,8 @@ from petloop.cli.inference import (
 from petloop.io.layouts import LAYOUTS
 from petloop.io.outputs import OutputSet
 
+DEMO_GRIDS = ("trunk", "quick", "autopet")  # petloop.demo.GRIDS, named before torch loads
+
 
 @app.command()
 def phantom(
@@ -182,7 +184,7 @@ def demo(
     tables per click step, plots and a report."""
     check_run_options(device, precision, window, time_budget)
     one_of(clicks, "--clicks", CLICK_MODES)
-    one_of(grid, "--grid", ("trunk", "quick", "autopet"))
+    one_of(grid, "--grid", DEMO_GRIDS)
     models = model_set(models)
     OutputSet({"--models": models}).add_folder("--out", out)
     from petloop.demo import PAIRED_NOTE, DemoConfig, reference_line, run_demo
