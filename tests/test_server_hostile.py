@@ -37,13 +37,14 @@ from petloop.clicks.clicklist import ClickList
 from petloop.inference.pipeline import TTAChoice
 from petloop.io.checks import check_ct, check_pet
 from petloop.io.volume import ReadLimits, Volume, write_volume
+from petloop.models import BUNDLED_MODEL_SET
 from petloop.server import memory
 from petloop.server.app import ServerConfig, create_app
 from petloop.server.inputs import MIN_AXIS, check_grid, public_message, resampled_voxels
 from petloop.server.sessions import QueueFull, SessionStore, ViewerSession, add_click
 
 SHAPE = (16, 16, 12)
-MODELS = Path(__file__).resolve().parent.parent / "models" / "phantom"  # the bundled set
+MODELS = BUNDLED_MODEL_SET
 
 
 # a pipeline without a network -------------------------------------------------------------------

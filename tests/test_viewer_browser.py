@@ -26,11 +26,12 @@ from petloop.clicks.clicklist import ClickList
 from petloop.inference.modelset import load_model_set
 from petloop.inference.pipeline import Pipeline, TTAChoice
 from petloop.io.layouts import find_cases
+from petloop.models import BUNDLED_MODEL_SET
 from petloop.phantom import PhantomConfig, write_phantoms
 from petloop.server.app import ServerConfig, create_app
 
 CHROMIUM = Path("/usr/bin/chromium")
-BUNDLED = Path(__file__).resolve().parents[1] / "models" / "phantom"
+BUNDLED = BUNDLED_MODEL_SET
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -61,8 +62,9 @@ def serving(app):
 def viewer(model_set, tmp_path_factory):
     models = BUNDLED if (BUNDLED / "manifest.json").is_file() else model_set
     data = tmp_path_factory.mktemp("viewer") / "phantoms"
-    write_phantoms(PhantomConfig(seed=777, tracer="fdg", negative_fraction=0.0, lesions=(3, 5)),
-                   data, 2)
+    # an adult trunk on the demo's grid: the bundled set answers a click in seconds there
+    write_phantoms(PhantomConfig.preset("trunk", seed=777, tracer="fdg", negative_fraction=0.0,
+                                        lesions=(3, 5)), data, 2)
     app = create_app(Pipeline(load_model_set(models)), ServerConfig(data=data))
     with serving(app) as url:
         yield url, data, models == BUNDLED
