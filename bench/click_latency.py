@@ -14,6 +14,7 @@ model set (default the bundled one, with its own inference settings), and times
 
     .venv/bin/python bench/click_latency.py --shape 400 400 326
     .venv/bin/python bench/click_latency.py --shape 160 160 200 --clicks 6 --full-at 1 6
+    .venv/bin/python bench/click_latency.py --shape 400 400 326 --tile-step 0.5  # overlapping
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def main() -> None:
     parser.add_argument("--full-at", type=int, nargs="*", default=[1, 10],
                         help="click counts whose mask is also predicted in full")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--tile-step", type=float, default=None,
+                        help="replace the set's sliding-window step (fraction of the patch)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="replace the set's time budget per step (seconds)")
     parser.add_argument("--json", default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -71,8 +76,9 @@ def main() -> None:
         order = ClickList.of(official).items[:args.clicks]
 
         ms = load_model_set(args.models)
-        pipeline = Pipeline(ms, "cpu", args.precision)
-        print(f"model set {ms.root} ({ms.inference.to_json()}), precision "
+        pipeline = Pipeline(ms, "cpu", args.precision, budget=args.budget,
+                            tile_step=args.tile_step)
+        print(f"model set {ms.root} ({pipeline.settings.to_json()}), precision "
               f"{pipeline.precision}, {len(order)} clicks, think {args.think:g} s")
         session = Session(pipeline)
         t = time.perf_counter()
@@ -109,7 +115,8 @@ def main() -> None:
 
         fulls = []
         for n, (clicks, mask, dt, mirrors) in sorted(kept.items()):
-            fresh = Pipeline(ms, "cpu", args.precision, mirrors=len(mirrors), budget=0)
+            fresh = Pipeline(ms, "cpu", args.precision, mirrors=len(mirrors), budget=0,
+                             tile_step=args.tile_step)
             s = Session(fresh, background=False)
             t = time.perf_counter()
             s.set_case(case.ct, case.pet, "fdg")

@@ -240,10 +240,7 @@ def assemble_hybrid(model_set: ModelSet, tracer: str, case_ids, folders: dict, o
 
 
 def mip_overlay(case_files, mask_path: Path, out: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from petloop.io.atomic import write_figure
     from petloop.tracer.mip import raw_mips
@@ -255,7 +252,8 @@ def mip_overlay(case_files, mask_path: Path, out: Path, title: str) -> Path:
     pred_cor, _ = raw_mips(mask)
     sx, _, sz = case.pet.spacing
     tall = cor.shape[0] * sz / (cor.shape[1] * sx)  # the MIP's height over its width, in mm
-    fig, ax = plt.subplots(figsize=(4, min(max(4 * tall + 0.9, 2.5), 8)))
+    fig = Figure(figsize=(4, min(max(4 * tall + 0.9, 2.5), 8)))
+    ax = fig.subplots()
     ax.imshow(cor, cmap="gray_r", vmin=0, vmax=10, aspect=sz / sx, interpolation="nearest")
     if pred_cor is not None and pred_cor.any():
         ax.contour(pred_cor, levels=[0.5], colors="red", linewidths=0.9)

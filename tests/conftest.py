@@ -60,7 +60,7 @@ def work(tmp_path_factory):
     cfg = PhantomConfig(seed=21, tracer="fdg", shape=NN_SHAPE, spacing=NN_SPACING,
                         top_mm=TRUNK_TOP, negative_fraction=0.2, lesions=(2, 4))
     write_phantoms(cfg, root / "phantoms", 5)
-    paths = NnunetPaths(root / "raw", root / "pre", root / "res")
+    paths = NnunetPaths.under(root)  # the folders `--workdir root` names
     lesions = build_dataset(root / "phantoms", paths, BuildConfig(901, "Tiny"))
     organs = build_dataset(root / "phantoms", paths,
                            BuildConfig(902, "TinyOrgans", task="organs",

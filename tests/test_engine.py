@@ -187,8 +187,10 @@ def test_a_step_does_only_the_tiles_a_click_reaches(model_set, wide_case):
     session.close()
 
 
-def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case):
-    """The reference is nnU-Net's predictor end to end (its float16 sums, its export)."""
+@pytest.mark.parametrize("tile_step", [0.5, 1.0])
+def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case, tile_step):
+    """The reference is nnU-Net's predictor end to end (its float16 sums, its export), with
+    the same step between tiles."""
     from nnunetv2.inference.export_prediction import (
         convert_predicted_logits_to_segmentation_with_correct_shape,
     )
@@ -197,11 +199,16 @@ def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case)
     from petloop.nnunet.clickspace import clicks_in_preprocessed
 
     ms = load_model_set(model_set)
-    pipeline = Pipeline(ms, "cpu", "fp32", window="sliding", mirrors=0)
+    pipeline = Pipeline(ms, "cpu", "fp32", window="sliding", mirrors=0, tile_step=tile_step)
     clicks = Clicks(tuple(_lesion_points(wide_case, 2, np.random.default_rng(1))), ((3, 3, 3),))
     got = pipeline.predict(wide_case.ct, wide_case.pet, clicks, "fdg")
     adapter = pipeline.model(ms.models[got.model])
     p = adapter.predictor
+    if tile_step == 1.0:  # edge to edge: far fewer tiles than nnU-Net's default half overlap
+        half = Pipeline(ms, "cpu", "fp32", window="sliding", mirrors=0).predict(
+            wide_case.ct, wide_case.pet, clicks, "fdg")
+        assert got.tta.tiles_total * 3 <= half.tta.tiles_total
+    p.tile_step_size = tile_step
     pre = adapter.preprocess(resample_to(wide_case.ct, wide_case.pet), wide_case.pet)
     shape = pre.data.shape[1:]
     pc = clicks_in_preprocessed(clicks, pre.properties, p.plans_manager.transpose_forward, shape)
@@ -339,6 +346,9 @@ def test_options_are_checked(model_set):
 
     with pytest.raises(ModelSetError, match="budget must be"):
         Pipeline(ms, budget=-1)
+    for step in (0, 1.5, float("nan"), True):
+        with pytest.raises(ModelSetError, match="tile_step must be"):
+            Pipeline(ms, tile_step=step)
     for bad in itertools.islice(({"window": "tiles"}, {"mirrors": 9}), 2):
         with pytest.raises(ModelSetError):
             Pipeline(ms, **bad)

@@ -124,12 +124,13 @@ def test_whole_tile_against_the_rule_written_out():
 def test_inference_settings_from_the_manifest_and_overrides(model_set, case, tmp_path):
     manifest = json.loads((model_set / "manifest.json").read_text())
     manifest["tracer_classifier"] = str(model_set / manifest["tracer_classifier"])
-    manifest["inference"] = {"window": "whole", "mirrors": 2, "crop": "body"}
+    settings = {"window": "whole", "mirrors": 2, "crop": "body", "tile_step": 1.0}
+    manifest["inference"] = settings
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     ms = load_model_set(tmp_path)
     assert ms.inference.window == "whole" and ms.inference.mirrors == 2
-    assert ms.inference.crop == "body"
-    assert ms.to_json()["inference"] == {"window": "whole", "mirrors": 2, "crop": "body"}
+    assert ms.inference.crop == "body" and ms.inference.tile_step == 1.0
+    assert ms.to_json()["inference"] == settings
     result = Pipeline(ms).predict(case.ct, case.pet, Clicks(), "fdg")
     assert len(result.tta.mirrors) == 2 and "mirrored passes x, y" in result.tta.describe()
     result = Pipeline(ms, window="sliding", mirrors=0).predict(case.ct, case.pet, Clicks(), "fdg")
@@ -141,6 +142,7 @@ def test_inference_settings_from_the_manifest_and_overrides(model_set, case, tmp
                                           "to 7, got 8"),
                          ({"mirrors": True}, "inference: mirrors must be a whole number"),
                          ({"crop": "lungs"}, "inference: unknown crop 'lungs'"),
+                         ({"tile_step": 0}, "inference: tile_step must be a fraction"),
                          ({"tiles": 2}, "inference must be an object with window")):
         manifest["inference"] = bad
         (tmp_path / "manifest.json").write_text(json.dumps(manifest))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from petloop.clicks.schedules import ClickSchedule
+from petloop.clicks.schedules import ClickSchedule, ScheduleError
 from petloop.inference.engine import Engine
 from petloop.io.clicks import Clicks
 from petloop.io.layouts import find_cases
@@ -27,7 +28,7 @@ from petloop.nnunet.clickspace import (
 from petloop.nnunet.pretrained import CheckpointMismatch, load_pretrained
 from petloop.nnunet.train import TrainConfig, TrainingError, TrainOptions, train
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE = Path(__file__).resolve().parent / "data"  # public reference files (README there)
 SHAPE, SPACING = (48, 48, 64), (4.0, 4.0, 6.0)
 QUICK = TrainOptions(epochs=1, iterations=2, val_iterations=1)
 
@@ -158,7 +159,7 @@ def test_bad_training_input_fails_before_training(work, tmp_path):
     plans = lesions.plans_identifier
     with pytest.raises(TrainingError, match="unknown recipe 'v9'"):
         train(TrainConfig(901, "Dataset901_Tiny", "v9", plans=plans), paths)
-    with pytest.raises(Exception, match="sum to"):
+    with pytest.raises(ScheduleError, match="sum to"):
         train(TrainConfig(901, "Dataset901_Tiny", "v4", plans=plans,
                           options=TrainOptions(schedule="0.5,0.5,0.5,0,0,0,0,0,0,0,0")), paths)
     with pytest.raises(TrainingError, match="no such checkpoint"):
@@ -175,6 +176,17 @@ def test_bad_training_input_fails_before_training(work, tmp_path):
     with pytest.raises(TrainingError, match="does not fit this network"):
         train(TrainConfig(901, "Dataset901_Tiny", "v2", plans=plans,
                           options=TrainOptions(pretrained=str(tmp_path / "other.pth"))), paths)
+    # a dataset whose images already hold click heatmaps would get two more click channels
+    declared = paths.preprocessed / "Dataset901_Tiny" / "dataset.json"
+    original = declared.read_text()
+    ds = json.loads(original)
+    ds["channel_names"] = {**ds["channel_names"], "2": "FG", "3": "BG"}
+    try:
+        declared.write_text(json.dumps(ds))
+        with pytest.raises(TrainingError, match="declares click channels 2 and 3"):
+            train(TrainConfig(901, "Dataset901_Tiny", "v4", plans=plans), paths)
+    finally:
+        declared.write_text(original)
 
 
 def _tiny_resenc(input_channels, organ):
@@ -206,8 +218,6 @@ def test_channel_expansion_and_mismatch():
         load_pretrained(_tiny_resenc(4, organ=True), {"network_weights": wrong})
 
 
-@pytest.mark.skipif(not (REFERENCE / "nnUNetResEncUNetLPlansMultiTalent.json").exists(),
-                    reason="public reference plans not present")
 def test_published_trainers_build_the_published_networks():
     from dynamic_network_architectures.architectures.unet import ResidualEncoderUNet
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
@@ -374,8 +384,8 @@ def test_phantoms_straight_to_preprocessed_data(work, tmp_path):
 
     from petloop.cli import app
     from petloop.nnunet.dataset import BuildConfig, build_dataset
-    from petloop.nnunet.synthetic import build_phantom_dataset
-    from petloop.phantom.generate import PhantomConfig
+    from petloop.nnunet.synthetic import build_generated_dataset
+    from petloop.phantom.generate import PhantomConfig, phantom_case
 
     root, paths, lesions, _ = work
     plans = f"Dataset901_Tiny/{lesions.plans_identifier}"
@@ -383,8 +393,9 @@ def test_phantoms_straight_to_preprocessed_data(work, tmp_path):
                                              .read_text()))
     from_files = paths.preprocessed / "Dataset905_TinyFiles"
     build_dataset(root / "phantoms", paths, BuildConfig(905, "TinyFiles", plans_from=plans))
-    built = build_phantom_dataset(cfg, 5, paths, BuildConfig(904, "TinySynth", plans_from=plans,
-                                                             num_processes=1))
+    built = build_generated_dataset(functools.partial(phantom_case, cfg), 5, paths,
+                                    BuildConfig(904, "TinySynth", plans_from=plans,
+                                                num_processes=1))
     assert (built.cases, built.with_organs, built.simulated_clicks) == (5, 5, 5)
     ident = json.loads((built.preprocessed / f"{lesions.plans_identifier}.json").read_text())[
         "configurations"]["3d_fullres"]["data_identifier"]

@@ -24,7 +24,6 @@ import urllib.request
 import weakref
 import zlib
 from dataclasses import replace
-from pathlib import Path
 from types import SimpleNamespace
 
 import anyio

@@ -358,6 +358,10 @@ def models_export(
                                                  "replaces it).")] = None,
     crop: Annotated[str, typer.Option(help="none (the networks see the whole image) or body "
                                      "(only the CT's body box).")] = "none",
+    tile_step: Annotated[float, typer.Option(min=0.1, max=1.0, help="The sliding window's step "
+                                             "as a fraction of the patch: 0.5 overlaps tiles "
+                                             "by half (nnU-Net's default), 1 lays them edge to "
+                                             "edge (about 8x fewer tiles).")] = 0.5,
 ) -> None:
     """Assemble a model set (manifest with the BIRTH routing and how to run it, slim
     checkpoints, tracer weights)."""
@@ -379,7 +383,8 @@ def models_export(
     try:
         path = export_model_set(out, fdg_v4, fdg_v3, psma_v2, tracer_weights, name,
                                 description, half=not full_precision, routing=routing,
-                                inference=InferenceSettings(window, mirrors, budget, crop))
+                                inference=InferenceSettings(window, mirrors, budget, crop,
+                                                            tile_step))
     except (ValueError, FileNotFoundError) as exc:  # ModelSetError is a ValueError
         fail(str(exc))
     console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")

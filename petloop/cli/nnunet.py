@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -116,8 +117,8 @@ def dataset_phantoms(
     from petloop.io.outputs import safe_name
     from petloop.nnunet.dataset import BuildConfig
     from petloop.nnunet.paths import dataset_name
-    from petloop.nnunet.synthetic import build_phantom_dataset
-    from petloop.phantom.generate import PhantomConfig
+    from petloop.nnunet.synthetic import build_generated_dataset
+    from petloop.phantom.generate import PhantomConfig, phantom_case
 
     existing_file(config, "--config")
     safe_name(name, "--name")
@@ -139,8 +140,10 @@ def dataset_phantoms(
     with progress() as bar:
         task = bar.add_task("phantoms", total=cases)
         try:
-            built = build_phantom_dataset(phantoms, cases, nnunet_paths(workdir), build,
-                                          lambda done, total: bar.update(task, completed=done))
+            built = build_generated_dataset(
+                functools.partial(phantom_case, phantoms), cases, nnunet_paths(workdir), build,
+                source={"phantoms": phantoms.to_json()},
+                progress=lambda done, total: bar.update(task, completed=done))
         except (LayoutError, ValueError) as exc:
             fail(str(exc))
     console.print(f"built {dataset_name(dataset_id, name)}: {built.cases} phantoms (seed "

@@ -159,10 +159,11 @@ class PassState:
 class ModelState:
     """One model on one case: its input, its passes' tiles, its map and its mask."""
 
-    def __init__(self, adapter: NetworkAdapter, pre: Preprocessed, window: str):
+    def __init__(self, adapter: NetworkAdapter, pre: Preprocessed, window: str,
+                 tile_step: float = 0.5):
         self.adapter = adapter
         self.pre = pre
-        self.grid: TileGrid = adapter.grid(pre.data.shape[1:], window)
+        self.grid: TileGrid = adapter.grid(pre.data.shape[1:], window, tile_step)
         self.geometry: ExportGeometry = adapter.export_geometry(pre)
         g = self.geometry
         self.resample = plans_for(g.model_shape, g.cropped_shape, g.orders)
@@ -357,11 +358,13 @@ class Engine:
     """One case, prepared once; :meth:`step` answers clicks with a mask."""
 
     def __init__(self, ct: Volume, pet: Volume, *, window: str = "sliding",
-                 crop: str = "none", cache_bytes: int = CACHE_BYTES):
+                 crop: str = "none", tile_step: float = 0.5,
+                 cache_bytes: int = CACHE_BYTES):
         if crop not in CROPS:
             raise ValueError(f"unknown crop {crop!r}; use one of {', '.join(CROPS)}")
         self.ct, self.pet = ct, pet
         self.window = window
+        self.tile_step = tile_step  # the sliding window's step, a fraction of the patch
         #: the part of the image the networks run on (``(i, j, k)`` ranges); None: all of it
         self.box = body_box(ct) if crop == "body" else None
         self.cache_bytes = cache_bytes
@@ -399,7 +402,7 @@ class Engine:
                     pre = self._shared[key] = adapter.preprocess(self.ct, self.pet,
                                                                  box=self.box)
             if state is None or state.pre.data.shape != pre.data.shape:
-                state = ModelState(adapter, pre, self.window)
+                state = ModelState(adapter, pre, self.window, self.tile_step)
             else:
                 state.pre = pre
             self._states[name] = state

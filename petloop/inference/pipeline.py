@@ -124,18 +124,21 @@ class Result:
 
 
 class Pipeline:
-    """``window``, ``mirrors`` and ``budget`` override the model set's ``inference`` settings;
+    """``window``, ``mirrors``, ``budget`` and ``tile_step`` override the model set's
+    ``inference`` settings;
     ``trust_suv`` lets a PET through that does not look like SUV (:mod:`petloop.io.checks`)."""
 
     def __init__(self, model_set: ModelSet, device: str = "cpu", precision: str = "fp32",
                  window: str | None = None, mirrors: int | None = None, *,
-                 budget: float | None = None, trust_suv: bool = False):
+                 budget: float | None = None, tile_step: float | None = None,
+                 trust_suv: bool = False):
         self.model_set = model_set
         self.trust_suv = trust_suv
         self.device = device
         self.precision = resolve_precision(precision, device)
         try:
-            self.settings = model_set.inference.override(window, mirrors, budget)
+            self.settings = model_set.inference.override(window, mirrors, budget,
+                                                         tile_step=tile_step)
         except ValueError as exc:
             raise ModelSetError(str(exc)) from exc
         self._models: dict[ModelEntry, NetworkAdapter] = {}
@@ -218,7 +221,9 @@ class Session:
         self.ct = resample_to(ct, pet, moving_name=ct_name, reference_name=pet_name)
         self.tracer = self.pipeline.tracer(pet, tracer, pet_name)
         self._engine = Engine(self.ct, self.pet, window=self.pipeline.settings.window,
-                              crop=self.pipeline.settings.crop, cache_bytes=self.cache_bytes)
+                              crop=self.pipeline.settings.crop,
+                              tile_step=self.pipeline.settings.tile_step,
+                              cache_bytes=self.cache_bytes)
         for adapter, pre in prepared:
             self._engine.provide(adapter, pre)
         threshold = self.pipeline.model_set.suv_threshold[self.tracer.tracer]

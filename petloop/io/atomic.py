@@ -63,9 +63,7 @@ def write_json_atomic(target: str | os.PathLike, obj: object, indent: int | None
 
 
 def write_figure(fig, target: str | os.PathLike, dpi: int = 90) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    import matplotlib.pyplot as plt
-
+    """Save a matplotlib figure (a ``matplotlib.figure.Figure``, made without pyplot, so no
+    backend is chosen and nothing global is kept) as PNG atomically."""
     atomic_write(target, lambda p: fig.savefig(p, dpi=dpi, format="png"))
-    plt.close(fig)
     return Path(target)

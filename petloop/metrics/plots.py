@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no backend is chosen, no global state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from petloop.io.atomic import write_figure  # noqa: E402
-from petloop.metrics.interactive import mean_interval  # noqa: E402
+from petloop.io.atomic import write_figure
+from petloop.metrics.interactive import mean_interval
 
 LABELS = {"dice": "Dice", "fpv": "false positive volume (ml)",
           "fnv": "false negative volume (ml)"}
@@ -24,8 +22,9 @@ def plot_curves(summary: dict, out: str | Path, title: str = "", tracer: str | N
     with one case). ``tracer`` restricts to that tracer's cases.
     ``reference`` (label, {metric: value}) adds a dashed horizontal line, e.g. a method that
     takes no clicks."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(15, 4.4))
+    axes = fig.subplots(1, 3)
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for n, (model, entry) in enumerate(summary["models"].items()):
         source = entry if tracer is None else entry["tracers"].get(tracer)
         if source is None:

@@ -207,8 +207,8 @@ class NetworkAdapter:
                            pm.transpose_forward, self.predictor.dataset_json.get("channel_names"),
                            published], sort_keys=True, default=str)
 
-    def grid(self, shape, window: str) -> TileGrid:
-        return tile_grid(self.predictor, shape, window)
+    def grid(self, shape, window: str, tile_step: float = 0.5) -> TileGrid:
+        return tile_grid(self.predictor, shape, window, tile_step)
 
     def export_geometry(self, pre: Preprocessed) -> ExportGeometry:
         return export_geometry(self.predictor, pre)

@@ -12,7 +12,6 @@ crop and resampling).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -23,14 +22,12 @@ import numpy as np
 from petloop.clicks.simulate import simulate_clicks
 from petloop.io.atomic import write_json_atomic
 from petloop.io.layouts import Case, LayoutError, find_cases, write_case, write_nnunet_dataset_json
+from petloop.io.organs import N_ORGAN_CLASSES, ORGAN_CLASSES
 from petloop.io.volume import write_volume
 from petloop.metrics.official import binarize
-from petloop.nnunet.paths import NnunetPaths, dataset_name
+from petloop.nnunet.paths import NnunetPaths, dataset_name, planning_workers
 from petloop.nnunet.plans import normalise_pet_like_ct, planner_class
 from petloop.nnunet.trainers import clicks_folder, organ_folder
-from petloop.phantom.regions import ORGAN_CLASSES
-
-N_ORGAN_CLASSES = 10
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ class BuiltDataset:
     simulated_clicks: int
 
 
-def _prepare_case(case: Case, seed: int) -> tuple[Case, bool]:
+def prepare_case(case: Case, seed: int) -> tuple[Case, bool]:
     if case.label is None:
         raise LayoutError(f"case {case.case_id} has no lesion label; training needs one (an "
                           "empty label marks a negative control)")
@@ -96,7 +93,7 @@ def write_raw(source: str | Path, paths: NnunetPaths, config: BuildConfig,
         shutil.rmtree(raw)
     with_organs = simulated = 0
     for n, f in enumerate(files):
-        case, sim = _prepare_case(f.load(), config.click_seed)
+        case, sim = prepare_case(f.load(), config.click_seed)
         if config.task == "organs":
             if case.organs is None:
                 raise LayoutError(f"case {case.case_id} has no organ label for the organs task")
@@ -121,15 +118,20 @@ def plan_and_preprocess(paths: NnunetPaths, config: BuildConfig) -> str:
     """nnU-Net's fingerprint, planning and preprocessing, in-process."""
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
         extract_fingerprint_dataset,
-        plan_experiment_dataset,
-        preprocess_dataset,
     )
 
     extract_fingerprint_dataset(config.dataset_id, num_processes=config.num_processes,
                                 check_dataset_integrity=True, clean=True, verbose=False)
-    # nnU-Net's VRAM estimate sets torch's threads to nnUNet_n_proc_DA, which fails at 0
-    if os.environ.get("nnUNet_n_proc_DA") == "0":
-        os.environ["nnUNet_n_proc_DA"] = "1"
+    with planning_workers():
+        return _plan_and_preprocess(paths, config)
+
+
+def _plan_and_preprocess(paths: NnunetPaths, config: BuildConfig) -> str:
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import (
+        plan_experiment_dataset,
+        preprocess_dataset,
+    )
+
     if config.plans_from:
         from nnunetv2.experiment_planning.plans_for_pretraining.move_plans_between_datasets import (  # noqa: E501
             move_plans_between_datasets,
@@ -195,7 +197,11 @@ def resample_organs(seg: np.ndarray, props: dict, shape, pm, cm) -> np.ndarray:
 
 def build_dataset(source: str | Path, paths: NnunetPaths, config: BuildConfig,
                   progress: Callable[[str, int, int], None] | None = None) -> BuiltDataset:
-    paths.activate()
+    with paths.activated():
+        return _build_dataset(source, paths, config, progress)
+
+
+def _build_dataset(source, paths: NnunetPaths, config: BuildConfig, progress) -> BuiltDataset:
     raw, n, with_organs, simulated = write_raw(
         source, paths, config, (lambda i, t: progress("writing cases", i, t)) if progress else None)
     if progress:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from petloop.io.organs import ORGAN_IDS
 from petloop.io.volume import Volume, read_volume, write_volume
-from petloop.phantom.regions import ORGAN_IDS
 
 TOTAL = {1: "spleen", 2: "kidneys", 3: "kidneys", 5: "liver", 21: "urinary_bladder",
          10: "lungs", 11: "lungs", 12: "lungs", 13: "lungs", 14: "lungs", 90: "brain",

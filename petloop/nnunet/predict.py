@@ -38,17 +38,17 @@ def load_predictor(model_folder: str | Path, folds: Sequence = ("all",),
     import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    from petloop.nnunet.paths import register_trainers
+    from petloop.nnunet.paths import trainers_visible
 
-    register_trainers()
     predictor = nnUNetPredictor(tile_step_size=tile_step_size, use_gaussian=True,
                                 use_mirroring=mirroring, perform_everything_on_device=False,
                                 device=torch.device(device), verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
     folds = [f if f == "all" else int(f) for f in folds]
     names = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
-    predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=folds,
-                                                   checkpoint_name=names[0])
+    with trainers_visible():  # the checkpoint names its trainer class
+        predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=folds,
+                                                       checkpoint_name=names[0])
     for name in names[1:]:
         for f in folds:
             ckpt = torch.load(Path(model_folder) / f"fold_{f}" / name, map_location="cpu",

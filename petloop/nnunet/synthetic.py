@@ -1,7 +1,7 @@
 """Phantoms straight into nnU-Net's preprocessed format, with the plans of a built dataset.
 
-`dataset build` writes every case as NIfTI, then lets nnU-Net read it back; for phantoms, which
-petloop makes in memory, :func:`build_phantom_dataset` hands the arrays to nnU-Net's own
+`dataset build` writes every case as NIfTI, then lets nnU-Net read it back; for cases made in
+memory (phantoms), :func:`build_generated_dataset` hands the arrays to nnU-Net's own
 preprocessor instead (``run_case_npy``, with the properties its SimpleITK reader would give) and
 writes what `dataset build --plans-from` writes beside them: the plans, ``dataset.json``, the
 organ labels through the same transpose, crop and resampling, the official clicks and
@@ -25,12 +25,15 @@ import numpy as np
 
 from petloop.io.atomic import write_json_atomic
 from petloop.io.clicks import write_clicks
-from petloop.io.layouts import LayoutError, write_nnunet_dataset_json
-from petloop.nnunet.dataset import BuildConfig, BuiltDataset, _prepare_case, resample_organs
+from petloop.io.layouts import Case, LayoutError, write_nnunet_dataset_json
+from petloop.nnunet.dataset import BuildConfig, BuiltDataset, prepare_case, resample_organs
 from petloop.nnunet.paths import NnunetPaths
 from petloop.nnunet.plans import normalise_pet_like_ct
 from petloop.nnunet.trainers import clicks_folder, organ_folder
-from petloop.phantom.generate import PhantomConfig, generate_case
+
+#: makes case ``index`` in memory; picklable (worker processes call it), e.g. a
+#: ``functools.partial`` of a module-level function such as ``petloop.phantom.phantom_case``
+CaseMaker = Callable[[int], Case]
 
 READER = "SimpleITKIO"  # how the plans read .nii.gz at prediction time, as after --plans-from
 
@@ -79,15 +82,15 @@ def _plans(base: Path, plans_identifier: str, configuration: str):
 
 
 def _one_case(job) -> tuple[str, bool, bool]:
-    """Generate phantom ``index`` and write its preprocessed arrays, organs and clicks."""
-    phantoms, index, base, plans_identifier, config = job
+    """Make case ``index`` and write its preprocessed arrays, organs and clicks."""
+    make_case, index, base, plans_identifier, config = job
     from nnunetv2.training.dataloading.nnunet_dataset import (
         comp_blosc2_params,
         nnUNetDatasetBlosc2,
     )
 
     pm, cm, dataset_json = _plans(base, plans_identifier, config.configuration)
-    case, simulated = _prepare_case(generate_case(phantoms, index).case, config.click_seed)
+    case, simulated = prepare_case(make_case(index), config.click_seed)
     data = np.stack([case.ct.itk_array(), case.pet.itk_array()]).astype(np.float32)
     seg = case.label.itk_array()[None].astype(np.float32)
     properties = nnunet_properties(case.pet)
@@ -110,14 +113,21 @@ def _one_case(job) -> tuple[str, bool, bool]:
     return case.case_id, case.organs is not None, simulated
 
 
-def build_phantom_dataset(phantoms: PhantomConfig, cases: int, paths: NnunetPaths,
-                          config: BuildConfig,
-                          progress: Callable[[int, int], None] | None = None) -> BuiltDataset:
-    """Phantoms 0..cases-1 of ``phantoms`` as preprocessed dataset ``config.folder_name``, with
-    the plans named by ``config.plans_from``."""
+def build_generated_dataset(make_case: CaseMaker, cases: int, paths: NnunetPaths,
+                            config: BuildConfig, *, source: dict | None = None,
+                            progress: Callable[[int, int], None] | None = None
+                            ) -> BuiltDataset:
+    """Cases 0..cases-1 of ``make_case`` as preprocessed dataset ``config.folder_name``, with
+    the plans named by ``config.plans_from``; ``source`` (JSON) says in ``build.json`` what made
+    them (a phantom configuration, say)."""
     if cases < 1:
         raise ValueError(f"a dataset needs at least one case, got {cases}")
-    paths.activate()
+    with paths.activated():
+        return _build(make_case, cases, paths, config, source, progress)
+
+
+def _build(make_case: CaseMaker, cases: int, paths: NnunetPaths, config: BuildConfig,
+           source: dict | None, progress) -> BuiltDataset:
     _plans.cache_clear()  # a rebuilt folder may hold other plans under the same name
     base, plans_identifier = _take_plans(paths, config)
     write_nnunet_dataset_json(base, cases, config.name)
@@ -125,7 +135,7 @@ def build_phantom_dataset(phantoms: PhantomConfig, cases: int, paths: NnunetPath
     for folder in (base / data_identifier, organ_folder(base, data_identifier),
                    clicks_folder(base)):
         folder.mkdir(parents=True, exist_ok=True)
-    jobs = [(phantoms, i, base, plans_identifier, config) for i in range(cases)]
+    jobs = [(make_case, i, base, plans_identifier, config) for i in range(cases)]
     with_organs = simulated = 0
     if config.num_processes > 1:
         pool = get_context("spawn").Pool(config.num_processes)
@@ -145,7 +155,7 @@ def build_phantom_dataset(phantoms: PhantomConfig, cases: int, paths: NnunetPath
     built = BuiltDataset(paths.raw / config.folder_name, base, plans_identifier,
                          config.configuration, cases, with_organs, simulated)
     write_json_atomic(base / "petloop" / "build.json",
-                      {"config": asdict(config), "phantoms": phantoms.to_json(),
+                      {"config": asdict(config), "source": source,
                        **{k: str(v) if isinstance(v, Path) else v
                           for k, v in asdict(built).items()}})
     return built

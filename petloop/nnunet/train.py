@@ -82,6 +82,12 @@ def check(config: TrainConfig, paths: NnunetPaths) -> None:
     if config.configuration not in plans["configurations"]:
         raise TrainingError(f"{plans_file} has no configuration {config.configuration!r}")
     cls = config.trainer_class
+    declared = click_encoding(json.loads((base / "dataset.json").read_text()))
+    if issubclass(cls, OnlineClicks) and declared is not None:
+        raise TrainingError(
+            f"{base / 'dataset.json'} declares click channels 2 and 3 in its images "
+            f"({declared.mode} heatmaps); recipe {config.recipe} draws its click channels "
+            "from the stored clicks itself: build the dataset from CT and PET only")
     if config.options.schedule is not None:
         ClickSchedule.get(config.options.schedule)
     if config.options.time_budget is not None and config.num_gpus > 1:
@@ -111,9 +117,13 @@ def check(config: TrainConfig, paths: NnunetPaths) -> None:
 
 def train(config: TrainConfig, paths: NnunetPaths):
     """Train (and optionally validate) one fold; returns the trainer's output folder."""
+    with paths.activated():
+        return _train(config, paths)
+
+
+def _train(config: TrainConfig, paths: NnunetPaths):
     import torch
 
-    paths.activate()
     check(config, paths)
     out = config.output_folder(paths)
     write_json_atomic(out / OPTIONS_FILE, {"config": {k: v for k, v in asdict(config).items()

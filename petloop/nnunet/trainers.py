@@ -210,8 +210,13 @@ class OnlineClicks:
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = CUDA):
-        if click_encoding(dataset_json) is None:
+        declared = click_encoding(dataset_json)
+        if declared is None:
             dataset_json = with_click_channels(dataset_json, self.click_settings)
+        elif declared.mode == "published":  # FG/BG heatmaps stored as image channels
+            raise ValueError("this dataset's images hold click channels (FG, BG); "
+                             f"{type(self).__name__} draws its own from the stored clicks: "
+                             "build the dataset from CT and PET only")
         self.schedule = ClickSchedule.get(self.schedule_name)
         super().__init__(plans, configuration, fold, dataset_json, device)
 

@@ -8,10 +8,11 @@ from petloop.phantom.generate import (
     PhantomConfig,
     Preset,
     generate_case,
+    phantom_case,
     write_phantoms,
 )
 
 __all__ = [
     "DEFAULT_SHAPE", "DEFAULT_SPACING", "PRESETS", "PhantomCase", "PhantomConfig",
-    "Preset", "generate_case", "write_phantoms",
+    "Preset", "generate_case", "phantom_case", "write_phantoms",
 ]

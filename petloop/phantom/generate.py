@@ -137,6 +137,12 @@ def _lesion_count(rng: np.random.Generator, config: PhantomConfig, tracer: str) 
     return int(min(1 + rng.negative_binomial(1.0, 1.0 / 8.0), 60))
 
 
+def phantom_case(config: PhantomConfig, index: int) -> Case:
+    """Case ``index`` of ``config`` (module level, so ``functools.partial(phantom_case, config)``
+    can go to worker processes)."""
+    return generate_case(config, index).case
+
+
 def generate_case(config: PhantomConfig, index: int, keep_regions: bool = False) -> PhantomCase:
     """Draw and render case ``index`` of ``config``."""
     tracer = config.tracer_of(index)

@@ -9,14 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no backend is chosen, no global state
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from petloop.io.atomic import write_figure  # noqa: E402
-from petloop.io.layouts import Case  # noqa: E402
+from petloop.io.atomic import write_figure
+from petloop.io.layouts import Case
 
 
 def _coronal(a: np.ndarray) -> np.ndarray:
@@ -28,7 +25,8 @@ def preview_cases(cases: Sequence[Case], out: str | Path, suv_max: float = 10.0)
     """Write one row per case: PET MIP, CT coronal, CT axial (liver level), organs, and an
     axial PET/CT fusion through the largest lesion (or the liver)."""
     n = len(cases)
-    fig, axes = plt.subplots(n, 5, figsize=(16, 4.6 * n), squeeze=False)
+    fig = Figure(figsize=(16, 4.6 * n))
+    axes = fig.subplots(n, 5, squeeze=False)
     for row, case in zip(axes, cases, strict=True):
         pet, ct = case.pet.array, case.ct.array
         sx, sy, sz = case.pet.spacing

@@ -12,12 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# organ classes (SPEC section 7)
-ORGAN_CLASSES = {
-    1: "spleen", 2: "kidneys", 3: "liver", 4: "urinary_bladder", 5: "lungs",
-    6: "brain", 7: "heart", 8: "stomach", 9: "prostate", 10: "head_glands",
-}
-ORGAN_IDS = {name: idx for idx, name in ORGAN_CLASSES.items()}
+from petloop.io.organs import ORGAN_CLASSES, ORGAN_IDS  # noqa: F401 - re-exported
 
 
 @dataclass(frozen=True)
