@@ -72,7 +72,7 @@ $PETLOOP models export --out "$OUT" \
     --fdg-v3 "$RES/Dataset611_AdultFDG/PetloopV3Trainer__petloopCPUPlans__3d_fullres" \
     --psma-v2 "$RES/Dataset612_AdultPSMA/PetloopV2Trainer__petloopCPUPlans__3d_fullres" \
     --tracer-weights "$FROM/tracer_classifier.pt.gz" --name phantom --routing birth-fg \
-    --window whole --mirrors 7 --budget 10 --crop body \
+    --window whole --mirrors 7 --budget 3 --crop body --tile-step 1 \
     --description "trained on synthetic adult phantoms only: not for patients; FDG routing \
 birth-fg (v3 only once a lesion has been clicked) with its hand-over fitted on validation \
 phantoms by models calibrate --routing"

@@ -214,6 +214,9 @@ ROWS = {
     "models export --name ../x": (lambda d, t: [
         "models", "export", "--out", t / "set", "--fdg-v4", d, "--fdg-v3", d, "--psma-v2", d,
         "--name", "../x"], ["--name", "../x"]),
+    "models export --tile-step 0": (lambda d, t: [
+        "models", "export", "--out", t / "set", "--fdg-v4", d, "--fdg-v3", d, "--psma-v2", d,
+        "--tile-step", "0"], ["--tile-step"]),
     "models calibrate --thresholds -1": (lambda d, t: [
         "models", "calibrate", "--data", d, "--thresholds=-1"], ["--thresholds"]),
     "dataset phantoms --config 100000-deep JSON": (lambda d, t: [

@@ -34,3 +34,20 @@ def test_grids_are_adult_presets():
 def test_an_unknown_grid_is_refused():
     with pytest.raises(ValueError, match="unknown grid 'tiny'"):
         DemoConfig(models=BUNDLED_MODEL_SET, grid="tiny")
+
+
+def test_the_paper_column_runs(model_set, tmp_path):
+    """The paper's column on one FDG phantom, two click steps: its own folder of masks, its
+    own rows in the summary, beside the set's own columns."""
+    from petloop.demo import run_demo
+
+    out = tmp_path / "demo"
+    result = run_demo(DemoConfig(models=model_set, out=out, cases=1, steps=2,
+                                 compare_error_driven=False))
+    models = result["summary"]["models"]
+    assert BIRTH in models and {"v4", "v3", "hybrid"} <= set(models)
+    assert len(models[BIRTH]["per_step"]["dice"]) == 2
+    case = next(p.name for p in (out / "phantoms" / "fdg").iterdir() if p.is_dir())
+    masks = sorted(p.name for p in (out / "predictions" / f"fdg_{BIRTH}").glob("*.nii.gz"))
+    assert len(masks) == 2 and all(m.startswith(case) for m in masks)
+    assert BIRTH in (out / "report.md").read_text()

@@ -391,10 +391,12 @@ def test_cross_validation_per_fold(work, tmp_path):
 
 
 def test_demo_smaller_run(model_set, tmp_path):
-    """The demo's whole path on a small run: phantoms, columns v4, v3, hybrid, v2, report."""
+    """The demo's whole path on a small run: phantoms, columns v4, v3, hybrid, v2, report (the
+    paper's column, eight passes a step, is run in ``test_the_paper_column_runs``)."""
     result = runner.invoke(app, ["demo", "--models", str(model_set), "--out",
-                                 str(tmp_path / "demo"), "--cases", "3", "--time-budget",
-                                 "0.001"])  # too short for any mirrored pass: same masks
+                                 str(tmp_path / "demo"), "--cases", "2", "--time-budget",
+                                 "0.001",  # too short for any mirrored pass: same masks
+                                 "--no-paper-column"])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert {"v4", "v3", "hybrid"} <= set(summary["models"])
@@ -549,10 +551,11 @@ def test_model_set_export_is_slim_and_loads(trained, case, tmp_path):
     assert not (tmp_path / "set").exists()  # refused before anything was written
     out = export_model_set(tmp_path / "set", trained["v4"].parent, trained["v3"].parent,
                            trained["v2"].parent, weights, name="t", description="test",
-                           inference=InferenceSettings("whole", 3, crop="body"))
+                           inference=InferenceSettings("whole", 3, crop="body",
+                                                       tile_step=1.0))
     ms = load_model_set(out)
     assert ms.tracer_classifier.name == "tracer_classifier.pt.gz"
-    assert ms.inference == InferenceSettings("whole", 3, crop="body")
+    assert ms.inference == InferenceSettings("whole", 3, crop="body", tile_step=1.0)
     assert folder_size(out) < weights.stat().st_size + 3 * (trained["v4"] /
                                                             "checkpoint_final.pth").stat().st_size
     ckpt = torch.load(out / "fdg_v4" / trained["v4"].parent.name / "fold_all" /

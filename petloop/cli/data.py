@@ -179,6 +179,10 @@ def demo(
         min=0, max=7, help="Mirrored passes per prediction (test-time augmentation) of the "
         "set's own columns; default none (the paper's column makes as many as its 40 s "
         "budget allows). A --time-budget caps them.")] = None,
+    paper_column: Annotated[bool, typer.Option(
+        "--paper-column/--no-paper-column",
+        help="Also run the paper's exact configuration (BIRTH's routing, SUV thresholds 1.5 / "
+        "1.0, a 40 s test-time augmentation budget): the slowest column by far.")] = True,
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
     tables per click step, plots and a report."""
@@ -193,7 +197,7 @@ def demo(
 
     config = DemoConfig(models=models, out=out, cases=cases, clicks=clicks, device=device,
                         seed=seed, grid=grid, precision=precision, time_budget=time_budget,
-                        window=window, mirrors=mirrors)
+                        window=window, mirrors=mirrors, paper_column=paper_column)
     try:
         with progress() as bar:
             task = bar.add_task("click steps", total=None)

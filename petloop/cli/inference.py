@@ -358,7 +358,7 @@ def models_export(
                                                  "replaces it).")] = None,
     crop: Annotated[str, typer.Option(help="none (the networks see the whole image) or body "
                                      "(only the CT's body box).")] = "none",
-    tile_step: Annotated[float, typer.Option(min=0.1, max=1.0, help="The sliding window's step "
+    tile_step: Annotated[float, typer.Option(help="The sliding window's step "
                                              "as a fraction of the patch: 0.5 overlaps tiles "
                                              "by half (nnU-Net's default), 1 lays them edge to "
                                              "edge (about 8x fewer tiles).")] = 0.5,
@@ -371,6 +371,8 @@ def models_export(
     one_of(routing, "--routing", ("birth", "birth-fg"))
     one_of(window, "--window", WINDOWS)
     one_of(crop, "--crop", CROPS)
+    if not 0.1 <= tile_step <= 1.0:
+        fail(f"--tile-step: the step is a fraction of the patch from 0.1 to 1, got {tile_step:g}")
     safe_name(name, "--name")  # the set's name becomes part of folder names (evaluate, demo)
     for option, folder in (("--fdg-v4", fdg_v4), ("--fdg-v3", fdg_v3), ("--psma-v2", psma_v2)):
         existing_folder(folder, option)

@@ -55,7 +55,7 @@ from .modelset import (
     ModelSet,
     ModelSetError,
     Route,
-    first_admitting,
+    choose_route,
     handover,
     load_model_set,
     with_handover,
@@ -129,11 +129,7 @@ def routed_masks(routes: Sequence[Route], masks: dict[str, Sequence[np.ndarray] 
     (background, lesion) click counts, from the models' masks indexed by step."""
     out = []
     for k, (n_background, n_foreground) in enumerate(counts):
-        model = first_admitting(routes, n_background, n_foreground)
-        if model is None:
-            raise ModelSetError(f"no route admits {n_background} background and "
-                                f"{n_foreground} lesion clicks")
-        out.append(masks[model][k])
+        out.append(masks[choose_route(routes, n_background, n_foreground)][k])
     return out
 
 
@@ -197,10 +193,7 @@ def error_driven_masks(sessions: dict[str, Session], gt: np.ndarray, pet: np.nda
     for at, routes in options.items():
         clicks, masks = Clicks(), []
         for k in range(steps):
-            model = first_admitting(routes, len(clicks.background), len(clicks.tumor))
-            if model is None:
-                raise ModelSetError(f"no route admits {len(clicks.background)} background and "
-                                    f"{len(clicks.tumor)} lesion clicks")
+            model = choose_route(routes, len(clicks.background), len(clicks.tumor))
             key = (model, clicks.tumor, clicks.background)
             if key not in cache:
                 mask = sessions[model].set_clicks(clicks).mask.array

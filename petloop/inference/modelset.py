@@ -156,6 +156,16 @@ def first_admitting(routes, n_background: int, n_foreground: int) -> str | None:
     return next((r.model for r in routes if r.admits(n_background, n_foreground)), None)
 
 
+def choose_route(routes, n_background: int, n_foreground: int, where: str = "") -> str:
+    """The model of the first route that admits the clicks; the one place that refuses a step
+    no route admits (``where`` names the routing in the message)."""
+    model = first_admitting(routes, n_background, n_foreground)
+    if model is None:
+        raise ModelSetError(f"{where}no route admits {n_background} background and "
+                            f"{n_foreground} lesion clicks")
+    return model
+
+
 def handover(routes) -> int | None:
     """Where a routing of the BIRTH form hands over: its first model answers below this many
     background clicks and the next routes from there on (None: not of that form)."""
@@ -188,11 +198,8 @@ class ModelSet:
     def route(self, tracer: str, n_background: int, n_foreground: int) -> ModelEntry:
         if tracer not in self.routing:
             raise ModelSetError(f"model set {self.root} has no model for tracer {tracer!r}")
-        model = first_admitting(self.routing[tracer], n_background, n_foreground)
-        if model is None:
-            raise ModelSetError(f"model set {self.root}: no {tracer} route admits "
-                                f"{n_background} background and {n_foreground} lesion clicks")
-        return self.models[model]
+        return self.models[choose_route(self.routing[tracer], n_background, n_foreground,
+                                        f"model set {self.root}, {tracer}: ")]
 
     def to_json(self) -> dict:
         return {
