@@ -36,6 +36,7 @@ from petloop.io.volume import read_volume
 from petloop.metrics.interactive import (
     PairedDifference,
     StepRecord,
+    Summary,
     case_curves,
     evaluate_model,
     mean_interval,
@@ -266,7 +267,7 @@ def mip_overlay(case_files, mask_path: Path, out: Path, title: str) -> Path:
     return write_figure(fig, out, dpi=110)
 
 
-def markdown_table(summary: dict, tracer: str | None, title: str) -> str:
+def markdown_table(summary: Summary, tracer: str | None, title: str) -> str:
     models = [m for m, e in summary["models"].items()
               if tracer is None or tracer in e["tracers"]]
     if not models:
@@ -431,7 +432,7 @@ class Finding:
     difference: dict | None = None
 
 
-def _dice_fpv(summary: dict, model: str, tracer: str, metric: str) -> list[float] | None:
+def _dice_fpv(summary: Summary, model: str, tracer: str, metric: str) -> list[float] | None:
     entry = summary["models"].get(model)
     if entry is None or tracer not in entry["tracers"]:
         return None
@@ -439,7 +440,7 @@ def _dice_fpv(summary: dict, model: str, tracer: str, metric: str) -> list[float
     return [float("nan") if v is None else float(v) for v in vals]
 
 
-def interval_text(summary: dict, model: str, tracer: str, step: int) -> str:
+def interval_text(summary: Summary, model: str, tracer: str, step: int) -> str:
     """"; 95% CI lo-hi over n cases" for a mean Dice, where the summary has its sd and n."""
     row = summary["models"][model]["tracers"][tracer]["per_step"]["dice"][step]
     if row.get("sd") is None or not row.get("n"):
@@ -463,7 +464,7 @@ def clicks_to_reach(curve: Sequence[float], target: float) -> int:
     return len(curve) if step is None else step
 
 
-def findings(summary: dict, steps: int = N_STEPS, reference: ReferenceScore | None = None,
+def findings(summary: Summary, steps: int = N_STEPS, reference: ReferenceScore | None = None,
              records: Sequence[StepRecord] | None = None) -> list[Finding]:
     """The issue's and the paper's claims, checked on the demo's means (FDG unless noted);
     ``reference`` (the isocontour around the true lesions) is quoted next to the Dice goal.

@@ -519,13 +519,23 @@ def test_a_phantom_run_ended_by_sigterm_leaves_whole_cases_only(tmp_path):
 
 
 def test_the_cli_option_sets_are_the_modules_own():
-    """The CLI names some option sets itself, to check them before torch loads."""
-    from petloop import demo
+    """Option sets are named once (petloop.options, a module light enough for the CLI to check
+    options before torch loads); the demo's grids the CLI names itself."""
+    import subprocess
+    import sys
+
+    from petloop import demo, options
     from petloop.cli import data
     from petloop.cli import inference as cli
-    from petloop.inference import body, modelset, pipeline
+    from petloop.inference import body, evaluate, modelset, pipeline
+    from petloop.nnunet import adapter
 
-    assert cli.WINDOWS == modelset.WINDOWS
-    assert cli.CROPS == body.CROPS
-    assert set(cli.PRECISIONS) == set(pipeline.PRECISIONS)
+    assert cli.WINDOWS is modelset.WINDOWS is adapter.WINDOWS is options.WINDOWS
+    assert cli.CROPS is body.CROPS is options.CROPS
+    assert cli.PRECISIONS is pipeline.PRECISIONS is options.PRECISIONS
+    assert cli.CLICK_MODES is evaluate.CLICK_MODES is options.CLICK_MODES
     assert set(data.DEMO_GRIDS) == set(demo.GRIDS)
+    light = subprocess.run([sys.executable, "-c", "import sys, petloop.options; "
+                            "print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))"],
+                           capture_output=True, text=True, check=True)
+    assert light.stdout.strip() == "[]"

@@ -13,6 +13,9 @@ from petloop.cli import app, console, err_console, fail, progress
 from petloop.cli.guard import check_device, existing_file, existing_folder, not_negative, one_of
 from petloop.io.outputs import OutputSet, safe_name
 
+# option sets from a light module: checked before torch loads
+from petloop.options import CLICK_MODES, CROPS, PRECISIONS, WINDOWS
+
 Models = Annotated[Path | None, typer.Option(
     help="Model set folder (manifest.json); default: $PETLOOP_MODELS, else the bundled set.")]
 DEFAULT_MODELS = None
@@ -28,11 +31,6 @@ Mirrors = Annotated[int | None, typer.Option(
 TrustSuv = Annotated[bool, typer.Option(
     "--trust-suv", help="Take the PET as SUV even where it does not look like SUV (values "
     "far below 0, or a body median far above what SUV can be); NaN is refused all the same.")]
-# the choices of petloop.inference (named here so that options are checked before torch loads)
-PRECISIONS = ("fp32", "bf16", "auto")
-WINDOWS = ("sliding", "whole")
-CROPS = ("none", "body")
-CLICK_MODES = ("official", "error-driven")
 
 
 def check_run_options(device: str, precision: str = "auto", window: str | None = None,
@@ -461,7 +459,6 @@ def models_calibrate(
         outputs.add("--models", models / "calibration.json", "json")
     from petloop.inference.calibrate import (
         CANDIDATES,
-        CLICK_MODES,
         calibrate_thresholds,
         write_calibration,
     )

@@ -12,10 +12,10 @@ from __future__ import annotations
 import numpy as np
 
 from petloop.io.volume import Volume
+from petloop.options import CROPS, Crop  # noqa: F401 - re-exported
 
 BODY_HU = -500.0  # tissue above, air below (lung parenchyma is about -850 HU but lies inside)
 MARGIN_MM = 20.0
-CROPS = ("none", "body")
 
 
 def body_box(ct: Volume, *, threshold_hu: float = BODY_HU, margin_mm: float = MARGIN_MM

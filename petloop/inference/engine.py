@@ -56,8 +56,9 @@ from petloop.nnunet.adapter import ExportGeometry, NetworkAdapter, TileGrid
 from petloop.nnunet.clickspace import clicks_in_preprocessed
 from petloop.nnunet.predict import Preprocessed
 from petloop.nnunet.resample import output_box, plans_for, resample_box, union_box
+from petloop.options import CROPS, Crop, Window
 
-from .body import CROPS, body_box
+from .body import body_box
 from .modelset import MAX_MIRRORS
 
 # published order x, y, z, xy, xz, yz, xyz as axes of nnU-Net's (z, y, x) arrays
@@ -357,8 +358,8 @@ class StepWork:
 class Engine:
     """One case, prepared once; :meth:`step` answers clicks with a mask."""
 
-    def __init__(self, ct: Volume, pet: Volume, *, window: str = "sliding",
-                 crop: str = "none", tile_step: float = 0.5,
+    def __init__(self, ct: Volume, pet: Volume, *, window: Window = "sliding",
+                 crop: Crop = "none", tile_step: float = 0.5,
                  cache_bytes: int = CACHE_BYTES):
         if crop not in CROPS:
             raise ValueError(f"unknown crop {crop!r}; use one of {', '.join(CROPS)}")

@@ -14,10 +14,9 @@ from petloop.clicks.simulate import simulate_clicks
 from petloop.io.clicks import Clicks, write_clicks
 from petloop.io.layouts import Case, CaseFiles
 from petloop.io.volume import write_volume
+from petloop.options import CLICK_MODES, ClickMode  # noqa: F401 - re-exported
 
 from .pipeline import Pipeline, Result, Session
-
-CLICK_MODES = ("official", "error-driven")
 
 
 def case_steps(session: Session, files: CaseFiles, tracer: str | None = "auto",

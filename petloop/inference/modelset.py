@@ -59,14 +59,12 @@ from pathlib import Path
 
 from petloop.io.jsonfile import read_json
 from petloop.models import MANIFEST  # noqa: E402
+from petloop.options import CROPS, WINDOWS, Crop, Window
 from petloop.tracer.classifier import TRACERS
-
-from .body import CROPS
 
 DEFAULT_THRESHOLDS = {"fdg": 1.5, "psma": 1.0}
 
 
-WINDOWS = ("sliding", "whole")
 MAX_MIRRORS = 7
 
 
@@ -88,10 +86,10 @@ class ModelEntry:
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    window: str = "sliding"
+    window: Window = "sliding"
     mirrors: int | None = None  # None: none, or as many as a time budget allows
     budget: float | None = None  # seconds per step for test-time augmentation
-    crop: str = "none"  # "body": the networks run on the CT's body box only (inference.body)
+    crop: Crop = "none"  # "body": the networks run on the CT's body box only (inference.body)
     #: the sliding window's step as a fraction of the patch (nnU-Net's ``tile_step_size``):
     #: 0.5 (nnU-Net's default) overlaps tiles by half; 1.0 lays them edge to edge, about 8x
     #: fewer tiles over a volume and per click
@@ -117,7 +115,7 @@ class InferenceSettings:
             raise ValueError(f"tile_step must be a fraction of the patch from 0.1 to 1, "
                              f"got {self.tile_step!r}")
 
-    def override(self, window: str | None = None, mirrors: int | None = None,
+    def override(self, window: Window | None = None, mirrors: int | None = None,
                  budget: float | None = None, *,
                  tile_step: float | None = None) -> InferenceSettings:
         return InferenceSettings(window or self.window,

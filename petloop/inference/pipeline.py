@@ -48,6 +48,7 @@ from petloop.io.clicks import Clicks
 from petloop.io.volume import Volume, resample_to
 from petloop.nnunet.adapter import WHOLE_MAX_PATCHES, AdapterError, NetworkAdapter, whole_tile
 from petloop.nnunet.predict import Preprocessed
+from petloop.options import PRECISIONS, Precision, Window
 from petloop.tracer.classifier import TracerClassifier, TracerPrediction, resolve_tracer
 
 from .engine import CACHE_BYTES, MIRROR_ORDER, Engine, TTAChoice
@@ -57,7 +58,6 @@ __all__ = ["MIRROR_ORDER", "PRECISIONS", "WHOLE_MAX_PATCHES", "Pipeline", "Resul
            "TTAChoice", "apply_suv_threshold", "cpu_has_bf16", "load_model", "resolve_precision",
            "whole_tile"]
 
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @functools.cache
@@ -128,8 +128,8 @@ class Pipeline:
     ``inference`` settings;
     ``trust_suv`` lets a PET through that does not look like SUV (:mod:`petloop.io.checks`)."""
 
-    def __init__(self, model_set: ModelSet, device: str = "cpu", precision: str = "fp32",
-                 window: str | None = None, mirrors: int | None = None, *,
+    def __init__(self, model_set: ModelSet, device: str = "cpu", precision: Precision = "fp32",
+                 window: Window | None = None, mirrors: int | None = None, *,
                  budget: float | None = None, tile_step: float | None = None,
                  trust_suv: bool = False):
         self.model_set = model_set

@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
@@ -117,6 +118,59 @@ def merge(evaluations: Iterable[Evaluation]) -> Evaluation:
 
 
 # summaries ------------------------------------------------------------------------------------
+# The summary's one schema (``summary.json`` of ``evaluate`` and the demo): typed here, built
+# only by :func:`summarize`, read by the tables, the plots and the demo's findings.
+class StepStat(TypedDict):
+    """One metric at one click step: mean and sd over the cases where it is defined."""
+
+    step: int
+    mean: float
+    sd: float
+    n: int
+
+
+class RankingNumber(TypedDict):
+    mean: float
+    n: int  # cases behind the mean
+
+
+class Ranking(TypedDict):
+    """The six official numbers (``{metric}_final``, ``{metric}_auc`` for dice, fpv, fnv)."""
+
+    dice_final: RankingNumber
+    dice_auc: RankingNumber
+    fpv_final: RankingNumber
+    fpv_auc: RankingNumber
+    fnv_final: RankingNumber
+    fnv_auc: RankingNumber
+    cases: int
+    incomplete_cases: int
+
+
+PerStep = dict[str, list[StepStat]]  # metric -> one StepStat per click step
+
+
+class TracerSummary(TypedDict):
+    cases: int
+    per_step: PerStep
+    ranking: Ranking
+
+
+class ModelSummary(TypedDict):
+    cases: int
+    negative_controls: int
+    per_step: PerStep
+    ranking: Ranking
+    tracers: dict[str, TracerSummary]
+    negative_fpv: NotRequired[list[StepStat]]  # only where there are negative controls
+
+
+class Summary(TypedDict):
+    n_steps: int
+    models: dict[str, ModelSummary]
+    missing: list[str]
+
+
 def _mean_sd_n(values: Sequence[float]) -> tuple[float, float, int]:
     v = np.asarray([x for x in values if not math.isnan(x)], dtype=float)
     if v.size == 0:
@@ -182,14 +236,14 @@ def per_case(records: Iterable[StepRecord], model: str, tracer: str, step: int,
             if r.model == model and r.tracer == tracer and r.step == step}
 
 
-def per_step(records: Sequence[StepRecord], n_steps: int) -> dict[str, list[dict]]:
+def per_step(records: Sequence[StepRecord], n_steps: int) -> PerStep:
     """For each metric, per step: mean, sd and the number of cases where it is defined."""
     out: dict[str, list[dict]] = {}
     for metric in METRICS:
         rows = []
         for step in range(n_steps):
             mean, sd, n = _mean_sd_n([getattr(r, metric) for r in records if r.step == step])
-            rows.append({"step": step, "mean": mean, "sd": sd, "n": n})
+            rows.append(StepStat(step=step, mean=mean, sd=sd, n=n))
         out[metric] = rows
     return out
 
@@ -204,7 +258,7 @@ def case_curves(records: Sequence[StepRecord], n_steps: int) -> dict[str, dict[s
     return curves
 
 
-def ranking(records: Sequence[StepRecord], n_steps: int) -> dict[str, dict]:
+def ranking(records: Sequence[StepRecord], n_steps: int) -> Ranking:
     """The six official numbers: final Dice/FPV/FNV and their AUCs, means over defined cases.
 
     A case with a missing step has no AUC; it is counted in ``incomplete_cases``."""
@@ -213,37 +267,31 @@ def ranking(records: Sequence[StepRecord], n_steps: int) -> dict[str, dict]:
     for r in records:
         steps_seen[r.case] = steps_seen.get(r.case, 0) + 1
     complete = {case for case, n in steps_seen.items() if n == n_steps}
-    out: dict = {}
+    numbers: dict[str, RankingNumber] = {}
     for m in METRICS:
         mean, _, n = _mean_sd_n([c[m][-1] for c in curves.values()])
-        out[f"{m}_final"] = {"mean": mean, "n": n}
+        numbers[f"{m}_final"] = RankingNumber(mean=mean, n=n)
         mean, _, n = _mean_sd_n([auc(c[m]) for case, c in curves.items() if case in complete])
-        out[f"{m}_auc"] = {"mean": mean, "n": n}
-    out["cases"] = len(curves)
-    out["incomplete_cases"] = len(curves) - len(complete)
-    return out
+        numbers[f"{m}_auc"] = RankingNumber(mean=mean, n=n)
+    return Ranking(**numbers, cases=len(curves),  # type: ignore[typeddict-item]
+                   incomplete_cases=len(curves) - len(complete))
 
 
-def summarize(ev: Evaluation) -> dict:
+def summarize(ev: Evaluation) -> Summary:
     """Everything the report needs, per model: all cases, per tracer, negative controls."""
-    summary: dict = {"n_steps": ev.n_steps, "models": {}, "missing": list(ev.missing)}
+    summary = Summary(n_steps=ev.n_steps, models={}, missing=list(ev.missing))
     for model in ev.models:
         recs = ev.select(model)
         cases = {r.case: r for r in recs}
-        entry = {
-            "cases": len(cases),
-            "negative_controls": sum(r.negative for r in cases.values()),
-            "per_step": per_step(recs, ev.n_steps),
-            "ranking": ranking(recs, ev.n_steps),
-            "tracers": {},
-        }
+        entry = ModelSummary(cases=len(cases),
+                             negative_controls=sum(r.negative for r in cases.values()),
+                             per_step=per_step(recs, ev.n_steps),
+                             ranking=ranking(recs, ev.n_steps), tracers={})
         for tracer in sorted({r.tracer for r in recs}):
             sub = [r for r in recs if r.tracer == tracer]
-            entry["tracers"][tracer] = {
-                "cases": len({r.case for r in sub}),
-                "per_step": per_step(sub, ev.n_steps),
-                "ranking": ranking(sub, ev.n_steps),
-            }
+            entry["tracers"][tracer] = TracerSummary(cases=len({r.case for r in sub}),
+                                                     per_step=per_step(sub, ev.n_steps),
+                                                     ranking=ranking(sub, ev.n_steps))
         negatives = [r for r in recs if r.negative]
         if negatives:
             entry["negative_fpv"] = per_step(negatives, ev.n_steps)["fpv"]
@@ -277,7 +325,9 @@ def to_json_safe(obj):
 
 
 __all__ = [
-    "Evaluation", "MaskError", "PairedDifference", "StepRecord", "VolumeError", "case_curves",
+    "Evaluation", "MaskError", "ModelSummary", "PairedDifference", "PerStep", "Ranking",
+    "RankingNumber", "StepRecord", "StepStat", "Summary", "TracerSummary", "VolumeError",
+    "case_curves",
     "evaluate_model", "load_mask", "mean_interval", "merge", "paired_difference", "per_case",
     "per_step", "prediction_path", "ranking", "records_csv", "summarize", "to_json_safe",
 ]

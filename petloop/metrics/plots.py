@@ -9,13 +9,13 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no backend is chosen, no global state
 
 from petloop.io.atomic import write_figure
-from petloop.metrics.interactive import mean_interval
+from petloop.metrics.interactive import Summary, mean_interval
 
 LABELS = {"dice": "Dice", "fpv": "false positive volume (ml)",
           "fnv": "false negative volume (ml)"}
 
 
-def plot_curves(summary: dict, out: str | Path, title: str = "", tracer: str | None = None,
+def plot_curves(summary: Summary, out: str | Path, title: str = "", tracer: str | None = None,
                 reference: tuple[str, dict[str, float]] | None = None) -> Path:
     """One panel per metric, one line per model (mean) with a band of its 95 % confidence
     interval (Student's t, :func:`~petloop.metrics.interactive.mean_interval`; none at a step

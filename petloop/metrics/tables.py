@@ -6,6 +6,7 @@ import math
 
 from rich.table import Table
 
+from petloop.metrics.interactive import Summary
 from petloop.metrics.report import LesionReport
 
 HEAD = {"dice": "Dice", "fpv": "FPV (ml)", "fnv": "FNV (ml)"}
@@ -16,7 +17,7 @@ def _fmt(v: float, digits: int = 3) -> str:
     return "NaN" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
-def step_table(summary: dict, tracer: str | None = None, title: str = "") -> Table:
+def step_table(summary: Summary, tracer: str | None = None, title: str = "") -> Table:
     """Rows: clicks 0..10. Column groups: Dice, FPV, FNV, one column per model in each;
     the best value of each row and metric in bold."""
     models = [m for m, e in summary["models"].items() if tracer is None or tracer in e["tracers"]]
@@ -43,7 +44,7 @@ def step_table(summary: dict, tracer: str | None = None, title: str = "") -> Tab
     return table
 
 
-def ranking_table(summary: dict) -> Table:
+def ranking_table(summary: Summary) -> Table:
     """The six official ranking numbers per model, with the cases behind each mean."""
     table = Table(title="Ranking numbers (mean over cases where defined; n in brackets)",
                   title_justify="left")
@@ -63,7 +64,7 @@ def ranking_table(summary: dict) -> Table:
     return table
 
 
-def negative_table(summary: dict) -> Table | None:
+def negative_table(summary: Summary) -> Table | None:
     rows = {m: e["negative_fpv"] for m, e in summary["models"].items() if "negative_fpv" in e}
     if not rows:
         return None

@@ -31,9 +31,9 @@ import torch
 from petloop.nnunet.clickspace import click_encoding
 from petloop.nnunet.predict import Preprocessed, load_predictor, preprocess
 from petloop.nnunet.resample import Box
+from petloop.options import WINDOWS
 
 WHOLE_MAX_PATCHES = 4.0
-WINDOWS = ("sliding", "whole")
 
 
 class AdapterError(ValueError):
