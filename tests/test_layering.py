@@ -70,3 +70,21 @@ def test_no_module_chooses_a_plotting_backend_or_uses_pyplot():
     wrong = [str(p.relative_to(PACKAGE.parent)) for p in sorted(PACKAGE.rglob("*.py"))
              if "matplotlib.pyplot" in imports(p) or "matplotlib.use(" in p.read_text()]
     assert not wrong, wrong
+
+
+def test_nnunet_environment_is_put_back_after_the_block(tmp_path, monkeypatch):
+    import os
+
+    from petloop.nnunet.paths import EXT_TRAINERS, NnunetPaths
+
+    monkeypatch.setenv("nnUNet_raw", "/before")
+    monkeypatch.delenv("nnUNet_results", raising=False)
+    monkeypatch.delenv("nnUNet_extTrainer", raising=False)
+    paths = NnunetPaths.under(tmp_path)
+    with paths.activated():
+        assert os.environ["nnUNet_raw"] == str(tmp_path / "nnUNet_raw")
+        assert os.environ["nnUNet_results"] == str(tmp_path / "nnUNet_results")
+        assert os.environ["nnUNet_extTrainer"] == str(EXT_TRAINERS)
+    assert os.environ["nnUNet_raw"] == "/before"
+    assert "nnUNet_results" not in os.environ and "nnUNet_extTrainer" not in os.environ
+    assert paths.raw.is_dir() and paths.results.is_dir()

@@ -59,7 +59,6 @@ __all__ = ["MIRROR_ORDER", "PRECISIONS", "WHOLE_MAX_PATCHES", "Pipeline", "Resul
            "whole_tile"]
 
 
-
 @functools.cache
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the CPU has native bfloat16 instructions (AMX or AVX512-BF16; Linux only)."""

@@ -238,7 +238,7 @@ def per_case(records: Iterable[StepRecord], model: str, tracer: str, step: int,
 
 def per_step(records: Sequence[StepRecord], n_steps: int) -> PerStep:
     """For each metric, per step: mean, sd and the number of cases where it is defined."""
-    out: dict[str, list[dict]] = {}
+    out: PerStep = {}
     for metric in METRICS:
         rows = []
         for step in range(n_steps):
@@ -267,14 +267,17 @@ def ranking(records: Sequence[StepRecord], n_steps: int) -> Ranking:
     for r in records:
         steps_seen[r.case] = steps_seen.get(r.case, 0) + 1
     complete = {case for case, n in steps_seen.items() if n == n_steps}
-    numbers: dict[str, RankingNumber] = {}
-    for m in METRICS:
-        mean, _, n = _mean_sd_n([c[m][-1] for c in curves.values()])
-        numbers[f"{m}_final"] = RankingNumber(mean=mean, n=n)
-        mean, _, n = _mean_sd_n([auc(c[m]) for case, c in curves.items() if case in complete])
-        numbers[f"{m}_auc"] = RankingNumber(mean=mean, n=n)
-    return Ranking(**numbers, cases=len(curves),  # type: ignore[typeddict-item]
-                   incomplete_cases=len(curves) - len(complete))
+
+    def number(values) -> RankingNumber:
+        mean, _, n = _mean_sd_n(values)
+        return RankingNumber(mean=mean, n=n)
+
+    final = {m: number([c[m][-1] for c in curves.values()]) for m in METRICS}
+    area = {m: number([auc(c[m]) for case, c in curves.items() if case in complete])
+            for m in METRICS}
+    return Ranking(dice_final=final["dice"], dice_auc=area["dice"], fpv_final=final["fpv"],
+                   fpv_auc=area["fpv"], fnv_final=final["fnv"], fnv_auc=area["fnv"],
+                   cases=len(curves), incomplete_cases=len(curves) - len(complete))
 
 
 def summarize(ev: Evaluation) -> Summary:

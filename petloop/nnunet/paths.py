@@ -48,6 +48,7 @@ class NnunetPaths:
             yield self
 
 
+# held for the whole block, so that blocks in other threads cannot interleave their restores
 _lock = threading.RLock()
 
 
