@@ -29,10 +29,10 @@ from petloop.inference.evaluate import case_steps
 from petloop.inference.modelset import load_model_set
 from petloop.inference.pipeline import Pipeline, Session
 from petloop.io.layouts import find_cases
-session = Session(Pipeline(load_model_set(sys.argv[2]), "cpu", "auto"))
+session = Session(Pipeline(load_model_set(sys.argv[2]), device="cpu", precision="auto"))
 times, digest, t = [], hashlib.sha256(), time.perf_counter()
-for _case, _clicks, result in case_steps(session, find_cases(sys.argv[3])[0], "fdg", "official",
-                                         int(sys.argv[4])):
+for _case, _clicks, result in case_steps(session, find_cases(sys.argv[3])[0], tracer="fdg",
+                                         steps=int(sys.argv[4])):
     times.append(time.perf_counter() - t)
     digest.update(result.mask.array.tobytes())
     t = time.perf_counter()

@@ -76,7 +76,7 @@ def main() -> None:
         order = ClickList.of(official).items[:args.clicks]
 
         ms = load_model_set(args.models)
-        pipeline = Pipeline(ms, "cpu", args.precision, budget=args.budget,
+        pipeline = Pipeline(ms, device="cpu", precision=args.precision, budget=args.budget,
                             tile_step=args.tile_step)
         print(f"model set {ms.root} ({pipeline.settings.to_json()}), precision "
               f"{pipeline.precision}, {len(order)} clicks, think {args.think:g} s")
@@ -115,8 +115,8 @@ def main() -> None:
 
         fulls = []
         for n, (clicks, mask, dt, mirrors) in sorted(kept.items()):
-            fresh = Pipeline(ms, "cpu", args.precision, mirrors=len(mirrors), budget=0,
-                             tile_step=args.tile_step)
+            fresh = Pipeline(ms, device="cpu", precision=args.precision, mirrors=len(mirrors),
+                             budget=0, tile_step=args.tile_step)
             s = Session(fresh, background=False)
             t = time.perf_counter()
             s.set_case(case.ct, case.pet, "fdg")

@@ -41,7 +41,7 @@ def main() -> None:
     clicks = simulate_clicks(case.label.array, case.pet.array)  # the official simulation
     sessions = {}
     for precision in ("fp32", "bf16"):
-        session = Session(Pipeline(ms, "cpu", precision))
+        session = Session(Pipeline(ms, device="cpu", precision=precision))
         session.set_case(case.ct, case.pet, "fdg")
         sessions[precision] = session
     times = {"fp32": [], "bf16": []}

@@ -51,7 +51,8 @@ def main() -> None:
         settings.append(("sliding", 7))
     if args.settings:
         settings = [(w, int(m)) for w, m in (s.split(":") for s in args.settings)]
-    pipelines = {s: Pipeline(ms, "cpu", args.precision, *s) for s in settings}
+    pipelines = {(w, m): Pipeline(ms, device="cpu", precision=args.precision, window=w, mirrors=m)
+                 for w, m in settings}
     with tempfile.TemporaryDirectory() as tmp:
         config = PhantomConfig.preset("trunk", seed=args.seed, tracer="fdg",
                                       negative_fraction=0.0)

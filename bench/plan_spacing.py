@@ -54,7 +54,7 @@ def tile_seconds() -> float:
     from petloop.models import find_model_set
 
     ms = load_model_set(find_model_set())
-    adapter = Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v3"])
+    adapter = Pipeline(ms, device="cpu", precision="fp32").model(ms.models["fdg_v3"])
     x = np.zeros((4, 80, 56, 56), np.float32)
     adapter.run_tile(x)
     t = time.perf_counter()

@@ -46,9 +46,9 @@ def main() -> None:
         cases = find_cases(Path(tmp) / "ph")
         runs = {}
         for step in args.steps:
-            pipe = Pipeline(ms, "cpu", "auto", mirrors=0, budget=0, tile_step=step)
+            pipe = Pipeline(ms, device="cpu", precision="auto", mirrors=0, budget=0, tile_step=step)
             t = time.perf_counter()
-            run_steps(pipe, cases, Path(tmp) / f"s{step}", "official", 11, "fdg")
+            run_steps(pipe, cases, Path(tmp) / f"s{step}", steps=11, tracer="fdg")
             seconds = time.perf_counter() - t
             ev = evaluate_model(cases, Path(tmp) / f"s{step}", f"s{step}", 11)
             runs[step] = (seconds, ev.records)

@@ -40,7 +40,7 @@ def main() -> None:
         write_phantoms(PhantomConfig(seed=5, tracer="fdg", shape=tuple(args.shape),
                                      spacing=tuple(args.spacing), negative_fraction=0.0,
                                      lesions=(8, 12)), data, 1)
-        app = create_app(Pipeline(load_model_set(args.models), "cpu", "auto"),
+        app = create_app(Pipeline(load_model_set(args.models), device="cpu", precision="auto"),
                          ServerConfig(data=data))
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -6,6 +6,8 @@ loads anything heavy, and the modules that take them annotate their parameters w
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 #: how the networks cover a volume: nnU-Net's sliding tiles, or one pass over the whole of it
@@ -16,11 +18,50 @@ Crop = Literal["none", "body"]
 ClickMode = Literal["official", "error-driven"]
 #: network arithmetic on a CPU (auto: bf16 where the CPU has bfloat16 instructions)
 Precision = Literal["auto", "fp32", "bf16"]
+#: how a time budget chooses the mirrored passes: ``tiles`` (petloop's: each next pass while the
+#: tiles it must compute still fit) or ``birth`` (the published BIRTH code's rule, order and
+#: logit average; petloop.inference.engine)
+BudgetMode = Literal["tiles", "birth"]
 
 WINDOWS: tuple[str, ...] = get_args(Window)
 CROPS: tuple[str, ...] = get_args(Crop)
 CLICK_MODES: tuple[str, ...] = get_args(ClickMode)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+BUDGET_MODES: tuple[str, ...] = get_args(BudgetMode)
 
-__all__ = ["CLICK_MODES", "CROPS", "PRECISIONS", "WINDOWS", "ClickMode", "Crop", "Precision",
-           "Window"]
+MAX_MIRRORS = 7
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions:
+    """How a command runs a model set's networks; an option left None is the model set's own
+    (its manifest's ``inference``). Checked when made, before anything heavy loads."""
+
+    device: str = "cpu"
+    precision: Precision = "auto"
+    window: Window | None = None
+    mirrors: int | None = None
+    budget: float | None = None  # seconds per step for test-time mirroring
+    budget_mode: BudgetMode | None = None
+    trust_suv: bool = False  # take a PET as SUV even where it does not look like SUV
+
+    def __post_init__(self):
+        for name, value, allowed in (("precision", self.precision, PRECISIONS),
+                                     ("window", self.window, WINDOWS),
+                                     ("budget_mode", self.budget_mode, BUDGET_MODES)):
+            if value is not None and value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
+        if self.mirrors is not None and (isinstance(self.mirrors, bool)
+                                         or not isinstance(self.mirrors, int)
+                                         or not 0 <= self.mirrors <= MAX_MIRRORS):
+            raise ValueError(f"mirrors must be a whole number from 0 to {MAX_MIRRORS}, "
+                             f"got {self.mirrors!r}")
+        if self.budget is not None and (isinstance(self.budget, bool)
+                                        or not isinstance(self.budget, (int, float))
+                                        or not math.isfinite(self.budget) or self.budget < 0):
+            raise ValueError(f"budget must be a number of seconds (0 or more), "
+                             f"got {self.budget!r}")
+
+
+__all__ = ["BUDGET_MODES", "CLICK_MODES", "CROPS", "PRECISIONS", "WINDOWS", "BudgetMode",
+           "ClickMode", "Crop", "MAX_MIRRORS", "Precision", "RunOptions", "Window"]

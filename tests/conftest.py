@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from petloop.inference.modelset import birth_routing
+from petloop.inference.routing import birth_routing
 from petloop.io.volume import Volume
 from petloop.nnunet.dataset import BuildConfig, build_dataset
 from petloop.nnunet.paths import NnunetPaths

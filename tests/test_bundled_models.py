@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from petloop.demo import ERROR_DRIVEN, DemoConfig, run_demo
+from petloop.experiments.demo import ERROR_DRIVEN, DemoConfig, run_demo
 from petloop.inference.export import folder_size
 from petloop.inference.modelset import load_model_set
 from petloop.models import BUNDLED_MODEL_SET
@@ -75,7 +75,7 @@ def test_the_whole_window_is_one_pass_of_the_network(tmp_path):
     case = generate_case(PhantomConfig(seed=9003, tracer="fdg", shape=(96, 80, 80),
                                        spacing=(3.0, 3.0, 4.0), top_mm=440.0), 0).case
     clicks = Clicks(((32, 32, 48),), ((5, 5, 5),))
-    adapter = Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v3"])
+    adapter = Pipeline(ms).model(ms.models["fdg_v3"])
     pre = adapter.preprocess(case.ct, case.pet)
     whole = ModelState(adapter, pre, "whole")
     sliding = ModelState(adapter, pre, "sliding")

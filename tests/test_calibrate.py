@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from petloop.cli import app
-from petloop.demo import routing_text, threshold_text
+from petloop.experiments.demo import routing_text, threshold_text
 from petloop.inference.calibrate import (
     ThresholdScore,
     apply_suv_threshold,
@@ -22,8 +22,10 @@ from petloop.inference.calibrate import (
     score_case,
     summarize_scores,
 )
-from petloop.inference.modelset import Route, handover, load_model_set, with_handover
+from petloop.inference.modelset import load_model_set
 from petloop.inference.pipeline import Pipeline, Session
+from petloop.inference.postprocess import PostProcessing
+from petloop.inference.routing import Route, Routing
 from petloop.io.clicks import Clicks
 from petloop.io.layouts import find_cases
 
@@ -82,19 +84,23 @@ def test_choice_is_the_best_dice_auc_and_ties_go_to_the_higher_threshold():
 
 
 def test_handover_moves_the_first_route_only():
-    birth_fg = (Route("v4", max_background_clicks=4), Route("v3", min_foreground_clicks=1),
-                Route("v4"))
-    assert handover(birth_fg) == 5
-    assert with_handover(birth_fg, 2) == (Route("v4", max_background_clicks=1),) + birth_fg[1:]
-    assert with_handover(birth_fg, 0) == birth_fg[1:]  # the next routes from the first step
-    assert handover((Route("v2"),)) is None
-    assert handover((Route("a", max_background_clicks=3), Route("a"))) is None  # one model
+    birth_fg = Routing.of(Route("v4", max_background_clicks=4),
+                          Route("v3", min_foreground_clicks=1), Route("v4"))
+    assert birth_fg.handover == 5 and birth_fg.models == ("v4", "v3")
+    assert birth_fg.with_handover(2).routes == ((Route("v4", max_background_clicks=1),)
+                                                + birth_fg.routes[1:])
+    # the next routes from the first step
+    assert birth_fg.with_handover(0).routes == birth_fg.routes[1:]
+    assert Routing.single("v2").handover is None
+    assert Routing.of(Route("a", max_background_clicks=3), Route("a")).handover is None
     with pytest.raises(ValueError, match="no first model"):
-        with_handover((Route("v2"),), 3)
+        Routing.single("v2").with_handover(3)
+    with pytest.raises(ValueError, match="non-empty"):
+        Routing(())
     # the routed masks against the rule written out, clicks (background, lesion) per step
     masks = {m: [np.full(2, 10 * i + k) for k in range(4)] for i, m in enumerate(("v4", "v3"))}
     counts = [(0, 0), (1, 1), (2, 0), (3, 3)]
-    got = routed_masks(with_handover(birth_fg, 2), masks, counts)
+    got = routed_masks(birth_fg.with_handover(2), masks, counts)
     want = ["v4", "v4", "v4", "v3"]  # step 2: no lesion click, so v4 by birth-fg's fallback
     for k, model in enumerate(want):
         np.testing.assert_array_equal(got[k], masks[model][k])
@@ -107,13 +113,13 @@ def test_a_threshold_applied_afterwards_equals_a_run_with_it(model_set, work):
     ms = load_model_set(model_set)
     lesion = tuple(int(v) for v in np.argwhere(case.label.array)[0])
     clicks = Clicks((lesion,), ((0, 0, 0),))
-    raw = Session(Pipeline(replace(ms, suv_threshold={"fdg": -math.inf, "psma": -math.inf})))
+    raw = Session(Pipeline(ms, postprocessing=PostProcessing.none()))
     raw.set_case(case.ct, case.pet, "fdg")
     unthresholded = np.asarray(raw.set_clicks(clicks).mask.array)
     pet = np.asarray(case.pet.array)
     removed = 0
     for threshold in (0.5, 1.5, 3.0):
-        run = Session(Pipeline(replace(ms, suv_threshold={"fdg": threshold, "psma": 1.0})))
+        run = Session(Pipeline(ms, postprocessing=PostProcessing({"fdg": threshold})))
         run.set_case(case.ct, case.pet, "fdg")
         after = apply_suv_threshold(unthresholded, pet, threshold)
         np.testing.assert_array_equal(np.asarray(run.set_clicks(clicks).mask.array), after)
@@ -168,25 +174,22 @@ def test_fitted_handover_scores_equal_runs_with_that_routing(model_set, work):
     ms = load_model_set(model_set)
     cases = find_cases(work[0] / "phantoms")
 
-    def pipeline_for(m):
-        return Pipeline(m)
-
-    fitted = calibrate_thresholds(pipeline_for, ms, cases, (0.0, 1.5), steps=3,
+    pipeline = Pipeline(ms)
+    fitted = calibrate_thresholds(pipeline, cases, thresholds=(0.0, 1.5), steps=3,
                                   routing=True)["fdg"]
     assert fitted.previous_handover == 5
     assert len(fitted.scores) == 5 * 2  # hand-overs 0..3 and its own, 2 thresholds
     for at in (0, 2):
-        routes = with_handover(ms.routing["fdg"], at)
-        run = calibrate_thresholds(pipeline_for, replace(ms, routing={**ms.routing,
-                                                                      "fdg": routes}),
-                                   cases, (0.0, 1.5), steps=3)["fdg"]
+        routes = ms.routing["fdg"].with_handover(at)
+        moved = pipeline.sharing(routing={**ms.routing, "fdg": routes})
+        run = calibrate_thresholds(moved, cases, thresholds=(0.0, 1.5), steps=3)["fdg"]
         assert run.routing is None
         got = [sc for sc in fitted.scores if sc.handover == at]
         assert [replace(sc, handover=None) for sc in got] == list(run.scores)
     best = max(sc.dice_auc for sc in fitted.scores)
     assert next(sc for sc in fitted.scores if sc.handover == fitted.chosen_handover
                 and sc.threshold == fitted.chosen).dice_auc >= best - 1e-9
-    assert fitted.routing == with_handover(ms.routing["fdg"], fitted.chosen_handover)
+    assert fitted.routing == ms.routing["fdg"].with_handover(fitted.chosen_handover)
 
 
 def test_error_driven_handover_scores_equal_runs_with_that_routing(model_set, work, tmp_path):
@@ -199,18 +202,19 @@ def test_error_driven_handover_scores_equal_runs_with_that_routing(model_set, wo
     cases = find_cases(work[0] / "phantoms")
     lesioned = [c for c in cases if c.load().label.array.any()]
     assert 0 < len(lesioned) < len(cases)  # a negative control is left out
-    fitted = calibrate_thresholds(Pipeline, ms, cases, steps=3, routing=True,
+    pipeline = Pipeline(ms)
+    fitted = calibrate_thresholds(pipeline, cases, steps=3, routing=True,
                                   clicks="error-driven")["fdg"]
     assert fitted.clicks == "error-driven" and fitted.cases == tuple(c.case_id for c in lesioned)
     assert fitted.chosen == fitted.previous == 1.5  # the threshold is the set's
     assert [sc.handover for sc in fitted.scores] == [0, 1, 2, 3, 5]
     for at in [sc.handover for sc in fitted.scores]:  # each shares cached steps with others
-        routed = replace(ms, routing={**ms.routing,
-                                      "fdg": with_handover(ms.routing["fdg"], at)})
-        session = Session(Pipeline(routed))
+        session = Session(pipeline.sharing(
+            routing={**ms.routing, "fdg": ms.routing["fdg"].with_handover(at)}))
         per_case = []
         for files in lesioned:
-            runs = list(case_steps(session, files, "fdg", "error-driven", 3))
+            runs = list(case_steps(session, files, tracer="fdg", clicks_mode="error-driven",
+                                   steps=3))
             case = runs[0][0]
             per_case.append(score_case(np.asarray(case.label.array) != 0,
                                        [np.asarray(r.mask.array) for _, _, r in runs],
@@ -245,15 +249,15 @@ def test_error_driven_handover_scores_equal_runs_with_that_routing(model_set, wo
         (sc for sc in reader["scores"] if sc["dice_auc"] >= best - 1e-9),
         key=lambda sc: sc["handover"] == reader["previous_handover"])["handover"]
     routes = load_model_set(root).routing["fdg"]
-    assert [r.to_json() for r in routes] == reader["routing"]
-    if handover(routes) is not None:
+    assert routes.to_json() == reader["routing"]
+    if routes.handover is not None:
         assert routing_text(load_model_set(root)).endswith(
             f"(hand-over fitted on {len(lesioned)} validation cases with error-driven clicks)")
     else:  # hand-over 0 left v3 alone: nothing a later fit could move
         assert runner.invoke(app, [*args, "--thresholds", "2", "--routing"]).exit_code == 0
         assert json.loads((root / "calibration.json").read_text())["handover"] == cal["handover"]
         manifest = json.loads((root / "manifest.json").read_text())
-        manifest["routing"]["fdg"] = [r.to_json() for r in ms.routing["fdg"]]  # put it back
+        manifest["routing"]["fdg"] = ms.routing["fdg"].to_json()  # put it back
         (root / "manifest.json").write_text(json.dumps(manifest))
     # a later fit of the routing with the official clicks replaces it
     assert runner.invoke(app, [*args, "--thresholds", "2", "--routing"]).exit_code == 0
@@ -276,14 +280,14 @@ def test_calibrate_command_fits_the_routing(model_set, work, tmp_path):
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["routing"]["fdg"] == cal["routing"]
     routes = load_model_set(root).routing["fdg"]
-    assert handover(routes) in (cal["chosen_handover"], None)  # None: the first route went
+    assert routes.handover in (cal["chosen_handover"], None)  # None: the first route went
     assert f"hand-over fdg at {cal['chosen_handover']} background clicks" in \
         result.output.replace("\n", " ")
     # the demo's report says which model answers which clicks, and where that came from
     assert "FDG v4 up to 4 background clicks, v3 otherwise" in routing_text(
         load_model_set(model_set))
     text = routing_text(load_model_set(root))
-    if len({r.model for r in routes}) > 1:
+    if len(routes.models) > 1:
         assert text.startswith("routing FDG ") and text.endswith(
             f"(hand-over fitted on {len(cal['cases'])} validation cases)")
     else:  # hand-over at 0 with BIRTH's rule: v3 alone is left
@@ -314,10 +318,11 @@ def test_a_calibration_the_manifest_cannot_hold_changes_nothing(model_set, tmp_p
     root = _own_set(model_set, tmp_path)
     before = (root / "manifest.json").read_text()
     score = ThresholdScore(2.0, 8.0, 0.8, 0.1, 0.2, 3)
-    bad = TracerCalibration("fdg", ("c1",), 1, 11, 1.5, 2.0, (score,), (Route("nowhere"),), 5, 3)
+    bad = TracerCalibration("fdg", ("c1",), 1, 11, 1.5, 2.0, (score,),
+                            Routing.single("nowhere"), 5, 3)
     with pytest.raises(ModelSetError, match="nowhere"):
         write_calibration(root, {"fdg": bad})
     assert (root / "manifest.json").read_text() == before
     assert not (root / "calibration.json").exists()
     with pytest.raises(ValueError, match="no validation cases"):
-        calibrate_thresholds(Pipeline, load_model_set(root), [])
+        calibrate_thresholds(Pipeline(load_model_set(root)), [])

@@ -322,7 +322,7 @@ def test_predict_interrupted_between_mask_and_report_writes_neither(d, tmp_path,
     pet = read_volume(d / "pet.nii.gz")
 
     class Pipeline:
-        def predict(self, ct, pet_vol, clicks, tracer, time_budget):
+        def predict(self, ct, pet_vol, clicks, tracer):
             mask = pet_vol.with_array((pet_vol.array > 4).astype(np.uint8))
             return SimpleNamespace(mask=mask, model="fake", tta=SimpleNamespace(
                 describe=lambda: "none"), tracer=SimpleNamespace(tracer="fdg", probability=1.0))
@@ -524,9 +524,10 @@ def test_the_cli_option_sets_are_the_modules_own():
     import subprocess
     import sys
 
-    from petloop import demo, options
+    from petloop import options
     from petloop.cli import data
     from petloop.cli import inference as cli
+    from petloop.experiments import demo
     from petloop.inference import body, evaluate, modelset, pipeline
     from petloop.nnunet import adapter
 
@@ -534,6 +535,7 @@ def test_the_cli_option_sets_are_the_modules_own():
     assert cli.CROPS is body.CROPS is options.CROPS
     assert cli.PRECISIONS is pipeline.PRECISIONS is options.PRECISIONS
     assert cli.CLICK_MODES is evaluate.CLICK_MODES is options.CLICK_MODES
+    assert cli.BUDGET_MODES is options.BUDGET_MODES
     assert set(data.DEMO_GRIDS) == set(demo.GRIDS)
     light = subprocess.run([sys.executable, "-c", "import sys, petloop.options; "
                             "print(sorted(m for m in ('numpy', 'torch') if m in sys.modules))"],

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from petloop.demo import BIRTH, BIRTH_BUDGET, GRIDS, DemoConfig, birth_column, grid_text
-from petloop.inference.modelset import DEFAULT_THRESHOLDS, Route, load_model_set
+from petloop.experiments.demo import (
+    BIRTH,
+    BIRTH_BUDGET,
+    GRIDS,
+    DemoConfig,
+    birth_column,
+    columns,
+    grid_text,
+)
+from petloop.experiments.findings import Roles, findings
+from petloop.inference.modelset import load_model_set
+from petloop.inference.postprocess import DEFAULT_THRESHOLDS
+from petloop.inference.routing import Route, Routing
 from petloop.models import BUNDLED_MODEL_SET
 from petloop.phantom import PRESETS
 
@@ -14,14 +25,39 @@ def test_the_paper_column_is_birth_exactly():
     ms = load_model_set(BUNDLED_MODEL_SET)
     col = birth_column(ms)
     assert col.name == BIRTH and col.tracer == "fdg" and col.time_budget == BIRTH_BUDGET == 40
-    assert col.model_set.suv_threshold == DEFAULT_THRESHOLDS == {"fdg": 1.5, "psma": 1.0}
+    assert col.budget_mode == "birth"  # the published rule, order and logit average
+    assert col.postprocessing.suv_threshold == DEFAULT_THRESHOLDS == {"fdg": 1.5, "psma": 1.0}
     # V4 below 5 background clicks, V3 from 5, whatever hand-over the set itself fitted
-    assert col.model_set.routing["fdg"] == (Route("fdg_v4", max_background_clicks=4),
-                                            Route("fdg_v3"))
-    assert col.model_set.route("fdg", 4, 9).name == "fdg_v4"
-    assert col.model_set.route("fdg", 5, 0).name == "fdg_v3"
-    one = ms.__class__(**{**ms.__dict__, "routing": {"fdg": (Route("fdg_v4"),)}})
+    assert col.routing == Routing.of(Route("fdg_v4", max_background_clicks=4), Route("fdg_v3"))
+    assert col.routing.model_for(4, 9) == "fdg_v4" and col.routing.model_for(5, 0) == "fdg_v3"
+    one = ms.__class__(**{**ms.__dict__, "routing": {"fdg": Routing.single("fdg_v4")}})
     assert birth_column(one) is None
+
+
+def test_columns_and_roles_come_from_the_routing():
+    """The demo names no model: its columns are the routing's models and the hybrid, and the
+    comparisons take their parts from the hand-over."""
+    ms = load_model_set(BUNDLED_MODEL_SET)
+    assert [(c.name, c.tracer) for c in columns(ms)] == [
+        ("v4", "fdg"), ("v3", "fdg"), ("hybrid", "fdg"), ("v2", "psma")]
+    assert Roles.of(ms.routing["fdg"]) == Roles("v4", "v3")
+    assert Roles.of(ms.routing["psma"]) is None
+    renamed = {"fdg": Routing.of(Route("fdg_alpha", max_background_clicks=2),
+                                 Route("fdg_beta"))}
+    assert Roles.of(renamed["fdg"]) == Roles("alpha", "beta")
+    up = [0.5 + 0.04 * k for k in range(11)]
+    fpv = [1.0] * 11
+    summary = {"n_steps": 11, "models": {
+        m: {"tracers": {"fdg": {"per_step": {"dice": [{"mean": d} for d in curve],
+                                             "fpv": [{"mean": f} for f in fpv]}}}}
+        for m, curve in (("alpha", up), ("beta", [d - 0.1 for d in up]), ("hybrid", up))}}
+    claims = [f.claim for f in findings(summary, roles=Roles.of(renamed["fdg"]))]
+    assert any("after the hand-over (beta)" in c and "(alpha)" in c for c in claims)
+    assert not any("hand-over" in c for c in findings_claims(summary))
+
+
+def findings_claims(summary):
+    return [f.claim for f in findings(summary)]
 
 
 def test_grids_are_adult_presets():
@@ -39,7 +75,7 @@ def test_an_unknown_grid_is_refused():
 def test_the_paper_column_runs(model_set, tmp_path):
     """The paper's column on one FDG phantom, two click steps: its own folder of masks, its
     own rows in the summary, beside the set's own columns."""
-    from petloop.demo import run_demo
+    from petloop.experiments.demo import run_demo
 
     out = tmp_path / "demo"
     result = run_demo(DemoConfig(models=model_set, out=out, cases=1, steps=2,

@@ -130,7 +130,7 @@ def _lesion_points(case, n, rng):
 
 def test_incremental_steps_equal_full_predictions_voxel_for_voxel(model_set, wide_case):
     ms = load_model_set(model_set)
-    pipeline = Pipeline(ms, "cpu", "fp32", window="sliding", mirrors=0)
+    pipeline = Pipeline(ms, window="sliding", mirrors=0)
     rng = np.random.default_rng(0)
     tumor = _lesion_points(wide_case, 5, rng)
     body = np.argwhere((wide_case.label.array == 0) & (wide_case.pet.array > 0.5))
@@ -168,7 +168,7 @@ def test_incremental_steps_equal_full_predictions_voxel_for_voxel(model_set, wid
 
 def test_a_step_does_only_the_tiles_a_click_reaches(model_set, wide_case):
     ms = load_model_set(model_set)
-    session = Session(Pipeline(ms, "cpu", "fp32", window="sliding"), background=False)
+    session = Session(Pipeline(ms, window="sliding"), background=False)
     session.set_case(wide_case.ct, wide_case.pet, "fdg")
     first = session.run()
     assert first.tta.tiles == first.tta.tiles_total > 8 and first.tta.incremental
@@ -199,13 +199,13 @@ def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case,
     from petloop.nnunet.clickspace import clicks_in_preprocessed
 
     ms = load_model_set(model_set)
-    pipeline = Pipeline(ms, "cpu", "fp32", window="sliding", mirrors=0, tile_step=tile_step)
+    pipeline = Pipeline(ms, window="sliding", mirrors=0, tile_step=tile_step)
     clicks = Clicks(tuple(_lesion_points(wide_case, 2, np.random.default_rng(1))), ((3, 3, 3),))
     got = pipeline.predict(wide_case.ct, wide_case.pet, clicks, "fdg")
     adapter = pipeline.model(ms.models[got.model])
     p = adapter.predictor
     if tile_step == 1.0:  # edge to edge: far fewer tiles than nnU-Net's default half overlap
-        half = Pipeline(ms, "cpu", "fp32", window="sliding", mirrors=0).predict(
+        half = Pipeline(ms, window="sliding", mirrors=0).predict(
             wide_case.ct, wide_case.pet, clicks, "fdg")
         assert got.tta.tiles_total * 3 <= half.tta.tiles_total
     p.tile_step_size = tile_step
@@ -222,6 +222,57 @@ def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case,
     want = want * (wide_case.pet.array >= ms.suv_threshold["fdg"])
     agree = np.mean(got.mask.array == want)
     assert agree > 0.9999, agree
+
+
+def test_the_birth_budget_mode_is_nnunets_own_mirroring(model_set, wide_case):
+    """With room for all seven passes, the published rule's passes (its order, each tile
+    flipped in place, logits averaged) are nnU-Net's own test-time mirroring, end to end; with
+    a budget the plain work overruns, none."""
+    from nnunetv2.inference.export_prediction import (
+        convert_predicted_logits_to_segmentation_with_correct_shape,
+    )
+
+    from petloop.inference.engine import BIRTH_MIRROR_ORDER
+    from petloop.io.volume import resample_to
+    from petloop.nnunet.clickspace import clicks_in_preprocessed
+
+    ms = load_model_set(model_set)
+    pipeline = Pipeline(ms, window="sliding", mirrors=7, budget=1e6, budget_mode="birth",
+                        tile_step=1.0)  # edge to edge: fewer tiles, the same rule
+    clicks = Clicks(tuple(_lesion_points(wide_case, 2, np.random.default_rng(2))), ((3, 3, 3),))
+    session = Session(pipeline, background=False)
+    session.set_case(wide_case.ct, wide_case.pet, "fdg")
+    got = session.set_clicks(clicks)
+    assert got.tta.mirrors == BIRTH_MIRROR_ORDER and got.tta.budget_mode == "birth"
+    assert "(BIRTH rule)" in got.tta.describe()
+    tiles = session.run(time_budget=1e-9)  # the plain cost is over the budget: no pass
+    assert tiles.tta.mirrors == () and tiles.tta.tiles == 0
+    session.close()
+    adapter = pipeline.model(ms.models[got.model])
+    assert adapter.allowed_axes == (0, 1, 2)
+    p = adapter.predictor
+    pre = adapter.preprocess(resample_to(wide_case.ct, wide_case.pet), wide_case.pet)
+    shape = pre.data.shape[1:]
+    pc = clicks_in_preprocessed(clicks, pre.properties, p.plans_manager.transpose_forward, shape)
+    fg, bg = adapter.encoding.render(pc, shape)
+    x = torch.from_numpy(np.concatenate([pre.data, fg[None], bg[None]]).astype(np.float32))
+    p.use_mirroring, p.allowed_mirroring_axes, p.tile_step_size = True, (0, 1, 2), 1.0
+    try:
+        logits = p.predict_sliding_window_return_logits(x)
+    finally:
+        p.use_mirroring, p.tile_step_size = False, 0.5
+    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits.float(), p.plans_manager, p.configuration_manager, p.label_manager,
+        pre.properties)
+    want = wide_case.pet.with_itk_array(np.asarray(seg, np.uint8)).array
+    want = want * (wide_case.pet.array >= ms.suv_threshold["fdg"])
+    agree = np.mean(got.mask.array == want)
+    assert agree > 0.9999, agree
+    # the tiles mode runs the window over the flipped volume and averages probabilities: not
+    # the same passes, so not the same mask in general, but close
+    other = Pipeline(ms, window="sliding", mirrors=7, budget=1e6, tile_step=1.0).predict(
+        wide_case.ct, wide_case.pet, clicks, "fdg")
+    assert other.tta.budget_mode == "tiles" and np.mean(other.mask.array == want) > 0.99
 
 
 def test_body_box_against_a_voxel_by_voxel_reference():
@@ -267,16 +318,16 @@ def test_a_body_crop_runs_the_networks_on_the_body_box_and_pastes_it_back(model_
     ms = load_model_set(model_set)
     cropped = replace(ms, inference=InferenceSettings(crop="body"))
     clicks = Clicks(tuple(_lesion_points(case, 2, np.random.default_rng(2))), ((36, 32, 30),))
-    got = Pipeline(cropped, "cpu", "fp32", window="sliding", mirrors=0).predict(
+    got = Pipeline(cropped, window="sliding", mirrors=0).predict(
         case.ct, case.pet, clicks, "fdg")
-    whole = Pipeline(ms, "cpu", "fp32", window="sliding", mirrors=0).predict(
+    whole = Pipeline(ms, window="sliding", mirrors=0).predict(
         case.ct, case.pet, clicks, "fdg")
     assert got.tta.tiles_total < whole.tta.tiles_total
     outside = np.ones(case.pet.shape, bool)
     outside[tuple(slice(a, b) for a, b in box)] = False
     assert not got.mask.array[outside].any()
     # the reference: nnU-Net's predictor and export on the cropped image alone, pasted back
-    pipe = Pipeline(cropped, "cpu", "fp32", window="sliding", mirrors=0)
+    pipe = Pipeline(cropped, window="sliding", mirrors=0)
     adapter = pipe.model(ms.models[got.model])
     p = adapter.predictor
     sub = tuple(slice(a, b) for a, b in box)
@@ -302,7 +353,7 @@ def test_a_body_crop_runs_the_networks_on_the_body_box_and_pastes_it_back(model_
 
 def test_the_next_model_is_warmed_so_a_hand_over_costs_about_one_click(model_set, wide_case):
     ms = load_model_set(model_set)
-    session = Session(Pipeline(ms, "cpu", "fp32", window="sliding"))
+    session = Session(Pipeline(ms, window="sliding"))
     session.set_case(wide_case.ct, wide_case.pet, "fdg")
     for n in range(4):  # the BIRTH rule hands over to fdg_v3 at the fifth background click
         assert session.add_click((4 + 6 * n, 4, 4), "background").model == "fdg_v4"
@@ -319,7 +370,7 @@ def test_the_next_model_is_warmed_so_a_hand_over_costs_about_one_click(model_set
 
 def test_mirrored_passes_follow_the_budget_and_the_published_order(model_set, wide_case):
     ms = load_model_set(model_set)
-    pipe = Pipeline(ms, "cpu", "fp32", window="sliding", mirrors=3)
+    pipe = Pipeline(ms, window="sliding", mirrors=3)
     session = Session(pipe, background=False)
     session.set_case(wide_case.ct, wide_case.pet, "fdg")
     fixed = session.run()

@@ -45,7 +45,7 @@ def test_routing_follows_the_birth_rule(model_set):
 
 def test_birth_fg_routing_keeps_the_stochastic_model_until_a_lesion_is_clicked(model_set,
                                                                                tmp_path):
-    from petloop.inference.modelset import birth_routing
+    from petloop.inference.routing import birth_routing
 
     manifest = json.loads((model_set / "manifest.json").read_text())
     manifest["routing"] = birth_routing("fdg_v4", "fdg_v3", "psma_v2", "birth-fg")
@@ -102,6 +102,33 @@ def test_tta_budget_choice():
     assert usable_mirrors(()) == ()
 
 
+def test_the_birth_rule_against_the_published_expression():
+    """BIRTH's code: ``min(int((40 - total) / total), 7)`` passes for ``total`` = tiles x the
+    plain time of a tile (0 when ``total`` is 0), in ``itertools.combinations`` order over the
+    allowed axes."""
+    import itertools
+
+    from petloop.inference.engine import BIRTH_MIRROR_ORDER, birth_mirrors
+
+    def published(t, n, budget=40):
+        total = n * t
+        return min(int((budget - total) / total), 7) if total > 0 else 0
+
+    rng = np.random.default_rng(4)
+    for _ in range(500):
+        t, n = float(rng.uniform(0.001, 3.0)), int(rng.integers(1, 400))
+        assert birth_mirrors(t, n, 40.0) == published(t, n)
+    assert birth_mirrors(0.0, 10, 40.0) == 0 and birth_mirrors(1.0, 0, 40.0) == 0
+    assert birth_mirrors(1.0, 50, 40.0) == 0  # over the budget: none, never negative
+    for allowed in ((0, 1, 2), (1, 2), (0,), ()):
+        combos = tuple(c for i in range(len(allowed))
+                       for c in itertools.combinations(allowed, i + 1))
+        assert usable_mirrors(allowed, "birth") == combos
+    assert BIRTH_MIRROR_ORDER == usable_mirrors((0, 1, 2), "birth")
+    with pytest.raises(ValueError, match="unknown budget mode"):
+        usable_mirrors((0,), "fast")
+
+
 def test_whole_tile_against_the_rule_written_out():
     rng = np.random.default_rng(5)
     for _ in range(300):
@@ -153,23 +180,39 @@ def test_inference_settings_from_the_manifest_and_overrides(model_set, case, tmp
 def test_a_pipeline_for_another_routing_shares_the_loaded_networks(model_set, case):
     from dataclasses import replace
 
-    from petloop.inference.modelset import Route
+    from petloop.inference.modelset import ModelSetError
+    from petloop.inference.postprocess import PostProcessing
+    from petloop.inference.routing import NoRoute, Route, Routing
 
     ms = load_model_set(model_set)
     base = Pipeline(ms, mirrors=1)
-    v3_alone = replace(ms, routing={"fdg": (Route("fdg_v3"),)})
-    shared = base.with_model_set(v3_alone)
+    v3_alone = {"fdg": Routing.single("fdg_v3")}
+    shared = base.sharing(routing=v3_alone)
     clicks = Clicks(((20, 20, 30),), ())
     got = shared.predict(case.ct, case.pet, clicks, "fdg")
-    want = Pipeline(v3_alone, mirrors=1).predict(case.ct, case.pet, clicks, "fdg")
+    want = Pipeline(ms, mirrors=1, routing=v3_alone).predict(case.ct, case.pet, clicks, "fdg")
     assert got.model == want.model == "fdg_v3" and len(got.tta.mirrors) == 1
     np.testing.assert_array_equal(got.mask.array, want.mask.array)
     v3 = ms.models["fdg_v3"]
     assert base.model(v3) is shared.model(v3)  # loaded once, for both
+    assert base.routing == ms.routing  # the original keeps its own
+    # no post-processing: the network's mask, a superset of the thresholded one
+    raw = base.sharing(postprocessing=PostProcessing.none()).predict(case.ct, case.pet, clicks,
+                                                                     "fdg")
+    kept = base.predict(case.ct, case.pet, clicks, "fdg")
+    assert np.all(raw.mask.array >= kept.mask.array)
+    np.testing.assert_array_equal(kept.mask.array,
+                                  raw.mask.array * (case.pet.array >= 1.5))
     # a set naming another folder by the same name gets its own network
     other = replace(v3, folder=ms.models["fdg_v4"].folder)
-    assert shared.with_model_set(replace(ms, models={"fdg_v3": other})).model(other) \
-        is not base.model(v3)
+    moved = replace(ms, models={**ms.models, "fdg_v3": other})
+    assert shared.sharing(model_set=moved).model(other) is not base.model(v3)
+    with pytest.raises(ModelSetError, match="names fdg_v9"):
+        base.sharing(routing={"fdg": Routing.single("fdg_v9")})
+    lesion_only = base.sharing(routing={"fdg": Routing.of(Route("fdg_v4",
+                                                                 min_foreground_clicks=1))})
+    with pytest.raises(NoRoute, match="no route admits 0 background and 0 lesion clicks"):
+        lesion_only.predict(case.ct, case.pet, Clicks(), "fdg")
 
 
 def test_session_clicks_undo_reset_and_threshold(pipeline, case):
@@ -428,7 +471,9 @@ def _summary(curves: dict) -> dict:
 
 
 def test_demo_findings_are_checked_from_the_curves():
-    from petloop.demo import ERROR_DRIVEN, findings, first_step_reaching
+    from petloop.experiments.findings import ERROR_DRIVEN, Roles, findings, first_step_reaching
+
+    roles = Roles("v4", "v3")  # BIRTH's routing: v4 before the hand-over, v3 after
 
     up = [0.5 + 0.04 * k for k in range(11)]           # 0.50 .. 0.90
     v3 = [0.3, 0.4, 0.45, 0.5, 0.6] + [0.72 + 0.04 * k for k in range(6)]  # 0.92 at 10
@@ -437,14 +482,14 @@ def test_demo_findings_are_checked_from_the_curves():
     faster = [min(0.95, 0.5 + 0.08 * k) for k in range(11)]
     s = _summary({"v4": ("fdg", up, fpv), "v3": ("fdg", v3, fpv), "hybrid": ("fdg", hybrid, fpv),
                   "v2": ("psma", up, fpv), ERROR_DRIVEN: ("fdg", faster, fpv)})
-    found = findings(s)
+    found = findings(s, roles=roles)
     assert all(f.holds for f in found), [f for f in found if not f.holds]
     assert len(found) == 8
     # the hybrid is worse than v4 where v3 takes over too early, and the check says where
     v3_late = [0.3, 0.4, 0.45, 0.5, 0.6, 0.65, 0.7, 0.8, 0.85, 0.9, 0.92]
     s = _summary({"v4": ("fdg", up, fpv), "v3": ("fdg", v3_late, fpv),
                   "hybrid": ("fdg", up[:5] + v3_late[5:], fpv)})
-    bad = [f for f in findings(s) if not f.holds]
+    bad = [f for f in findings(s, roles=roles) if not f.holds]
     assert any("every step" in f.claim and "5, 6" in f.observed for f in bad)
     # with the per-case records, each comparison carries its difference paired by case: two
     # cases that agree on it tell the models apart, two that disagree do not
@@ -457,14 +502,15 @@ def test_demo_findings_are_checked_from_the_curves():
                 for m, curve in curves.items() for c, off in offsets.items() for k in range(11)]
 
     same = {"a": dict.fromkeys(curves, 0.02), "b": dict.fromkeys(curves, -0.02)}
-    every = next(f for f in findings(s, records=records(same)) if "every step" in f.claim)
+    every = next(f for f in findings(s, roles=roles, records=records(same))
+                 if "every step" in f.claim)
     assert "most at step 5: 0.650 against v4 0.700" in every.observed
     assert every.difference["n"] == 2 and every.difference["separates"]
     assert every.difference["mean"] == pytest.approx(0.65 - 0.70)
     assert "difference -0.050, 95% CI -0.050 to -0.050 over 2 cases" in every.observed
     split = {"a": {"v4": 0.0, "v3": 0.0, "hybrid": 0.1}, "b": {"v4": 0.0, "v3": 0.0,
                                                               "hybrid": -0.1}}
-    found = {f.claim: f for f in findings(s, records=records(split))}
+    found = {f.claim: f for f in findings(s, roles=roles, records=records(split))}
     every = next(f for c, f in found.items() if "every step" in c)
     assert every.difference["mean"] == pytest.approx(-0.05) and not every.difference["separates"]
     drop = found["hybrid: FPV at step 10 below FPV at step 0"]
@@ -474,11 +520,11 @@ def test_demo_findings_are_checked_from_the_curves():
     # with the spread over cases, the goal's observation carries the mean's interval
     s = _summary({"hybrid": ("fdg", up, fpv)})
     s["models"]["hybrid"]["tracers"]["fdg"]["per_step"]["dice"][-1].update(sd=0.1, n=10)
-    goal = findings(s)[0]
+    goal = findings(s, roles=roles)[0]
     half = 2.2622 * 0.1 / 10 ** 0.5  # Student's t, 9 degrees of freedom
     assert f"95% CI {0.9 - half:.3f} to {min(0.9 + half, 1):.3f} over 10 cases" in goal.observed
     s["models"]["hybrid"]["tracers"]["fdg"]["per_step"]["dice"][-1].update(sd=0.0, n=1)
-    assert findings(s)[0].observed.endswith("; 1 case")
+    assert findings(s, roles=roles)[0].observed.endswith("; 1 case")
     assert first_step_reaching([0.1, 0.5, 0.7], 0.5) == 1
     assert first_step_reaching([0.1, 0.5], 0.9) is None
 
@@ -487,7 +533,7 @@ def test_error_driven_clicks_are_checked_by_the_clicks_each_case_needs():
     """With the per-case records the verdict is the clicks to reach 0.80, 0.85 and 0.90 (NoC,
     11 where never reached), not the mean curves: one case that error-driven clicks never bring
     to 0.85 costs them 11 clicks there, however the means fall."""
-    from petloop.demo import ERROR_DRIVEN, clicks_to_reach, findings
+    from petloop.experiments.findings import ERROR_DRIVEN, clicks_to_reach, findings
     from petloop.metrics.interactive import StepRecord
 
     assert clicks_to_reach([0.5, 0.8, 0.86, 0.91], 0.85) == 2
@@ -528,13 +574,13 @@ def test_precision_choice_and_bf16_agrees_with_fp32(model_set, case, tmp_path):
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         resolve_precision("fp8", "cpu")
     ms = load_model_set(model_set)
-    p32, _ = _lesion_probability(Pipeline(ms, "cpu", "fp32").model(ms.models["fdg_v4"]), case,
+    p32, _ = _lesion_probability(Pipeline(ms).model(ms.models["fdg_v4"]), case,
                                  mirrors=0)
-    p16, _ = _lesion_probability(Pipeline(ms, "cpu", "bf16").model(ms.models["fdg_v4"]), case,
-                                 mirrors=0)
+    bf16 = Pipeline(ms, precision="bf16")
+    p16, _ = _lesion_probability(bf16.model(ms.models["fdg_v4"]), case, mirrors=0)
     assert np.abs(p32 - p16).mean() < 0.01 and not np.array_equal(p32, p16)
     assert np.mean((p32 > 0.5) == (p16 > 0.5)) > 0.99  # the classes agree
-    full = Pipeline(ms, "cpu", "bf16").predict(case.ct, case.pet, Clicks(), tracer="fdg")
+    full = bf16.predict(case.ct, case.pet, Clicks(), tracer="fdg")
     assert full.mask.shape == case.pet.shape
 
 

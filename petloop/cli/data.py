@@ -17,13 +17,14 @@ from petloop.cli.inference import (
     Models,
     Precision,
     Window,
-    check_run_options,
     model_set,
+    run_options,
 )
 from petloop.io.layouts import LAYOUTS
 from petloop.io.outputs import OutputSet
 
-DEMO_GRIDS = ("trunk", "quick", "autopet")  # petloop.demo.GRIDS, named before torch loads
+# petloop.experiments.demo.GRIDS, named before torch loads
+DEMO_GRIDS = ("trunk", "quick", "autopet")
 
 
 @app.command()
@@ -186,12 +187,13 @@ def demo(
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
     tables per click step, plots and a report."""
-    check_run_options(device, precision, window, time_budget)
+    run_options(device=device, precision=precision, window=window, mirrors=mirrors,
+                time_budget=time_budget)
     one_of(clicks, "--clicks", CLICK_MODES)
     one_of(grid, "--grid", DEMO_GRIDS)
     models = model_set(models)
     OutputSet({"--models": models}).add_folder("--out", out)
-    from petloop.demo import PAIRED_NOTE, DemoConfig, reference_line, run_demo
+    from petloop.experiments.demo import PAIRED_NOTE, DemoConfig, reference_line, run_demo
     from petloop.inference.modelset import ModelSetError
     from petloop.metrics.tables import negative_table, ranking_table, step_table
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from petloop.cli.guard import check_device, existing_file, existing_folder, not_
 from petloop.io.outputs import OutputSet, safe_name
 
 # option sets from a light module: checked before torch loads
-from petloop.options import CLICK_MODES, CROPS, PRECISIONS, WINDOWS
+from petloop.options import BUDGET_MODES, CLICK_MODES, CROPS, PRECISIONS, WINDOWS, RunOptions
 
 Models = Annotated[Path | None, typer.Option(
     help="Model set folder (manifest.json); default: $PETLOOP_MODELS, else the bundled set.")]
@@ -28,18 +29,28 @@ Window = Annotated[str | None, typer.Option(
 Mirrors = Annotated[int | None, typer.Option(
     min=0, max=7, help="Mirrored passes per prediction (test-time augmentation); default: the "
     "model set's inference.mirrors. A --time-budget caps them.")]
+BudgetMode = Annotated[str | None, typer.Option(
+    help="How a time budget chooses the mirrored passes: tiles (each next pass while the tiles "
+    "it must compute still fit) or birth (the published BIRTH code: min(int((B - T) / T), 7) "
+    "passes for a plain cost T of the whole window, in its axis order, logits averaged); "
+    "default: the model set's inference.budget_mode.")]
 TrustSuv = Annotated[bool, typer.Option(
     "--trust-suv", help="Take the PET as SUV even where it does not look like SUV (values "
     "far below 0, or a body median far above what SUV can be); NaN is refused all the same.")]
 
 
-def check_run_options(device: str, precision: str = "auto", window: str | None = None,
-                      time_budget: float | None = None, auto: bool = False) -> None:
-    """The options of a network run, before anything is read or loaded."""
+def run_options(*, device: str, precision: str = "auto", window: str | None = None,
+                mirrors: int | None = None, time_budget: float | None = None,
+                budget_mode: str | None = None, trust_suv: bool = False,
+                auto: bool = False) -> RunOptions:
+    """The options of a network run, checked before anything is read or loaded."""
     check_device(device, auto=auto)
     one_of(precision, "--precision", PRECISIONS)
     one_of(window, "--window", WINDOWS)
+    one_of(budget_mode, "--budget-mode", BUDGET_MODES)
     not_negative(time_budget, "--time-budget")
+    return RunOptions(device=device, precision=precision, window=window, mirrors=mirrors,
+                      budget=time_budget, budget_mode=budget_mode, trust_suv=trust_suv)
 
 
 def model_set(models: Path | None) -> Path:
@@ -53,13 +64,11 @@ def model_set(models: Path | None) -> Path:
         fail(str(exc))
 
 
-def _pipeline(models: Path, device: str, precision: str = "fp32", window: str | None = None,
-              mirrors: int | None = None, trust_suv: bool = False):
+def _pipeline(models: Path, options: RunOptions):
     from petloop.inference.modelset import load_model_set
     from petloop.inference.pipeline import Pipeline
 
-    return Pipeline(load_model_set(models), device, precision, window, mirrors,
-                    trust_suv=trust_suv)
+    return Pipeline.from_options(load_model_set(models), options)
 
 
 def _errors():
@@ -89,6 +98,7 @@ def predict(
     precision: Precision = "auto",
     window: Window = None,
     mirrors: Mirrors = None,
+    budget_mode: BudgetMode = None,
     trust_suv: TrustSuv = False,
 ) -> None:
     """Segment lesions in one PET/CT with the model set, given clicks."""
@@ -97,7 +107,9 @@ def predict(
     from petloop.io.volume import read_volume
     from petloop.metrics.report import lesion_report
 
-    check_run_options(device, precision, window, time_budget)
+    options = run_options(device=device, precision=precision, window=window, mirrors=mirrors,
+                          time_budget=time_budget, budget_mode=budget_mode,
+                          trust_suv=trust_suv)
     models = model_set(models)
     one_of(tracer, "--tracer", ("auto", "fdg", "psma"))
     outputs = OutputSet({"--ct": ct, "--pet": pet, "--clicks": clicks,
@@ -114,8 +126,7 @@ def predict(
         if step is not None:
             check_step(step, c, clicks)
             c = c.step(step)
-        pipeline = _pipeline(models, device, precision, window, mirrors, trust_suv)
-        result = pipeline.predict(ct_vol, pet_vol, c, tracer, time_budget)
+        result = _pipeline(models, options).predict(ct_vol, pet_vol, c, tracer)
         rep = lesion_report(pet_vol, result.mask.array) if report is not None else None
     except _errors() as exc:
         fail(str(exc))
@@ -156,6 +167,7 @@ def predict_folder(
     precision: Precision = "auto",
     window: Window = None,
     mirrors: Mirrors = None,
+    budget_mode: BudgetMode = None,
     trust_suv: TrustSuv = False,
 ) -> None:
     """Segment many cases (with their clicks); nnU-Net's worker processes preprocess ahead;
@@ -163,7 +175,9 @@ def predict_folder(
     from petloop.inference.batch import predict_cases
     from petloop.io.layouts import LayoutError, find_cases
 
-    check_run_options(device, precision, window, time_budget)
+    options = run_options(device=device, precision=precision, window=window, mirrors=mirrors,
+                          time_budget=time_budget, budget_mode=budget_mode,
+                          trust_suv=trust_suv)
     models = model_set(models)
     one_of(tracer, "--tracer", ("auto", "fdg", "psma", "case"))
     if part_id >= num_parts:
@@ -182,11 +196,11 @@ def predict_folder(
         outputs.in_folder("--out", out, f"{f.case_id}.nii.gz", "volume",
                           what=f"case name {f.case_id!r} in {data}")
     try:
-        pipeline = _pipeline(models, device, precision, window, mirrors, trust_suv)
+        pipeline = _pipeline(models, options)
         with progress() as bar:
             task = bar.add_task(f"predicting part {part_id + 1}/{num_parts}", total=len(cases))
-            predict_cases(pipeline, cases, out, step, tracer, time_budget, processes,
-                          progress=lambda _: bar.advance(task))
+            predict_cases(pipeline, cases, out, step=step, tracer=tracer,
+                          num_processes=processes, progress=lambda _: bar.advance(task))
     except (*_errors(), LayoutError) as exc:
         fail(str(exc))
     console.print(f"wrote {len(cases)} mask(s) to {out}")
@@ -211,6 +225,7 @@ def grand_challenge(
     precision: Precision = "auto",
     window: Window = None,
     mirrors: Mirrors = None,
+    budget_mode: BudgetMode = None,
 ) -> None:
     """The challenge container's entry point: /input/images/{ct,pet}/<uuid>.mha and
     /input/lesion-clicks.json in, /output/images/tumor-lesion-segmentation/<uuid>.mha out."""
@@ -218,7 +233,8 @@ def grand_challenge(
     from petloop.io.clicks import Clicks
     from petloop.io.layouts import LayoutError, read_gc
 
-    check_run_options(device, precision, window, time_budget, auto=True)
+    options = run_options(device=device, precision=precision, window=window, mirrors=mirrors,
+                          time_budget=time_budget, budget_mode=budget_mode, auto=True)
     models = model_set(models)
     existing_folder(input_dir, "--input")
     if not (input_dir / "images" / "ct").is_dir() or not (input_dir / "images" / "pet").is_dir():
@@ -236,13 +252,13 @@ def grand_challenge(
     if device == "auto":
         import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        options = replace(options, device="cuda" if torch.cuda.is_available() else "cpu")
     try:
         case = files.load(with_label=False)
         check_pet(case.pet, str(files.pet))  # the challenge's PET is SUV
         check_ct(case.ct, str(files.ct))
-        result = _pipeline(models, device, precision, window, mirrors).predict(
-            case.ct, case.pet, case.clicks or Clicks(), "auto", time_budget)
+        result = _pipeline(models, options).predict(case.ct, case.pet,
+                                                    case.clicks or Clicks(), "auto")
     except (*_errors(), LayoutError) as exc:
         fail(str(exc))
     with outputs.writing() as w:
@@ -275,7 +291,7 @@ def crossval(
     from petloop.metrics.tables import ranking_table, step_table
     from petloop.nnunet.train import dataset_folder_name
 
-    check_run_options(device, precision)
+    options = run_options(device=device, precision=precision, trust_suv=trust_suv)
     one_of(clicks, "--clicks", CLICK_MODES)
     for f in folds or ():
         if f < 0:
@@ -306,8 +322,9 @@ def crossval(
                          f"names case(s) not in {paths.raw / name}: {', '.join(missing[:5])}")
                 cases = [all_cases[i] for i in ids]
                 task = bar.add_task(f"fold {fold}", total=len(cases))
-                run_steps(Pipeline(ms, device, precision, trust_suv=trust_suv), cases, pred_dir,
-                          clicks, steps, "case", progress=lambda _, t=task: bar.advance(t))
+                run_steps(Pipeline.from_options(ms, options), cases, pred_dir,
+                          clicks_mode=clicks, steps=steps, tracer="case",
+                          progress=lambda _, t=task: bar.advance(t))
                 evaluated += cases
         ev = merge([evaluate_model(evaluated, pred_dir, model_name, steps)])
     except (*_errors(), FileNotFoundError) as exc:
@@ -360,6 +377,9 @@ def models_export(
                                              "as a fraction of the patch: 0.5 overlaps tiles "
                                              "by half (nnU-Net's default), 1 lays them edge to "
                                              "edge (about 8x fewer tiles).")] = 0.5,
+    budget_mode: Annotated[str, typer.Option(
+        help="How the budget chooses mirrored passes: tiles or birth (see predict).")]
+    = "tiles",
 ) -> None:
     """Assemble a model set (manifest with the BIRTH routing and how to run it, slim
     checkpoints, tracer weights)."""
@@ -369,6 +389,7 @@ def models_export(
     one_of(routing, "--routing", ("birth", "birth-fg"))
     one_of(window, "--window", WINDOWS)
     one_of(crop, "--crop", CROPS)
+    one_of(budget_mode, "--budget-mode", BUDGET_MODES)
     if not 0.1 <= tile_step <= 1.0:
         fail(f"--tile-step: the step is a fraction of the patch from 0.1 to 1, got {tile_step:g}")
     safe_name(name, "--name")  # the set's name becomes part of folder names (evaluate, demo)
@@ -383,8 +404,9 @@ def models_export(
     try:
         path = export_model_set(out, fdg_v4, fdg_v3, psma_v2, tracer_weights, name,
                                 description, half=not full_precision, routing=routing,
-                                inference=InferenceSettings(window, mirrors, budget, crop,
-                                                            tile_step))
+                                inference=InferenceSettings(
+                                    window=window, mirrors=mirrors, budget=budget, crop=crop,
+                                    tile_step=tile_step, budget_mode=budget_mode))
     except (ValueError, FileNotFoundError) as exc:  # ModelSetError is a ValueError
         fail(str(exc))
     console.print(f"wrote model set {path} ({folder_size(path) / 2**20:.1f} MiB)")
@@ -430,6 +452,8 @@ def models_calibrate(
     precision: Precision = "auto",
     window: Window = None,
     mirrors: Mirrors = None,
+    time_budget: Annotated[float | None, typer.Option(help="Seconds for mirroring.")] = None,
+    budget_mode: BudgetMode = None,
     trust_suv: TrustSuv = False,
 ) -> None:
     """Fit the set's SUV thresholds (the post-processing), and with --routing where its routing
@@ -438,7 +462,9 @@ def models_calibrate(
     AUC goes into the manifest, with the scores in calibration.json."""
     import math
 
-    check_run_options(device, precision, window)
+    options = run_options(device=device, precision=precision, window=window, mirrors=mirrors,
+                          time_budget=time_budget, budget_mode=budget_mode,
+                          trust_suv=trust_suv)
     models = model_set(models)
     try:
         candidates = (None if thresholds is None else
@@ -483,11 +509,9 @@ def models_calibrate(
         cases = [c for folder in data for c in find_cases(folder)]
         with progress() as bar:
             task = bar.add_task(f"calibrating {loaded.name}", total=len(cases))
-            shared = Pipeline(loaded, device, precision, window, mirrors,
-                              trust_suv=trust_suv)
             result = calibrate_thresholds(
-                shared.with_model_set, loaded, cases,
-                candidates, steps, None if tracer == "case" else tracer,
+                Pipeline.from_options(loaded, options), cases, thresholds=candidates,
+                steps=steps, tracer=None if tracer == "case" else tracer,
                 progress=lambda _: bar.advance(task), routing=routing, clicks=clicks)
     except (*_errors(), LayoutError, FileNotFoundError) as exc:
         fail(str(exc))
@@ -518,7 +542,7 @@ def models_calibrate(
     if dry_run:
         console.print("dry run: the manifest is unchanged")
         return
-    ran = loaded.inference.override(window, mirrors)
+    ran = loaded.inference.override(window=window, mirrors=mirrors)
     settings = {"data": [str(d) for d in data], "window": ran.window, "mirrors": ran.mirrors,
                 "precision": resolve_precision(precision, device), "device": device}
     path = write_calibration(models, result, settings)

@@ -10,7 +10,7 @@ import typer
 
 from petloop.cli import app, console, err_console, fail, progress
 from petloop.cli.guard import one_of
-from petloop.cli.inference import CLICK_MODES, TrustSuv, check_run_options
+from petloop.cli.inference import CLICK_MODES, BudgetMode, TrustSuv, run_options
 from petloop.io.outputs import OutputSet, safe_name
 
 
@@ -72,6 +72,7 @@ def evaluate(
     layout: Annotated[str, typer.Option(help="auto, autopet, nnunet or gc.")] = "auto",
     label: Annotated[int | None, typer.Option(
         min=0, help="Class to evaluate in non-binary masks.")] = None,
+    budget_mode: BudgetMode = None,
     trust_suv: TrustSuv = False,
 ) -> None:
     """Interactive evaluation: Dice, FPV and FNV at every click step, the official ranking
@@ -92,7 +93,9 @@ def evaluate(
     if models is None and not pred:
         fail("--pred: give --pred folders or --models")
     if models is not None:
-        check_run_options(device, precision, window, time_budget)
+        options = run_options(device=device, precision=precision, window=window,
+                              mirrors=mirrors, time_budget=time_budget,
+                              budget_mode=budget_mode, trust_suv=trust_suv)
         one_of(clicks, "--clicks", CLICK_MODES)
         one_of(tracer, "--tracer", ("auto", "fdg", "psma", "case"))
     folders = []
@@ -140,10 +143,10 @@ def evaluate(
             with progress() as bar:
                 task = bar.add_task(f"running {model_set.name} ({clicks} clicks)",
                                     total=len(cases))
-                folder = run_steps(Pipeline(model_set, device, precision, window, mirrors,
-                                            trust_suv=trust_suv), cases,
-                                   out / "predictions" / name, clicks, steps, tracer,
-                                   time_budget, progress=lambda _: bar.advance(task))
+                folder = run_steps(Pipeline.from_options(model_set, options), cases,
+                                   out / "predictions" / name, clicks_mode=clicks,
+                                   steps=steps, tracer=tracer,
+                                   progress=lambda _: bar.advance(task))
         except (ModelSetError, TracerError, VolumeError, ValueError) as exc:
             fail(str(exc))
         runs.append((name, folder))

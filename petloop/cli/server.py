@@ -10,6 +10,7 @@ import typer
 from petloop.cli import app, err_console, fail
 from petloop.cli.inference import (
     DEFAULT_MODELS,
+    BudgetMode,
     Mirrors,
     Models,
     Precision,
@@ -18,6 +19,7 @@ from petloop.cli.inference import (
     _errors,
     _pipeline,
     model_set,
+    run_options,
 )
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -41,6 +43,7 @@ def serve(
         help="Seconds per click for test-time mirroring (0 or none: no mirroring).")] = None,
     window: Window = None,
     mirrors: Mirrors = None,
+    budget_mode: BudgetMode = None,
     trust_suv: TrustSuv = False,
     max_upload_mb: Annotated[float, typer.Option(min=1, help="Largest upload (CT and PET "
                                                  "together).")] = 1024.0,
@@ -68,6 +71,9 @@ def serve(
     from petloop.io.volume import ReadLimits
     from petloop.server.app import ServerConfig, create_app
 
+    options = run_options(device=device, precision=precision, window=window, mirrors=mirrors,
+                          time_budget=time_budget, budget_mode=budget_mode,
+                          trust_suv=trust_suv)
     models = model_set(models)
     positive(max_upload_mb, "--max-upload-mb")  # finite: the limits become byte counts
     positive(max_image_mb, "--max-image-mb")
@@ -81,7 +87,7 @@ def serve(
             write_phantoms(PhantomConfig(seed=4242, tracer="mixed", negative_fraction=0.0),
                            data, phantoms)
         try:
-            pipeline = _pipeline(models, device, precision, window, mirrors, trust_suv)
+            pipeline = _pipeline(models, options)
             if data is not None:
                 n = len(find_cases(data))
                 err_console.print(f"{n} cases in {data}")
@@ -92,7 +98,7 @@ def serve(
                               "can open the cases and upload images[/yellow]")
         limits = ReadLimits(max_voxels=max_image_voxels, max_bytes=int(max_image_mb * 2**20))
         config = ServerConfig(data=data, ttl_seconds=session_ttl, max_sessions=max_sessions,
-                              max_upload_mb=max_upload_mb, time_budget=time_budget,
+                              max_upload_mb=max_upload_mb,
                               read_limits=limits, max_pending=max_queued_changes)
         err_console.print(f"viewer at http://{host}:{port}/ (API schema at /docs)")
         uvicorn.run(create_app(pipeline, config), host=host, port=port, log_level="warning")

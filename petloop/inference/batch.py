@@ -23,7 +23,7 @@ from .body import body_box
 from .pipeline import Pipeline, Session
 
 
-def predict_cases(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
+def predict_cases(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path, *,
                   step: int | None = None, tracer: str | None = "auto",
                   time_budget: float | None = None, num_processes: int = 2, chunk: int = 4,
                   progress: Callable[[str], None] | None = None) -> list[Path]:
@@ -40,7 +40,7 @@ def predict_cases(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Pat
                          reference_name=str(files.pet))
         explicit = case.tracer if tracer == "case" else tracer
         t = pipeline.tracer(case.pet, explicit, str(files.pet)).tracer
-        entry = pipeline.model_set.route(t, len(clicks.background), len(clicks.tumor))
+        entry = pipeline.route(t, len(clicks.background), len(clicks.tumor))
         groups[entry.name].append((case.case_id, ct, case.pet, clicks, t, entry, files))
     written = []
     session = Session(pipeline, background=False)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,17 +50,10 @@ from petloop.io.layouts import CaseFiles
 from petloop.metrics.official import auc, compute_metrics
 
 from .evaluate import CLICK_MODES, case_steps
-from .modelset import (
-    MANIFEST,
-    ModelSet,
-    ModelSetError,
-    Route,
-    choose_route,
-    handover,
-    load_model_set,
-    with_handover,
-)
-from .pipeline import Session, apply_suv_threshold
+from .modelset import MANIFEST, ModelSetError, load_model_set
+from .pipeline import Pipeline, Session
+from .postprocess import PostProcessing, apply_suv_threshold
+from .routing import Routing
 
 CANDIDATES = (0.0, 0.5, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 CALIBRATION = "calibration.json"
@@ -123,14 +116,12 @@ def choose(scores: Sequence[ThresholdScore], keep_handover: int | None = None) -
                key=lambda s: (s.handover == keep_handover, s.threshold))
 
 
-def routed_masks(routes: Sequence[Route], masks: dict[str, Sequence[np.ndarray] | dict],
+def routed_masks(routing: Routing, masks: dict[str, Sequence[np.ndarray] | dict],
                  counts: Sequence[tuple[int, int]]) -> list[np.ndarray]:
-    """Step by step, the mask of the model that ``routes`` choose for that step's
+    """Step by step, the mask of the model that ``routing`` chooses for that step's
     (background, lesion) click counts, from the models' masks indexed by step."""
-    out = []
-    for k, (n_background, n_foreground) in enumerate(counts):
-        out.append(masks[choose_route(routes, n_background, n_foreground)][k])
-    return out
+    return [masks[routing.model_for(n_background, n_foreground)][k]
+            for k, (n_background, n_foreground) in enumerate(counts)]
 
 
 @dataclass(frozen=True)
@@ -142,7 +133,7 @@ class TracerCalibration:
     previous: float
     chosen: float
     scores: tuple[ThresholdScore, ...]
-    routing: tuple[Route, ...] | None = None  # the fitted routing; None: not fitted
+    routing: Routing | None = None  # the fitted routing; None: not fitted
     previous_handover: int | None = None
     chosen_handover: int | None = None
     clicks: str = "official"
@@ -163,7 +154,7 @@ class TracerCalibration:
         if fitted:
             out |= {"previous_handover": self.previous_handover,
                     "chosen_handover": self.chosen_handover,
-                    "routing": [r.to_json() for r in self.routing]}
+                    "routing": self.routing.to_json()}
         return out | {"criterion": criterion, "scores": [s.to_json() for s in self.scores]}
 
 
@@ -173,7 +164,7 @@ def _case_masks(sessions, files, tracer, steps):
     and the case."""
     masks: dict[str, dict[int, np.ndarray]] = {}
     for session in sessions:
-        runs = list(case_steps(session, files, tracer, "official", steps))
+        runs = list(case_steps(session, files, tracer=tracer, steps=steps))
         for k, (_, _, r) in enumerate(runs):
             masks.setdefault(r.model, {})[k] = np.asarray(r.mask.array)
     counts = [(len(c.background), len(c.tumor)) for _, c, _ in runs]
@@ -182,7 +173,7 @@ def _case_masks(sessions, files, tracer, steps):
 
 def error_driven_masks(sessions: dict[str, Session], gt: np.ndarray, pet: np.ndarray,
                        official: Clicks, threshold: float,
-                       options: dict[int | None, Sequence[Route]], steps: int
+                       options: dict[int | None, Routing], steps: int
                        ) -> dict[int | None, list[np.ndarray]]:
     """Per candidate routing, the thresholded masks of a case's click steps with error-driven
     clicks, each step answered by the model the routing chooses for that step's clicks.
@@ -190,10 +181,10 @@ def error_driven_masks(sessions: dict[str, Session], gt: np.ndarray, pet: np.nda
     once: the steps before a hand-over are the same for every later one."""
     cache: dict[tuple, np.ndarray] = {}
     out = {}
-    for at, routes in options.items():
+    for at, routing in options.items():
         clicks, masks = Clicks(), []
         for k in range(steps):
-            model = choose_route(routes, len(clicks.background), len(clicks.tumor))
+            model = routing.model_for(len(clicks.background), len(clicks.tumor))
             key = (model, clicks.tumor, clicks.background)
             if key not in cache:
                 mask = sessions[model].set_clicks(clicks).mask.array
@@ -205,9 +196,9 @@ def error_driven_masks(sessions: dict[str, Session], gt: np.ndarray, pet: np.nda
     return out
 
 
-def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: ModelSet,
-                         cases: Sequence[CaseFiles], thresholds: Sequence[float] = CANDIDATES,
-                         steps: int = 11, tracer: str | None = None,
+def calibrate_thresholds(pipeline: Pipeline, cases: Sequence[CaseFiles], *,
+                         thresholds: Sequence[float] = CANDIDATES, steps: int = 11,
+                         tracer: str | None = None,
                          progress: Callable[[str], None] | None = None,
                          routing: bool = False, clicks: str = "official"
                          ) -> dict[str, TracerCalibration]:
@@ -215,8 +206,11 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
     and with ``routing`` where a routing of the BIRTH form hands over; with
     ``clicks="error-driven"`` only the hand-over, for clicks placed where the mask is wrong.
 
-    ``pipeline_for`` makes a :class:`~petloop.inference.pipeline.Pipeline` for a model set (so
-    the caller sets device, precision, window and mirrors)."""
+    ``pipeline`` runs the model set (the caller sets device, precision and inference
+    settings); its routing and SUV thresholds are the ones fitted. Calibration composes from
+    its loaded networks a pipeline per model (one model answering every step) and one with
+    the routing, both without post-processing."""
+    model_set = pipeline.model_set
     if steps < 2:
         raise ValueError("calibration needs at least 2 click steps for a Dice AUC")
     if clicks not in CLICK_MODES:
@@ -230,46 +224,48 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
     groups: dict[str, list[CaseFiles]] = {}
     for files in cases:
         t = tracer or files.tracer
-        if t not in model_set.routing:
+        if t not in pipeline.routing:
             raise ModelSetError(f"case {files.case_id}: tracer {t!r} is unknown or has no "
                                 f"route in {model_set.root} (give it with --tracer)")
+        if pipeline.postprocessing.threshold(t) is None:
+            raise ValueError(f"the pipeline has no SUV threshold for {t} to start from")
         if files.label is None:
             raise ValueError(f"case {files.case_id}: no lesion label to calibrate against")
         groups.setdefault(t, []).append(files)
     # no threshold while predicting: each candidate is applied to the same masks afterwards
-    raw = replace(model_set, suv_threshold={t: -math.inf for t in model_set.suv_threshold})
+    raw = pipeline.sharing(postprocessing=PostProcessing.none())
     sessions: dict[str, Session] = {}
 
     def session_for(model: str) -> Session:  # one model answering every click count
         if model not in sessions:
-            alone = {t: (Route(model),) for t in raw.routing}
-            sessions[model] = Session(pipeline_for(replace(raw, routing=alone)),
-                                      background=False)
+            alone = {t: Routing.single(model) for t in raw.routing}
+            sessions[model] = Session(raw.sharing(routing=alone), background=False)
         return sessions[model]
 
-    routed = Session(pipeline_for(raw), background=False)
+    routed = Session(raw, background=False)
+    set_threshold = pipeline.postprocessing.threshold
     result = {}
     for t, group in groups.items():
         if clicks != "official":
-            if handover(model_set.routing[t]) is not None:  # one model: nothing to fit
-                result[t] = _fit_error_driven(t, group, model_set, session_for, steps,
+            if pipeline.routing[t].handover is not None:  # one model: nothing to fit
+                result[t] = _fit_error_driven(t, group, pipeline, session_for, steps,
                                               progress)
             elif progress:
                 for files in group:
                     progress(files.case_id)
             continue
-        own = sorted({float(v) for v in thresholds} | {float(model_set.suv_threshold[t])})
-        routes = model_set.routing[t]
-        previous = handover(routes)
+        current = float(set_threshold(t))
+        own = sorted({float(v) for v in thresholds} | {current})
+        routes = pipeline.routing[t]
+        previous = routes.handover
         fit = routing and previous is not None
-        options = ({at: with_handover(routes, at)
+        options = ({at: routes.with_handover(at)
                     for at in sorted(set(range(steps + 1)) | {previous})} if fit
                    else {previous: routes})
         per_case: dict[int | None, list[np.ndarray]] = {at: [] for at in options}
         # fitting: every model on every step, each routing picks from them; else the set's
         # routing, once
-        runs = ([session_for(m) for m in dict.fromkeys(r.model for r in routes)] if fit
-                else [routed])
+        runs = [session_for(m) for m in routes.models] if fit else [routed]
         lesions = 0
         for files in group:
             masks, counts, case = _case_masks(runs, files, t, steps)
@@ -286,7 +282,7 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
         best = choose(scores, previous if fit else None)
         result[t] = TracerCalibration(
             t, tuple(f.case_id for f in group), lesions, steps,
-            float(model_set.suv_threshold[t]), best.threshold, scores,
+            current, best.threshold, scores,
             options[best.handover] if fit else None, previous if fit else None,
             best.handover if fit else None)
     if not result:
@@ -295,15 +291,15 @@ def calibrate_thresholds(pipeline_for: Callable[[ModelSet], object], model_set: 
     return result
 
 
-def _fit_error_driven(t: str, group: Sequence[CaseFiles], model_set: ModelSet,
+def _fit_error_driven(t: str, group: Sequence[CaseFiles], pipeline: Pipeline,
                       session_for: Callable[[str], Session], steps: int,
                       progress: Callable[[str], None] | None) -> TracerCalibration:
-    routes = model_set.routing[t]
-    previous = handover(routes)
-    threshold = float(model_set.suv_threshold[t])
-    options = {at: with_handover(routes, at)
+    routes = pipeline.routing[t]
+    previous = routes.handover
+    threshold = float(pipeline.postprocessing.threshold(t))
+    options = {at: routes.with_handover(at)
                for at in sorted(set(range(steps + 1)) | {previous})}
-    sessions = {m: session_for(m) for m in dict.fromkeys(r.model for r in routes)}
+    sessions = {m: session_for(m) for m in routes.models}
     per_case: dict[int | None, list[np.ndarray]] = {at: [] for at in options}
     used = []
     for files in group:
@@ -341,7 +337,7 @@ def write_calibration(root: str | Path, calibration: dict[str, TracerCalibration
                             **{t: c.chosen for t, c in calibration.items()}}
     for t, c in calibration.items():
         if c.routing is not None:
-            obj["routing"][t] = [r.to_json() for r in c.routing]
+            obj["routing"][t] = c.routing.to_json()
     previous = root / CALIBRATION  # a tracer calibrated before keeps its entry
     kept = json.loads(previous.read_text(encoding="utf-8")) if previous.is_file() else {}
     entry = {t: {**c.to_json(), **({"settings": settings} if settings else {})}

@@ -24,7 +24,22 @@ Test-time augmentation: the mirrored passes are the published order x, y, z, xy,
 (over the axes the model allows). A fixed number (``mirrors``) is made at every step; with a
 time budget, the plain work of the step is timed and each next mirrored pass is made while its
 expected cost (the tiles it must recompute, at the step's time per tile) still fits the budget.
-A pass left out of a step keeps its cache and catches up when it is next used.
+A pass left out of a step keeps its cache and catches up when it is next used. This is the
+``tiles`` budget mode; the passes' lesion probabilities are averaged, and a mirrored pass runs the
+sliding window over the flipped volume.
+
+The ``birth`` budget mode is the published BIRTH code's rule (its ``nnUNetPredictor``): the plain
+time of a tile ``t`` times the number of tiles of the whole window ``N`` is the plain cost ``T``,
+and ``min(int((budget - T) / T), 7)`` mirrored passes follow (none when ``T`` is 0), whatever a
+click step actually recomputes. The budget is per network (their 40 s is per fold). The passes
+come in their code's order, ``itertools.combinations`` over nnU-Net's array axes: 0, 1, 2,
+(0, 1), (0, 2), (1, 2), (0, 1, 2), which on the usual (z, y, x) arrays is z, y, x, zy, zx, yx,
+zyx, not the x, y, z, ... of the paper's text; each tile is flipped in place (the same tile
+boxes as the plain pass) and the passes' logits are averaged, not their probabilities.
+Differences that remain: their code times each tile's plain pass and so may give each tile its
+own number of passes, petloop takes the step's mean time per tile and gives every tile the same;
+their clock reads without waiting for the GPU (on a GPU it mostly times kernel launches), petloop
+synchronises.
 
 Routing hand-over: after a step, the models the next click could route to are brought up to
 date with the current clicks in a background thread, tile by tile, which gives way at once to
@@ -56,13 +71,14 @@ from petloop.nnunet.adapter import ExportGeometry, NetworkAdapter, TileGrid
 from petloop.nnunet.clickspace import clicks_in_preprocessed
 from petloop.nnunet.predict import Preprocessed
 from petloop.nnunet.resample import output_box, plans_for, resample_box, union_box
-from petloop.options import CROPS, Crop, Window
+from petloop.options import BUDGET_MODES, CROPS, MAX_MIRRORS, BudgetMode, Crop, Window
 
 from .body import body_box
-from .modelset import MAX_MIRRORS
 
 # published order x, y, z, xy, xz, yz, xyz as axes of nnU-Net's (z, y, x) arrays
 MIRROR_ORDER = ((2,), (1,), (0,), (2, 1), (2, 0), (1, 0), (2, 1, 0))
+# the published code's order: itertools.combinations over the array axes, by size
+BIRTH_MIRROR_ORDER = ((0,), (1,), (2,), (0, 1), (0, 2), (1, 2), (0, 1, 2))
 CACHE_BYTES = 6 * 2**30
 LOG_FLOOR = 1e-8
 
@@ -81,6 +97,7 @@ class TTAChoice:
     tiles: int = 0  # tiles recomputed in this step, every pass together
     tiles_total: int = 0  # tiles of a full prediction with the same passes
     incremental: bool = True  # False: the model's click channels forbid reusing tiles
+    budget_mode: str = "tiles"  # how a budget chose the mirrored passes
     note: str = ""
 
     def describe(self) -> str:
@@ -90,13 +107,28 @@ class TTAChoice:
         work = f"; {self.tiles} of {self.tiles_total} tiles computed" if self.tiles_total else ""
         note = f" ({self.note})" if self.note else ""
         return (f"{self.window} window{folds}, plain work {self.plain_seconds:.2f} s, budget "
-                f"{'none' if not self.budget else f'{self.budget:g} s'}: mirrored passes "
+                f"{'none' if not self.budget else f'{self.budget:g} s'}"
+                f"{' (BIRTH rule)' if self.budget and self.budget_mode == 'birth' else ''}: "
+                f"mirrored passes "
                 f"{flips}{work}{note}")
 
 
-def usable_mirrors(allowed) -> tuple[tuple[int, ...], ...]:
+def usable_mirrors(allowed, budget_mode: BudgetMode = "tiles") -> tuple[tuple[int, ...], ...]:
+    """The mirrored passes over the ``allowed`` axes, in the budget mode's order."""
+    if budget_mode not in BUDGET_MODES:
+        raise ValueError(f"unknown budget mode {budget_mode!r}; use one of "
+                         f"{', '.join(BUDGET_MODES)}")
     allowed = set(allowed or ())
-    return tuple(m for m in MIRROR_ORDER if set(m) <= allowed)
+    order = BIRTH_MIRROR_ORDER if budget_mode == "birth" else MIRROR_ORDER
+    return tuple(m for m in order if set(m) <= allowed)
+
+
+def birth_mirrors(seconds_per_tile: float, tiles: int, budget: float) -> int:
+    """The published rule: ``min(int((budget - T) / T), 7)`` mirrored passes for a plain cost
+    ``T`` of ``tiles`` tiles at ``seconds_per_tile`` (none when ``T`` is 0; Python's ``int``
+    rounds toward zero, so a plain cost over the budget gives none)."""
+    total = tiles * seconds_per_tile
+    return min(int((budget - total) / total), MAX_MIRRORS) if total > 0 else 0
 
 
 def mirrors_that_fit(tiles: Sequence[int], spent: float, seconds_per_tile: float,
@@ -150,6 +182,7 @@ def changed_boxes(encoding, old: Clicks, new: Clicks, shape) -> list[Box]:
 class PassState:
     fold: int
     axes: tuple[int, ...]
+    in_place: bool  # a mirrored pass flipping each tile in place (the birth mode)
     boxes: np.ndarray  # (n, 3, 2) tile boxes in the padded frame
     weights: np.ndarray | None
     outputs: np.ndarray | None = None  # (n, *patch) float16: lesion minus background logit
@@ -183,11 +216,15 @@ class ModelState:
         n += 0 if self.mask is None else self.mask.nbytes
         return n + self.pre.data.nbytes
 
-    def pass_state(self, fold: int, axes: tuple[int, ...]) -> PassState:
-        key = (fold, axes)
+    def pass_state(self, fold: int, axes: tuple[int, ...], in_place: bool = False) -> PassState:
+        """A pass: the plain one (no ``axes``), a mirrored one running the window over the
+        flipped volume, or (``in_place``) one flipping each tile of the plain window."""
+        in_place = bool(axes) and in_place
+        key = (fold, axes, in_place)
         if key not in self.passes:
-            self.passes[key] = PassState(fold, axes, self.grid.boxes(axes),
-                                         self.grid.weights(axes))
+            frame = () if in_place else axes
+            self.passes[key] = PassState(fold, axes, in_place, self.grid.boxes(frame),
+                                         self.grid.weights(frame))
         return self.passes[key]
 
     def retarget(self, ps: PassState, clicks: Clicks, full: bool) -> None:
@@ -236,9 +273,12 @@ class ModelState:
         ps.pending.discard(n)
         self.stale.append(tuple(map(tuple, ps.boxes[n] - np.asarray(self.grid.pad_lo)[:, None])))
 
-    def region_probability(self, passes: Sequence[PassState], region: Box) -> np.ndarray:
-        """The lesion probability averaged over ``passes`` on ``region`` of the preprocessed
-        grid, summed from the tiles in nnU-Net's order whatever the region."""
+    def region_logodds(self, passes: Sequence[PassState], region: Box,
+                       average_logits: bool = False) -> np.ndarray:
+        """The log-odds of lesion on ``region`` of the preprocessed grid from ``passes``, each
+        summed from its tiles in nnU-Net's order whatever the region: the log-odds of the
+        passes' mean probability, or with ``average_logits`` their mean log-odds (nnU-Net's
+        and BIRTH's averaging of logits)."""
         size = tuple(hi - lo for lo, hi in region)
         lo = np.asarray(self.grid.pad_lo)[:, None]
         avg = np.zeros(size, dtype=np.float32)
@@ -259,12 +299,16 @@ class ModelState:
                     w = ps.weights[src]
                     acc[dst] += ps.outputs[n][src].astype(np.float32) * w
                     wsum[dst] += w
-            avg += expit(acc / wsum)
-        return avg / np.float32(len(passes))
+            avg += acc / wsum if average_logits else expit(acc / wsum)
+        avg /= np.float32(len(passes))
+        if average_logits:
+            return avg
+        return np.log(np.maximum(avg, LOG_FLOOR)) - np.log(np.maximum(1 - avg, LOG_FLOOR))
 
-    def update_map(self, passes: Sequence[PassState]) -> Box | None:
+    def update_map(self, passes: Sequence[PassState], average_logits: bool = False
+                   ) -> Box | None:
         """Bring the log-odds map up to ``passes``; the preprocessed region that changed."""
-        key = tuple((p.fold, p.axes) for p in passes)
+        key = (tuple((p.fold, p.axes, p.in_place) for p in passes), average_logits)
         whole = tuple((0, s) for s in self.grid.shape)
         if self.q is None or key != self.q_passes:
             region = whole
@@ -275,9 +319,7 @@ class ModelState:
                 return None
             region = tuple((max(lo, 0), min(hi, s)) for (lo, hi), s in zip(region, self.grid.shape,
                                                                            strict=True))
-        p = self.region_probability(passes, region)
-        self.q[_slices(region)] = (np.log(np.maximum(p, LOG_FLOOR))
-                                   - np.log(np.maximum(1 - p, LOG_FLOOR)))
+        self.q[_slices(region)] = self.region_logodds(passes, region, average_logits)
         self.q_passes, self.stale = key, []
         return region
 
@@ -437,8 +479,9 @@ class Engine:
 
     def step(self, name: str, adapter: NetworkAdapter, clicks: Clicks, *,
              mirrors: int | None = None, budget: float | None = None,
-             probabilities: bool = False) -> StepWork:
+             budget_mode: BudgetMode = "tiles", probabilities: bool = False) -> StepWork:
         """The mask of model ``name`` for ``clicks`` (image voxel indices)."""
+        birth = budget_mode == "birth"
         self.stop_background()
         with _Foreground(), self._lock:
             t0 = time.perf_counter()
@@ -455,28 +498,31 @@ class Engine:
             t_plain = time.perf_counter() - t1
             if tiles:
                 state.seconds_per_tile = t_plain / tiles
-            candidates = usable_mirrors(adapter.allowed_axes)
+            candidates = usable_mirrors(adapter.allowed_axes, budget_mode)
             if budget and budget > 0:
                 candidates = candidates[:MAX_MIRRORS if mirrors is None else mirrors]
-                need = []
-                for axes in candidates:
-                    need.append(0)
-                    for f in range(adapter.folds):
-                        ps = state.pass_state(f, axes)
-                        state.retarget(ps, pc, full)
-                        need[-1] += len(ps.pending)
-                n = mirrors_that_fit(need, t_plain, state.seconds_per_tile or 0.0, budget)
+                if birth:  # the whole window's plain cost, whatever this step recomputes
+                    n = birth_mirrors(state.seconds_per_tile or 0.0, len(state.grid), budget)
+                else:
+                    need = []
+                    for axes in candidates:
+                        need.append(0)
+                        for f in range(adapter.folds):
+                            ps = state.pass_state(f, axes)
+                            state.retarget(ps, pc, full)
+                            need[-1] += len(ps.pending)
+                    n = mirrors_that_fit(need, t_plain, state.seconds_per_tile or 0.0, budget)
                 chosen = list(candidates[:n])
             else:
                 chosen = list(candidates[:mirrors or 0])
             passes = list(plain)
             for axes in chosen:
                 for f in range(adapter.folds):
-                    ps = state.pass_state(f, axes)
+                    ps = state.pass_state(f, axes, birth)
                     tiles += self._bring(state, ps, pc, full)
                     passes.append(ps)
             t2 = time.perf_counter()
-            region = state.update_map(passes)
+            region = state.update_map(passes, birth)
             box = state.export(region)
             switched = self._last_key != (name, id(state))
             self._last_key = (name, id(state))
@@ -491,7 +537,7 @@ class Engine:
                 prob = state.probability_image().transpose(tb)
             t3 = time.perf_counter()
             choice = TTAChoice(t_plain, budget, tuple(chosen), state.grid.window, adapter.folds,
-                               tiles, len(state.grid) * len(passes), not full,
+                               tiles, len(state.grid) * len(passes), not full, budget_mode,
                                "published click channels are normalised per image: full passes"
                                if full and enc is not None else "")
             return StepWork(name, choice, mask, changed, prob,
@@ -500,8 +546,10 @@ class Engine:
 
     # ------------------------------------------------------------------ background
     def warm(self, targets: Sequence[tuple[str, NetworkAdapter]], clicks: Clicks, *,
-             mirrors: int | None = None, budget: float | None = None) -> None:
+             mirrors: int | None = None, budget: float | None = None,
+             budget_mode: BudgetMode = "tiles") -> None:
         """Bring ``targets`` up to ``clicks`` in a background thread (see the module text)."""
+        birth = budget_mode == "birth"
         self.stop_background()
         if not targets or self.closed:
             return
@@ -521,9 +569,10 @@ class Engine:
                 enc = adapter.encoding
                 if enc is None or enc.mode == "published":
                     continue  # nothing to reuse: every step is a full pass
-                keys = [(f, ()) for f in range(adapter.folds)]
+                keys = [(f, (), False) for f in range(adapter.folds)]
                 if not budget and mirrors:
-                    keys += [(f, axes) for axes in usable_mirrors(adapter.allowed_axes)[:mirrors]
+                    keys += [(f, axes, birth)
+                             for axes in usable_mirrors(adapter.allowed_axes, budget_mode)[:mirrors]
                              for f in range(adapter.folds)]
                 for key in keys:
                     with self._lock:
@@ -534,8 +583,8 @@ class Engine:
                 with self._lock:
                     if stop.is_set():
                         return
-                    passes = [state.passes[k] for k in keys]
-                    state.export(state.update_map(passes))
+                    passes = [state.pass_state(*k) for k in keys]
+                    state.export(state.update_map(passes, birth))
 
         self._worker = threading.Thread(target=run, name="petloop-warm", daemon=True)
         self._worker.start()
@@ -563,5 +612,5 @@ class Engine:
         return sum(s.nbytes for s in self._states.values())
 
 
-__all__ = ["CACHE_BYTES", "MIRROR_ORDER", "Engine", "ModelState", "StepWork", "TTAChoice",
-           "changed_boxes", "mirrors_that_fit", "usable_mirrors"]
+__all__ = ["BIRTH_MIRROR_ORDER", "CACHE_BYTES", "MIRROR_ORDER", "Engine", "ModelState", "StepWork",
+           "TTAChoice", "birth_mirrors", "changed_boxes", "mirrors_that_fit", "usable_mirrors"]

@@ -19,7 +19,7 @@ from petloop.options import CLICK_MODES, ClickMode  # noqa: F401 - re-exported
 from .pipeline import Pipeline, Result, Session
 
 
-def case_steps(session: Session, files: CaseFiles, tracer: str | None = "auto",
+def case_steps(session: Session, files: CaseFiles, *, tracer: str | None = "auto",
                clicks_mode: str = "official", steps: int = 11,
                time_budget: float | None = None) -> Iterator[tuple[Case, Clicks, Result]]:
     """Load one case, set it on ``session`` and run its click steps: ``(case, clicks, result)``
@@ -44,7 +44,7 @@ def case_steps(session: Session, files: CaseFiles, tracer: str | None = "auto",
             clicks = add_next(gt, result.mask.array, clicks, fallback=official)
 
 
-def run_steps(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
+def run_steps(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path, *,
               clicks_mode: str = "official", steps: int = 11, tracer: str | None = "auto",
               time_budget: float | None = None,
               progress: Callable[[str], None] | None = None) -> Path:
@@ -52,8 +52,9 @@ def run_steps(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
     out = Path(out)
     session = Session(pipeline, background=False)  # steps follow at once: nothing to overlap
     for files in cases:
-        for k, (case, clicks, result) in enumerate(case_steps(session, files, tracer,
-                                                              clicks_mode, steps, time_budget)):
+        for k, (case, clicks, result) in enumerate(case_steps(
+                session, files, tracer=tracer, clicks_mode=clicks_mode, steps=steps,
+                time_budget=time_budget)):
             write_volume(result.mask, out / f"{case.case_id}_step{k}.nii.gz")
             if k == steps - 1:  # the clicks of the last step hold all the case got
                 write_clicks(clicks, out / "clicks" / f"{case.case_id}_clicks.json")
@@ -65,7 +66,8 @@ def run_steps(pipeline: Pipeline, cases: Sequence[CaseFiles], out: str | Path,
 def crossval_model_sets(model_folder: str | Path, folds: Sequence[int],
                         checkpoint: str = "checkpoint_final.pth"):
     """One single-model set per fold of an nnU-Net model folder (every tracer to that fold)."""
-    from .modelset import ModelEntry, ModelSet, Route
+    from .modelset import ModelEntry, ModelSet
+    from .routing import Routing
 
     model_folder = Path(model_folder)
     out = {}
@@ -74,7 +76,7 @@ def crossval_model_sets(model_folder: str | Path, folds: Sequence[int],
         if not ckpt.is_file():
             raise FileNotFoundError(f"{ckpt}: fold {f} has no checkpoint")
         entry = ModelEntry(f"fold_{f}", model_folder, (f,), checkpoint)
-        route = (Route(entry.name),)
+        route = Routing.single(entry.name)
         out[f] = ModelSet(model_folder, f"{model_folder.name}-fold{f}", {entry.name: entry},
                           {"fdg": route, "psma": route})
     return out

@@ -18,7 +18,8 @@ import torch
 
 from petloop.io.atomic import atomic_path, write_json_atomic
 
-from .modelset import MANIFEST, InferenceSettings, birth_routing, load_model_set
+from .modelset import MANIFEST, InferenceSettings, load_model_set
+from .routing import birth_routing
 
 KEEP = ("plans.json", "dataset.json", "dataset_fingerprint.json")
 FOLD_KEEP = ("petloop_train.json",)

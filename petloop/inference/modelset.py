@@ -48,7 +48,9 @@ as nnU-Net's predictor would) or ``body`` (only the CT's body box, :mod:`petloop
 with nothing marked outside it: on the autoPET grid about a third of the voxels).
 ``tile_step`` is the sliding window's step as a fraction of the patch (nnU-Net's
 ``tile_step_size``): 0.5, the default, overlaps tiles by half; 1.0 lays them edge to edge, about
-eight times fewer tiles over a volume and per click.
+eight times fewer tiles over a volume and per click. ``budget_mode`` is how a budget chooses the
+mirrored passes: ``tiles`` (the default, as above) or ``birth`` (the published BIRTH code's
+rule, order and logit average; :mod:`petloop.inference.engine`).
 """
 
 from __future__ import annotations
@@ -58,14 +60,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from petloop.io.jsonfile import read_json
-from petloop.models import MANIFEST  # noqa: E402
-from petloop.options import CROPS, WINDOWS, Crop, Window
+from petloop.models import MANIFEST
+from petloop.options import BUDGET_MODES, CROPS, MAX_MIRRORS, WINDOWS, BudgetMode, Crop, Window
 from petloop.tracer.classifier import TRACERS
 
-DEFAULT_THRESHOLDS = {"fdg": 1.5, "psma": 1.0}
-
-
-MAX_MIRRORS = 7
+from .postprocess import DEFAULT_THRESHOLDS, PostProcessing
+from .routing import Route, Routing
 
 
 class ModelSetError(ValueError):
@@ -94,6 +94,9 @@ class InferenceSettings:
     #: 0.5 (nnU-Net's default) overlaps tiles by half; 1.0 lays them edge to edge, about 8x
     #: fewer tiles over a volume and per click
     tile_step: float = 0.5
+    #: how a budget chooses the mirrored passes (petloop.inference.engine): ``tiles`` or
+    #: ``birth`` (the published code's rule, order and logit average)
+    budget_mode: BudgetMode = "tiles"
 
     def __post_init__(self):
         if self.window not in WINDOWS:
@@ -114,73 +117,25 @@ class InferenceSettings:
                 or not 0.1 <= self.tile_step <= 1.0):
             raise ValueError(f"tile_step must be a fraction of the patch from 0.1 to 1, "
                              f"got {self.tile_step!r}")
+        if self.budget_mode not in BUDGET_MODES:
+            raise ValueError(f"unknown budget_mode {self.budget_mode!r}; use one of "
+                             f"{', '.join(BUDGET_MODES)}")
 
-    def override(self, window: Window | None = None, mirrors: int | None = None,
-                 budget: float | None = None, *,
-                 tile_step: float | None = None) -> InferenceSettings:
-        return InferenceSettings(window or self.window,
-                                 self.mirrors if mirrors is None else mirrors,
-                                 self.budget if budget is None else budget, self.crop,
-                                 self.tile_step if tile_step is None else tile_step)
+    def override(self, *, window: Window | None = None, mirrors: int | None = None,
+                 budget: float | None = None, tile_step: float | None = None,
+                 budget_mode: BudgetMode | None = None) -> InferenceSettings:
+        """These settings with each option given (not None) in place of its value."""
+        given = {"window": window, "mirrors": mirrors, "budget": budget, "tile_step": tile_step,
+                 "budget_mode": budget_mode}
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
 
     def to_json(self) -> dict:
         return {"window": self.window,
                 **({"mirrors": self.mirrors} if self.mirrors is not None else {}),
                 **({"budget": self.budget} if self.budget is not None else {}),
                 **({"crop": self.crop} if self.crop != "none" else {}),
-                **({"tile_step": self.tile_step} if self.tile_step != 0.5 else {})}
-
-
-@dataclass(frozen=True)
-class Route:
-    model: str
-    max_background_clicks: int | None = None
-    min_foreground_clicks: int | None = None
-
-    def admits(self, n_background: int, n_foreground: int) -> bool:
-        return ((self.max_background_clicks is None or n_background <= self.max_background_clicks)
-                and (self.min_foreground_clicks is None
-                     or n_foreground >= self.min_foreground_clicks))
-
-    def to_json(self) -> dict:
-        return {"model": self.model,
-                **{k: v for k, v in (("max_background_clicks", self.max_background_clicks),
-                                     ("min_foreground_clicks", self.min_foreground_clicks))
-                   if v is not None}}
-
-
-def first_admitting(routes, n_background: int, n_foreground: int) -> str | None:
-    """The model of the first route that admits the clicks, or None."""
-    return next((r.model for r in routes if r.admits(n_background, n_foreground)), None)
-
-
-def choose_route(routes, n_background: int, n_foreground: int, where: str = "") -> str:
-    """The model of the first route that admits the clicks; the one place that refuses a step
-    no route admits (``where`` names the routing in the message)."""
-    model = first_admitting(routes, n_background, n_foreground)
-    if model is None:
-        raise ModelSetError(f"{where}no route admits {n_background} background and "
-                            f"{n_foreground} lesion clicks")
-    return model
-
-
-def handover(routes) -> int | None:
-    """Where a routing of the BIRTH form hands over: its first model answers below this many
-    background clicks and the next routes from there on (None: not of that form)."""
-    if (len(routes) < 2 or routes[0].max_background_clicks is None
-            or len({r.model for r in routes}) < 2):
-        return None
-    return routes[0].max_background_clicks + 1
-
-
-def with_handover(routes, at: int) -> tuple[Route, ...]:
-    """The same routing handing over at ``at`` background clicks (0: the first route goes,
-    so the next routes answer from the first step)."""
-    if handover(routes) is None:
-        raise ValueError("the routing has no first model answering below a number of "
-                         "background clicks to move")
-    first = () if at == 0 else (replace(routes[0], max_background_clicks=at - 1),)
-    return first + tuple(routes[1:])
+                **({"tile_step": self.tile_step} if self.tile_step != 0.5 else {}),
+                **({"budget_mode": self.budget_mode} if self.budget_mode != "tiles" else {})}
 
 
 @dataclass(frozen=True)
@@ -188,7 +143,7 @@ class ModelSet:
     root: Path
     name: str
     models: dict[str, ModelEntry]
-    routing: dict[str, tuple[Route, ...]]
+    routing: dict[str, Routing]
     suv_threshold: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     tracer_classifier: Path | None = None
     inference: InferenceSettings = field(default_factory=InferenceSettings)
@@ -196,8 +151,12 @@ class ModelSet:
     def route(self, tracer: str, n_background: int, n_foreground: int) -> ModelEntry:
         if tracer not in self.routing:
             raise ModelSetError(f"model set {self.root} has no model for tracer {tracer!r}")
-        return self.models[choose_route(self.routing[tracer], n_background, n_foreground,
-                                        f"model set {self.root}, {tracer}: ")]
+        return self.models[self.routing[tracer].model_for(n_background, n_foreground,
+                                                          f"model set {self.root}, {tracer}: ")]
+
+    @property
+    def postprocessing(self) -> PostProcessing:
+        return PostProcessing(self.suv_threshold)
 
     def to_json(self) -> dict:
         return {
@@ -207,7 +166,7 @@ class ModelSet:
             "models": {k: {"folder": str(m.folder), "folds": list(m.folds),
                            "checkpoint": m.checkpoint if isinstance(m.checkpoint, str)
                            else list(m.checkpoints)} for k, m in self.models.items()},
-            "routing": {t: [r.to_json() for r in routes] for t, routes in self.routing.items()},
+            "routing": {t: routing.to_json() for t, routing in self.routing.items()},
             "inference": self.inference.to_json(),
         }
 
@@ -267,7 +226,9 @@ def load_model_set(root: str | Path) -> ModelSet:
                                         f"whole number of clicks, got {v!r}")
                 limits[key] = v
             parsed.append(Route(model, **limits))
-        routing[tracer] = tuple(parsed)
+        if not parsed:
+            raise ModelSetError(f"{manifest}: routing.{tracer} has no route")
+        routing[tracer] = Routing(tuple(parsed))
     thresholds = {**DEFAULT_THRESHOLDS, **obj.get("suv_threshold", {})}
     classifier = obj.get("tracer_classifier")
     if classifier:
@@ -275,7 +236,7 @@ def load_model_set(root: str | Path) -> ModelSet:
         if not classifier.is_file():
             raise ModelSetError(f"{manifest}: tracer_classifier {classifier} is missing")
     inference = obj.get("inference", {})
-    fields = ("window", "mirrors", "budget", "crop", "tile_step")
+    fields = ("window", "mirrors", "budget", "crop", "tile_step", "budget_mode")
     if not isinstance(inference, dict) or set(inference) - set(fields):
         raise ModelSetError(f"{manifest}: inference must be an object with "
                             f"{', '.join(fields[:-1])} and/or {fields[-1]}, got {inference!r}")
@@ -285,21 +246,3 @@ def load_model_set(root: str | Path) -> ModelSet:
         raise ModelSetError(f"{manifest}: inference: {exc}") from exc
     return ModelSet(root, obj.get("name", root.name), models, routing, thresholds,
                     classifier or None, settings)
-
-
-ROUTINGS = ("birth", "birth-fg")
-
-
-def birth_routing(fdg_stochastic: str, fdg_full: str, psma: str, variant: str = "birth") -> dict:
-    """The published rule as manifest routing; ``birth-fg`` also keeps the stochastic model
-    while no lesion has been clicked (the full-guidance model learned with lesion clicks and
-    on negative controls, which get background clicks only, finds uptake to mark)."""
-    if variant not in ROUTINGS:
-        raise ValueError(f"unknown routing {variant!r}; use one of {', '.join(ROUTINGS)}")
-    below_five = {"model": fdg_stochastic, "max_background_clicks": 4}
-    if variant == "birth":
-        fdg = [below_five, {"model": fdg_full}]
-    else:
-        fdg = [below_five, {"model": fdg_full, "min_foreground_clicks": 1},
-               {"model": fdg_stochastic}]
-    return {"fdg": fdg, "psma": [{"model": psma}]}

@@ -7,13 +7,18 @@ undo, reset, or jump to other clicks) and read the mask. Every change is one ste
 prediction engine (:mod:`petloop.inference.engine`), which recomputes only the tiles the clicks
 changed and gives the mask a full prediction gives.
 
-Test-time augmentation within a time budget (done better than the published code, which timed
-one tile and multiplied): the plain work of a step is timed (with device synchronisation), and
-mirrored passes follow, in the published order x, y, z, xy, xz, yz, xyz (only over axes the model
-allows), while what each costs (the tiles it must compute) still fits the budget; their softmax
-is averaged. A budget of 0 (or none) means no mirroring. A fixed number of mirrored passes can be
-asked for instead (the model set's ``inference.mirrors`` or ``mirrors=``); a budget then caps it.
-The budget of a step is the model set's ``inference.budget`` unless a call gives one.
+Routing (:mod:`petloop.inference.routing`) and post-processing
+(:mod:`petloop.inference.postprocess`) are the model set's unless a pipeline is given others:
+calibration composes a pipeline of one model and no threshold from the same loaded networks.
+
+Test-time augmentation within a time budget (the ``tiles`` budget mode; ``birth`` is the
+published code's rule, :mod:`petloop.inference.engine`): the plain work of a step is timed (with
+device synchronisation), and mirrored passes follow, in the paper's order x, y, z, xy, xz, yz,
+xyz (only over axes the model allows), while what each costs (the tiles it must compute) still
+fits the budget; their softmax is averaged. A budget of 0 (or none) means no mirroring. A fixed
+number of mirrored passes can be asked for instead (the model set's ``inference.mirrors`` or
+``mirrors=``); a budget then caps it. The budget of a step is the model set's
+``inference.budget`` unless the pipeline or a call gives one.
 
 Folds: a model entry with several folds (nnU-Net's five cross-validation folds, BIRTH's PSMA
 model "all folds") or several checkpoint files (runs of one model) is an ensemble: each network
@@ -36,7 +41,7 @@ from __future__ import annotations
 import copy
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,15 +53,17 @@ from petloop.io.clicks import Clicks
 from petloop.io.volume import Volume, resample_to
 from petloop.nnunet.adapter import WHOLE_MAX_PATCHES, AdapterError, NetworkAdapter, whole_tile
 from petloop.nnunet.predict import Preprocessed
-from petloop.options import PRECISIONS, Precision, Window
+from petloop.options import PRECISIONS, BudgetMode, Precision, RunOptions, Window
 from petloop.tracer.classifier import TracerClassifier, TracerPrediction, resolve_tracer
 
 from .engine import CACHE_BYTES, MIRROR_ORDER, Engine, TTAChoice
 from .modelset import ModelEntry, ModelSet, ModelSetError
+from .postprocess import PostProcessing, apply_suv_threshold
+from .routing import NoRoute, Routing
 
-__all__ = ["MIRROR_ORDER", "PRECISIONS", "WHOLE_MAX_PATCHES", "Pipeline", "Result", "Session",
-           "TTAChoice", "apply_suv_threshold", "cpu_has_bf16", "load_model", "resolve_precision",
-           "whole_tile"]
+__all__ = ["MIRROR_ORDER", "PRECISIONS", "WHOLE_MAX_PATCHES", "Pipeline", "PostProcessing",
+           "Result", "Routing", "Session", "TTAChoice", "apply_suv_threshold", "cpu_has_bf16",
+           "load_model", "resolve_precision", "whole_tile"]
 
 
 @functools.cache
@@ -95,13 +102,6 @@ def load_model(entry: ModelEntry, device: str, precision: str) -> NetworkAdapter
     return adapter
 
 
-def apply_suv_threshold(mask: np.ndarray, pet: np.ndarray, threshold: float) -> np.ndarray:
-    """BIRTH's post-processing: voxels of PET below ``threshold`` (SUV) set to 0."""
-    out = np.asarray(mask, dtype=np.uint8).copy()
-    out[np.asarray(pet) < threshold] = 0
-    return out
-
-
 @dataclass
 class Result:
     """One step: the mask for the session's clicks and how it was made."""
@@ -123,34 +123,75 @@ class Result:
 
 
 class Pipeline:
-    """``window``, ``mirrors``, ``budget`` and ``tile_step`` override the model set's
-    ``inference`` settings;
-    ``trust_suv`` lets a PET through that does not look like SUV (:mod:`petloop.io.checks`)."""
+    """A model set, run: ``window``, ``mirrors``, ``budget``, ``tile_step`` and ``budget_mode``
+    override the set's ``inference`` settings, ``routing`` (per tracer) and ``postprocessing``
+    its routing and SUV thresholds; ``trust_suv`` lets a PET through that does not look like
+    SUV (:mod:`petloop.io.checks`)."""
 
-    def __init__(self, model_set: ModelSet, device: str = "cpu", precision: Precision = "fp32",
-                 window: Window | None = None, mirrors: int | None = None, *,
-                 budget: float | None = None, tile_step: float | None = None,
-                 trust_suv: bool = False):
+    def __init__(self, model_set: ModelSet, *, device: str = "cpu",
+                 precision: Precision = "fp32", window: Window | None = None,
+                 mirrors: int | None = None, budget: float | None = None,
+                 tile_step: float | None = None, budget_mode: BudgetMode | None = None,
+                 routing: Mapping[str, Routing] | None = None,
+                 postprocessing: PostProcessing | None = None, trust_suv: bool = False):
         self.model_set = model_set
         self.trust_suv = trust_suv
         self.device = device
         self.precision = resolve_precision(precision, device)
         try:
-            self.settings = model_set.inference.override(window, mirrors, budget,
-                                                         tile_step=tile_step)
+            self.settings = model_set.inference.override(
+                window=window, mirrors=mirrors, budget=budget, tile_step=tile_step,
+                budget_mode=budget_mode)
         except ValueError as exc:
             raise ModelSetError(str(exc)) from exc
+        self.routing = self._check_routing(model_set.routing if routing is None else routing)
+        self.postprocessing = (model_set.postprocessing if postprocessing is None
+                               else postprocessing)
         self._models: dict[ModelEntry, NetworkAdapter] = {}
         self._classifier: TracerClassifier | None = None
 
-    def with_model_set(self, model_set: ModelSet) -> Pipeline:
-        """A pipeline for another model set (another routing over the same models, say) that
-        shares this one's loaded networks: a model the two sets list alike is loaded once. The
-        device, precision and inference settings are this pipeline's; the new set's own
-        ``inference`` is not read."""
+    @classmethod
+    def from_options(cls, model_set: ModelSet, options: RunOptions, **parts) -> Pipeline:
+        """The pipeline a command's :class:`~petloop.options.RunOptions` ask for (``parts``:
+        ``routing``, ``postprocessing``, ``tile_step``)."""
+        return cls(model_set, device=options.device, precision=options.precision,
+                   window=options.window, mirrors=options.mirrors, budget=options.budget,
+                   budget_mode=options.budget_mode, trust_suv=options.trust_suv, **parts)
+
+    def _check_routing(self, routing: Mapping[str, Routing]) -> dict[str, Routing]:
+        for tracer, r in routing.items():
+            missing = [m for m in r.models if m not in self.model_set.models]
+            if missing:
+                raise ModelSetError(f"routing for {tracer} names {', '.join(missing)}, not in "
+                                    f"model set {self.model_set.root}")
+        return dict(routing)
+
+    def sharing(self, *, model_set: ModelSet | None = None,
+                routing: Mapping[str, Routing] | None = None,
+                postprocessing: PostProcessing | None = None) -> Pipeline:
+        """A pipeline with another model set, routing or post-processing that shares this
+        one's loaded networks: a model both list alike is loaded once. The device, precision
+        and inference settings are this pipeline's (a new set's own ``inference`` is not
+        read); a new set brings its routing and post-processing unless they are given."""
         other = copy.copy(self)  # the same dict of loaded models
-        other.model_set, other._classifier = model_set, None
+        if model_set is not None:
+            other.model_set, other._classifier = model_set, None
+            other.routing, other.postprocessing = model_set.routing, model_set.postprocessing
+        if routing is not None:
+            other.routing = routing
+        other.routing = other._check_routing(other.routing)
+        if postprocessing is not None:
+            other.postprocessing = postprocessing
         return other
+
+    def route(self, tracer: str, n_background: int, n_foreground: int) -> ModelEntry:
+        """The model that answers a step of ``tracer`` with these click counts."""
+        if tracer not in self.routing:
+            raise ModelSetError(f"model set {self.model_set.root} has no model for tracer "
+                                f"{tracer!r}")
+        where = f"model set {self.model_set.root}, {tracer}: "
+        return self.model_set.models[self.routing[tracer].model_for(n_background,
+                                                                    n_foreground, where)]
 
     @property
     def classifier(self) -> TracerClassifier | None:
@@ -169,8 +210,7 @@ class Pipeline:
         return resolve_tracer(explicit, pet, classifier, source)
 
     def postprocess(self, mask: Volume, pet: Volume, tracer: str) -> Volume:
-        return mask.with_array(apply_suv_threshold(mask.array, pet.array,
-                                                   self.model_set.suv_threshold[tracer]))
+        return mask.with_array(self.postprocessing.apply(mask.array, pet.array, tracer))
 
     def predict(self, ct: Volume, pet: Volume, clicks: Clicks | ClickList | None = None,
                 tracer: str | None = "auto", time_budget: float | None = None, *,
@@ -200,7 +240,7 @@ class Session:
         self.tracer: TracerPrediction | None = None
         self._clicks = ClickList()
         self._engine: Engine | None = None
-        self._keep: np.ndarray | None = None  # [k, j, i] voxels at or above the SUV threshold
+        self._keep: np.ndarray | None = None  # [k, j, i] voxels post-processing keeps; None: all
         self.last: Result | None = None
 
     @property
@@ -225,8 +265,7 @@ class Session:
                               cache_bytes=self.cache_bytes)
         for adapter, pre in prepared:
             self._engine.provide(adapter, pre)
-        threshold = self.pipeline.model_set.suv_threshold[self.tracer.tracer]
-        self._keep = pet.itk_array() >= threshold
+        self._keep = self.pipeline.postprocessing.keep(pet.itk_array(), self.tracer.tracer)
         self._clicks, self.last = ClickList(), None
         return self.tracer
 
@@ -283,37 +322,38 @@ class Session:
         t0 = time.perf_counter()
         tracer = self.tracer.tracer
         pts = clicks.clicks
-        entry = self.pipeline.model_set.route(tracer, len(pts.background), len(pts.tumor))
+        entry = self.pipeline.route(tracer, len(pts.background), len(pts.tumor))
         adapter = self.pipeline.model(entry)
         settings = self.pipeline.settings
         budget = settings.budget if time_budget is None else time_budget
         work = engine.step(entry.name, adapter, pts, mirrors=settings.mirrors, budget=budget,
-                           probabilities=probabilities)
+                           budget_mode=settings.budget_mode, probabilities=probabilities)
         t1 = time.perf_counter()
-        mask = self.pet.with_itk_array(work.mask & self._keep)  # a new array each step
+        keep = self._keep
+        mask = self.pet.with_itk_array(work.mask.copy() if keep is None else work.mask & keep)
         changed = None if work.changed is None else tuple(reversed(work.changed))
         prob = None
         if work.probabilities is not None:
-            prob = self.pet.with_itk_array(np.where(self._keep, work.probabilities, 0)
-                                           .astype(np.float32))
+            p = work.probabilities if keep is None else np.where(keep, work.probabilities, 0)
+            prob = self.pet.with_itk_array(p.astype(np.float32))
         seconds = {**work.seconds, "threshold": time.perf_counter() - t1}
         seconds["total"] = time.perf_counter() - t0
         self.last = Result(mask, self.tracer, entry.name, work.choice, seconds, clicks, changed,
                            prob)
         if self.background:
             engine.warm(self._next_models(pts, entry), pts, mirrors=settings.mirrors,
-                        budget=budget)
+                        budget=budget, budget_mode=settings.budget_mode)
         return self.last
 
     def _next_models(self, pts: Clicks, current: ModelEntry) -> list:
         """The models one more click (of either kind) would route to, other than ``current``."""
-        ms, tracer = self.pipeline.model_set, self.tracer.tracer
+        tracer = self.tracer.tracer
         out = []
         for n_bg, n_fg in ((len(pts.background) + 1, len(pts.tumor)),
                            (len(pts.background), len(pts.tumor) + 1)):
             try:
-                entry = ms.route(tracer, n_bg, n_fg)
-            except ModelSetError:
+                entry = self.pipeline.route(tracer, n_bg, n_fg)
+            except NoRoute:
                 continue
             if entry != current and entry.name not in [n for n, _ in out]:
                 out.append((entry.name, self.pipeline.model(entry)))

@@ -60,6 +60,7 @@ from fastapi.staticfiles import StaticFiles
 from petloop.clicks.clicklist import ClickError, NoSuchClick
 from petloop.inference.modelset import ModelSetError
 from petloop.inference.pipeline import Pipeline
+from petloop.inference.routing import NoRoute
 from petloop.io.clicks import ClickFileError
 from petloop.io.layouts import CaseFiles, LayoutError, find_cases
 from petloop.io.volume import (
@@ -108,7 +109,8 @@ from .sessions import (
 STATIC = resources.files("petloop.server") / "static"
 VOLUME_SUFFIXES = SUFFIXES  # what an upload may be (self-contained formats)
 log = logging.getLogger(__name__)
-BAD_INPUT = (ClickError, ClickFileError, VolumeError, LayoutError, ModelSetError, TracerError)
+BAD_INPUT = (ClickError, ClickFileError, VolumeError, LayoutError, ModelSetError, NoRoute,
+             TracerError)
 
 
 @dataclass(frozen=True)

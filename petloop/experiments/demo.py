@@ -1,75 +1,56 @@
 """The paper's interactive experiment on held-out phantoms with a model set (``petloop demo``).
 
 Held-out phantoms (a seed never used in training, both tracers, some negative controls) go
-through the 11 click steps with each model of the set as its own column (for FDG the
-stochastic and the full-guidance model and the hybrid that the routing makes of them; for PSMA
-its model), then the metrics module scores them: tables like the paper's Tables 2 and 3, plots,
-and a Markdown report with the tables, the plots and a PET MIP with the predicted mask of one
-case.
+through the 11 click steps. The columns come from the set's routing: each model of a tracer's
+routing answering alone, and where the routing has several models the hybrid it makes of them
+(for the bundled set: FDG v4, v3 and hybrid, PSMA v2), the hybrid once more with error-driven
+clicks, and the paper's exact configuration (BIRTH's routing over the same two FDG models, its
+thresholds and its 40 s budget under the published rule). The metrics module scores them:
+tables like the paper's Tables 2 and 3, plots, a Markdown report with a PET MIP and the
+predicted mask of one case, and the claims of :mod:`petloop.experiments.findings`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from petloop.inference.calibrate import CALIBRATION
 from petloop.inference.evaluate import run_steps
-from petloop.inference.modelset import (
-    DEFAULT_THRESHOLDS,
-    MAX_MIRRORS,
-    InferenceSettings,
-    ModelSet,
-    Route,
-    handover,
-    load_model_set,
-)
+from petloop.inference.modelset import InferenceSettings, ModelSet, load_model_set
 from petloop.inference.pipeline import Pipeline, resolve_precision
+from petloop.inference.postprocess import DEFAULT_THRESHOLDS, PostProcessing
+from petloop.inference.routing import Route, Routing
 from petloop.io.atomic import write_json_atomic, write_text_atomic
 from petloop.io.clicks import read_clicks
 from petloop.io.layouts import find_cases
 from petloop.io.volume import read_volume
 from petloop.metrics.interactive import (
-    PairedDifference,
-    StepRecord,
     Summary,
-    case_curves,
     evaluate_model,
-    mean_interval,
     merge,
-    paired_difference,
-    per_case,
     records_csv,
     summarize,
     to_json_safe,
 )
 from petloop.metrics.plots import plot_curves
-from petloop.metrics.reference import (
-    EANM_FRACTION,
-    MARGIN,
-    ReferenceScore,
-    reference_metrics,
-)
+from petloop.metrics.reference import EANM_FRACTION, MARGIN, ReferenceScore, reference_metrics
+from petloop.options import MAX_MIRRORS, BudgetMode
 from petloop.phantom import PRESETS, PhantomConfig, write_phantoms
 
-N_STEPS = 11
-ERROR_DRIVEN = "hybrid_error_driven"
+from .findings import ERROR_DRIVEN, HYBRID, N_STEPS, Roles, findings, short_name
+
 #: the paper's exact configuration as one more FDG column: BIRTH's routing (the stochastic model
 #: below 5 background clicks, the full-guidance model from 5), its SUV thresholds (FDG 1.5, PSMA
-#: 1.0) and its 40 s test-time augmentation budget per prediction
+#: 1.0) and its 40 s test-time augmentation budget per prediction under its published rule
 BIRTH = "birth_paper"
 BIRTH_BUDGET = 40.0
 # mirrored passes the demo runs where the set asks for more: none, so that the paper's column
 # (whose 40 s budget buys all seven mirrored passes on a CPU) and four phantoms fit its minutes
 DEMO_MIRRORS = 0
-# Dice levels of the clicks-to-reach count (NoC) that checks the error-driven clicks; the middle
-# one is the project's goal, and the paired difference is quoted there
-NOC_TARGETS = (0.80, 0.85, 0.90)
-NOC_GOAL = 0.85
 #: the demo's phantom grids per tracer (presets of petloop.phantom): adult trunk crops, a dozen
 #: tiles of the bundled networks each (the default), whole adult bodies at the plan's spacing,
 #: or the autoPET grids (each tracer its own)
@@ -103,24 +84,30 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class Column:
+    """One column of the experiment: a routing run through the click steps (or, without one,
+    the hybrid assembled from its models' columns), with its own post-processing and budget
+    where it has them (the paper's configuration)."""
+
     name: str
     tracer: str
-    model_set: ModelSet | None  # None: assembled from other columns by the routing (hybrid)
-    time_budget: float | None = None  # this column's own budget (the paper's configuration)
+    routing: Routing | None  # None: assembled from other columns by the routing (hybrid)
+    postprocessing: PostProcessing | None = None  # None: the model set's
+    time_budget: float | None = None  # this column's own budget
+    budget_mode: BudgetMode | None = None  # and how it chooses the mirrored passes
 
 
 def birth_column(model_set: ModelSet) -> Column | None:
     """The paper's exact configuration over the set's two FDG models, or None without two."""
-    models = list(dict.fromkeys(r.model for r in model_set.routing.get("fdg", ())))
+    models = model_set.routing["fdg"].models if "fdg" in model_set.routing else ()
     if len(models) != 2:
         return None
     stochastic, full = models  # the routing lists the stochastic model first
-    ms = replace(model_set, name=BIRTH, suv_threshold=dict(DEFAULT_THRESHOLDS),
-                 routing={"fdg": (Route(stochastic, max_background_clicks=4), Route(full))})
-    return Column(BIRTH, "fdg", ms, BIRTH_BUDGET)
+    return Column(BIRTH, "fdg", Routing.of(Route(stochastic, max_background_clicks=4),
+                                           Route(full)),
+                  PostProcessing(DEFAULT_THRESHOLDS), BIRTH_BUDGET, "birth")
 
 
-def inference_text(settings: InferenceSettings, time_budget: float | None) -> str:
+def inference_text(settings: InferenceSettings, time_budget: float | None = None) -> str:
     """How the networks were run, in words: window and test-time mirroring."""
     window = ("whole-volume window (one pass over each volume)" if settings.window == "whole"
               else "nnU-Net's sliding window")
@@ -182,18 +169,18 @@ def routing_text(model_set: ModelSet) -> str:
     hand-over came from."""
     fitted, reader = _calibrated(model_set), _calibrated(model_set, "handover")
     parts = []
-    for tracer, routes in model_set.routing.items():
-        if len({r.model for r in routes}) < 2:
+    for tracer, routing in model_set.routing.items():
+        if len(routing.models) < 2:
             continue
         rules = []
-        for r in routes:
+        for r in routing.routes:
             when = [f"up to {r.max_background_clicks} background clicks"
                     if r.max_background_clicks is not None else "",
                     f"from {r.min_foreground_clicks} lesion click(s)"
                     if r.min_foreground_clicks is not None else ""]
             when = " and ".join(w for w in when if w) or "otherwise"
             rules.append(f"{short_name(r.model)} {when}")
-        at = handover(routes)
+        at = routing.handover
         cal = reader.get(tracer, {})
         if at is None or cal.get("chosen_handover") != at:
             cal = fitted.get(tracer, {})
@@ -205,23 +192,14 @@ def routing_text(model_set: ModelSet) -> str:
     return ("routing " + "; ".join(parts)) if parts else "one model per tracer"
 
 
-def short_name(model_key: str) -> str:
-    for prefix in ("fdg_", "psma_"):
-        if model_key.startswith(prefix):
-            return model_key[len(prefix):]
-    return model_key
-
-
 def columns(model_set: ModelSet) -> list[Column]:
-    """One column per model and tracer, plus ``hybrid`` where a tracer has several routes."""
+    """From the set's routing: one column per model and tracer, plus the hybrid where a
+    tracer's routing has several models."""
     out = []
-    for tracer, routes in model_set.routing.items():
-        for r in dict.fromkeys(r.model for r in routes):
-            single = replace(model_set, name=r, models={r: model_set.models[r]},
-                             routing={tracer: (Route(r),)})
-            out.append(Column(short_name(r), tracer, single))
-        if len({r.model for r in routes}) > 1:
-            out.append(Column("hybrid", tracer, None))
+    for tracer, routing in model_set.routing.items():
+        out += [Column(short_name(m), tracer, Routing.single(m)) for m in routing.models]
+        if len(routing.models) > 1:
+            out.append(Column(HYBRID, tracer, None))
     return out
 
 
@@ -292,7 +270,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     out = Path(config.out)
     model_set = load_model_set(config.models)
     config = replace(config, mirrors=demo_mirrors(model_set, config.mirrors))
-    settings = model_set.inference.override(config.window, config.mirrors)
+    settings = model_set.inference.override(window=config.window, mirrors=config.mirrors)
     phantoms = out / "phantoms"
     if phantoms.exists():
         shutil.rmtree(phantoms)
@@ -313,15 +291,15 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
     if paper is not None:
         cols.append(paper)
     lesioned = [c for c in by_tracer["fdg"] if not c.read_meta().get("negative_control")]
-    total = sum(len(by_tracer[c.tracer]) for c in cols if c.model_set is not None) + \
+    total = sum(len(by_tracer[c.tracer]) for c in cols if c.routing is not None) + \
         (len(lesioned) if any(c.name == ERROR_DRIVEN for c in cols) else 0)
     done = 0
     folders: dict[str, dict[str, Path]] = {}
     evaluations = []
     pred_root = out / "predictions"
     # one set of loaded networks for every column (the hybrids route over the same models)
-    pipeline = Pipeline(model_set, config.device, config.precision, config.window,
-                        config.mirrors)
+    pipeline = Pipeline(model_set, device=config.device, precision=config.precision,
+                        window=config.window, mirrors=config.mirrors, budget=config.time_budget)
     for col in cols:
         # error-driven clicks only where there is a lesion to find
         these = lesioned if col.name == ERROR_DRIVEN else by_tracer[col.tracer]
@@ -329,12 +307,10 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
             continue
         folder = pred_root / f"{col.tracer}_{col.name}"
         mode = "error-driven" if col.name == ERROR_DRIVEN else config.clicks
-        if col.model_set is None and mode == "official":
+        if col.routing is None and mode == "official":
             assemble_hybrid(model_set, col.tracer, [c.case_id for c in these],
                             folders[col.tracer], folder, config.steps)
         else:
-            ms = col.model_set or replace(model_set, name="hybrid", routing={
-                col.tracer: model_set.routing[col.tracer]})
 
             def tick(case_id, col=col):
                 nonlocal done
@@ -342,11 +318,15 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
                 if progress:
                     progress(f"{col.tracer} {col.name}: {case_id}", done, total)
 
-            budget = config.time_budget if col.time_budget is None else col.time_budget
-            pipe = pipeline.with_model_set(ms)
+            pipe = pipeline.sharing(routing={col.tracer: col.routing or
+                                             model_set.routing[col.tracer]},
+                                    postprocessing=col.postprocessing)
             if col.time_budget is not None:  # its own budget decides the mirrored passes
-                pipe.settings = pipe.settings.override(mirrors=MAX_MIRRORS)
-            run_steps(pipe, these, folder, mode, config.steps, "case", budget, progress=tick)
+                pipe.settings = pipe.settings.override(mirrors=MAX_MIRRORS,
+                                                       budget=col.time_budget,
+                                                       budget_mode=col.budget_mode)
+            run_steps(pipe, these, folder, clicks_mode=mode, steps=config.steps,
+                      tracer="case", progress=tick)
         folders.setdefault(col.tracer, {})[col.name] = folder
         evaluations.append(evaluate_model(these, folder, col.name, config.steps))
     ev = merge(evaluations)
@@ -370,7 +350,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
                     if c.label is not None and read_volume(c.label).array.any()), None)
     overlay = None
     if example is not None:
-        best = "hybrid" if "hybrid" in folders["fdg"] else next(iter(folders["fdg"]))
+        best = HYBRID if HYBRID in folders["fdg"] else next(iter(folders["fdg"]))
         last = config.steps - 1
         overlay = mip_overlay(example, folders["fdg"][best] / f"{example.case_id}_step{last}"
                               ".nii.gz", out / "mip_overlay.png",
@@ -393,7 +373,8 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
             report.append(f"![{tracer} curves]({plots[tracer].name})\n")
     if overlay is not None:
         report.append(f"![PET MIP with the predicted mask]({overlay.name})\n")
-    found = findings(summary, config.steps, references.get("fdg"), ev.records)
+    found = findings(summary, config.steps, references.get("fdg"), ev.records,
+                     roles=Roles.of(model_set.routing.get("fdg")))
     report += ["## What the numbers show", "", "| claim | observed | holds |", "|---|---|---|"]
     report += [f"| {f.claim} | {f.observed} | {'yes' if f.holds else 'no'} |" for f in found]
     report += ["", PAIRED_NOTE]
@@ -422,162 +403,3 @@ PAIRED_NOTE = ("A check holds or not on the means. The difference beside it is p
                "way the means fall.")
 
 
-# what the paper's experiment should show ---------------------------------------------------------
-@dataclass(frozen=True)
-class Finding:
-    claim: str
-    observed: str
-    holds: bool
-    # the claim's difference paired by case, with its 95% interval, where the records are given
-    difference: dict | None = None
-
-
-def _dice_fpv(summary: Summary, model: str, tracer: str, metric: str) -> list[float] | None:
-    entry = summary["models"].get(model)
-    if entry is None or tracer not in entry["tracers"]:
-        return None
-    vals = [s["mean"] for s in entry["tracers"][tracer]["per_step"][metric]]
-    return [float("nan") if v is None else float(v) for v in vals]
-
-
-def interval_text(summary: Summary, model: str, tracer: str, step: int) -> str:
-    """"; 95% CI lo-hi over n cases" for a mean Dice, where the summary has its sd and n."""
-    row = summary["models"][model]["tracers"][tracer]["per_step"]["dice"][step]
-    if row.get("sd") is None or not row.get("n"):
-        return ""
-    n = int(row["n"])
-    lo, hi = mean_interval(float(row["mean"]), float(row["sd"]), n)
-    if math.isnan(lo):  # one case: no interval
-        return f"; {n} case"
-    return f"; 95% CI {max(lo, 0.0):.3f} to {min(hi, 1.0):.3f} over {n} cases"
-
-
-def first_step_reaching(curve: list[float], target: float) -> int | None:
-    return next((k for k, v in enumerate(curve) if v >= target - 1e-9), None)
-
-
-def clicks_to_reach(curve: Sequence[float], target: float) -> int:
-    """The clicks one case needs to reach ``target`` Dice (the interactive-segmentation
-    literature's NoC@target): its first step at or above it, or the number of steps where it
-    never gets there (the count is capped, as NoC's is)."""
-    step = first_step_reaching(list(curve), target)
-    return len(curve) if step is None else step
-
-
-def findings(summary: Summary, steps: int = N_STEPS, reference: ReferenceScore | None = None,
-             records: Sequence[StepRecord] | None = None) -> list[Finding]:
-    """The issue's and the paper's claims, checked on the demo's means (FDG unless noted);
-    ``reference`` (the isocontour around the true lesions) is quoted next to the Dice goal.
-    With the per-case ``records``, each comparison also gets its difference paired by case and
-    that difference's 95% interval: the verdict stays the means' own, and the interval says
-    whether the cases can tell the two apart at all."""
-    last = steps - 1
-    out = []
-
-    def paired(model_a, step_a, model_b, step_b, metric, tracer="fdg"
-               ) -> PairedDifference | None:
-        if records is None:
-            return None
-        return paired_difference(per_case(records, model_a, tracer, step_a, metric),
-                                 per_case(records, model_b, tracer, step_b, metric))
-
-    def finding(claim, observed, holds, diff: PairedDifference | None, unit="") -> Finding:
-        if diff is None:
-            return Finding(claim, observed, holds)
-        bounds = (-math.inf, math.inf) if unit else (-1.0, 1.0)  # Dice differences
-        return Finding(claim, f"{observed}; {diff.text(unit=unit, bounds=bounds)}", holds,
-                       diff.to_json())
-
-    fdg_models = [m for m, e in summary["models"].items() if "fdg" in e["tracers"]
-                  and m != ERROR_DRIVEN]
-    main = "hybrid" if "hybrid" in fdg_models else (fdg_models[0] if fdg_models else None)
-    if main is not None:
-        dice = _dice_fpv(summary, main, "fdg", "dice")
-        fpv = _dice_fpv(summary, main, "fdg", "fpv")
-        ref = (f" (isocontour reference: {reference.dice:.3f})"
-               if reference is not None and reference.cases else "")
-        out.append(Finding(f"{main}: Dice at {last} clicks at least 0.85",
-                           f"{dice[last]:.3f}{ref}{interval_text(summary, main, 'fdg', last)}",
-                           dice[last] >= 0.85))
-        out.append(finding(f"{main}: Dice rises with the clicks (step {last} above step 0 by "
-                           "at least 0.05)", f"{dice[0]:.3f} to {dice[last]:.3f}",
-                           dice[last] - dice[0] >= 0.05,
-                           paired(main, last, main, 0, "dice")))
-        out.append(finding(f"{main}: FPV at step {last} below FPV at step 0",
-                           f"{fpv[0]:.3f} to {fpv[last]:.3f} ml", fpv[last] < fpv[0],
-                           paired(main, last, main, 0, "fpv"), " ml"))
-    v3, v4 = (_dice_fpv(summary, m, "fdg", "dice") for m in ("v3", "v4"))
-    if v3 and v4:
-        out.append(finding("full guidance (v3) worse than stochastic (v4) at 0 clicks",
-                           f"v3 {v3[0]:.3f}, v4 {v4[0]:.3f}", v3[0] < v4[0],
-                           paired("v3", 0, "v4", 0, "dice")))
-        out.append(finding(f"full guidance (v3) at least as good as v4 at {last} clicks",
-                           f"v3 {v3[last]:.3f}, v4 {v4[last]:.3f}", v3[last] >= v4[last],
-                           paired("v3", last, "v4", last, "dice")))
-        hy = _dice_fpv(summary, "hybrid", "fdg", "dice")
-        if hy:
-            gap = {k: hy[k] - max(v3[k], v4[k]) for k in range(steps)}
-            worse = [k for k in range(steps) if gap[k] < -1e-9]
-            if worse:
-                k = min(worse, key=lambda s: gap[s])  # where it falls furthest behind
-                rival = "v3" if v3[k] >= v4[k] else "v4"
-                most = "" if len(worse) == 1 else f"most at step {k}: "
-                where = ("worse at step" + ("s " if len(worse) > 1 else " ")
-                         + ", ".join(map(str, worse))
-                         + f" ({most}{hy[k]:.3f} against {rival} {max(v3[k], v4[k]):.3f})")
-                out.append(finding("hybrid at least as good as v3 and v4 at every step", where,
-                                   False, paired("hybrid", k, rival, k, "dice")))
-            else:
-                out.append(Finding("hybrid at least as good as v3 and v4 at every step",
-                                   "at every step", True))
-    psma = [m for m, e in summary["models"].items() if "psma" in e["tracers"]]
-    for m in psma:
-        d = _dice_fpv(summary, m, "psma", "dice")
-        out.append(finding(f"PSMA {m}: Dice rises with the clicks (by at least 0.05)",
-                           f"{d[0]:.3f} to {d[last]:.3f}", d[last] - d[0] >= 0.05,
-                           paired(m, last, m, 0, "dice", "psma")))
-    ed = _dice_fpv(summary, ERROR_DRIVEN, "fdg", "dice")
-    official = _dice_fpv(summary, main, "fdg", "dice") if main else None
-    if ed and official:
-        out.append(_error_driven_finding(main, official, ed, steps, records))
-    return out
-
-
-def _error_driven_finding(main: str, official: list[float], ed: list[float], steps: int,
-                          records: Sequence[StepRecord] | None) -> Finding:
-    """Clicks to reach a Dice, per case (NoC at :data:`NOC_TARGETS`, where the records are
-    given: the verdict), and on the mean curves (every level the official curve reaches)."""
-    claim = f"error-driven clicks reach a given Dice with fewer clicks than the official ones " \
-            f"({main})"
-    targets = [official[k] for k in range(1, steps)]
-    pairs = [(first_step_reaching(official, t), first_step_reaching(ed, t)) for t in targets]
-    earlier = sum(b is not None and b < a for a, b in pairs)
-    later = sum(b is None or b > a for a, b in pairs)
-    t5 = official[min(5, steps - 1)]
-    curves = (f"Dice {t5:.3f}: official at step {first_step_reaching(official, t5)}, "
-              f"error-driven at step {first_step_reaching(ed, t5)}; of the {len(pairs)} Dice "
-              f"levels the official clicks reach, error-driven clicks reach {earlier} earlier "
-              f"and {later} later or never")
-    dice = {m: {c: v["dice"] for c, v in case_curves(
-        [r for r in records or () if r.model == m and r.tracer == "fdg"], steps).items()
-        if not any(math.isnan(x) for x in v["dice"])} for m in (main, ERROR_DRIVEN)}
-    by_official, by_ed = dice[main], dice[ERROR_DRIVEN]
-    cases = sorted(set(by_ed) & set(by_official))
-    if not cases:  # the means alone: every level the official curve reaches, none later
-        return Finding(claim, curves, earlier > 0 and later == 0)
-    noc = {name: {t: {c: clicks_to_reach(by[c], t) for c in cases} for t in NOC_TARGETS}
-           for name, by in (("official", by_official), ("ed", by_ed))}
-    mean = {name: [sum(v[t].values()) / len(cases) for t in NOC_TARGETS]
-            for name, v in noc.items()}
-    levels = " / ".join(f"{t:.2f}" for t in NOC_TARGETS)
-    diff = paired_difference({c: float(v) for c, v in noc["ed"][NOC_GOAL].items()},
-                             {c: float(v) for c, v in noc["official"][NOC_GOAL].items()})
-    observed = (f"clicks to reach Dice {levels} per case (mean over {len(cases)} cases, "
-                f"{steps} where never reached): official "
-                + " / ".join(f"{v:.1f}" for v in mean["official"]) + ", error-driven "
-                + " / ".join(f"{v:.1f}" for v in mean["ed"])
-                + f"; at {NOC_GOAL:.2f} {diff.text(1, ' clicks', (-steps, steps))}; on the mean "
-                f"curves, {curves}")
-    holds = all(e <= o for e, o in zip(mean["ed"], mean["official"], strict=True)) and \
-        any(e < o for e, o in zip(mean["ed"], mean["official"], strict=True))
-    return Finding(claim, observed, holds, diff.to_json())
