@@ -224,43 +224,68 @@ def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case,
     assert agree > 0.9999, agree
 
 
-def test_the_birth_budget_mode_is_nnunets_own_mirroring(model_set, wide_case):
-    """With room for all seven passes, the published rule's passes (its order, each tile
-    flipped in place, logits averaged) are nnU-Net's own test-time mirroring, end to end; with
-    a budget the plain work overruns, none."""
+def test_the_birth_budget_mode_is_the_published_code(model_set, wide_case, monkeypatch):
+    """Each plain tile is timed (a fake clock here: tile n takes n % 4 + 1 seconds) and gets
+    the published rule's passes from its own time; the reference is nnU-Net's predictor with
+    the published code's per-tile function written out (its order, flips in place, logits
+    averaged over the tile's own passes)."""
+    import itertools
+
     from nnunetv2.inference.export_prediction import (
         convert_predicted_logits_to_segmentation_with_correct_shape,
     )
 
-    from petloop.inference.engine import BIRTH_MIRROR_ORDER
+    from petloop.inference.engine import BIRTH_MIRROR_ORDER, ModelState
     from petloop.io.volume import resample_to
     from petloop.nnunet.clickspace import clicks_in_preprocessed
 
+    calls = itertools.count()
+
+    def clock():  # start and end of the k-th plain tile: k * 100 and k * 100 + k % 4 + 1
+        k, end = divmod(next(calls), 2)
+        return k * 100.0 + end * (k % 4 + 1)
+
+    monkeypatch.setattr(ModelState, "clock", staticmethod(clock))
     ms = load_model_set(model_set)
-    pipeline = Pipeline(ms, window="sliding", mirrors=7, budget=1e6, budget_mode="birth",
-                        tile_step=1.0)  # edge to edge: fewer tiles, the same rule
+    # edge to edge: fewer tiles, the same rule
+    pipeline = Pipeline(ms, window="sliding", budget_mode="birth", tile_step=1.0)
     clicks = Clicks(tuple(_lesion_points(wide_case, 2, np.random.default_rng(2))), ((3, 3, 3),))
     session = Session(pipeline, background=False)
     session.set_case(wide_case.ct, wide_case.pet, "fdg")
-    got = session.set_clicks(clicks)
-    assert got.tta.mirrors == BIRTH_MIRROR_ORDER and got.tta.budget_mode == "birth"
-    assert "(BIRTH rule)" in got.tta.describe()
-    tiles = session.run(time_budget=1e-9)  # the plain cost is over the budget: no pass
-    assert tiles.tta.mirrors == () and tiles.tta.tiles == 0
+    assert session.set_clicks(clicks).tta.mirrors == ()  # no budget: no mirroring
+    n_tiles = session.last.tta.tiles_total
+    budget = 8.0 * n_tiles  # a tile of 1 s: 7 passes, 2 s: 3, 3 s and 4 s: 1
+    got = session.run(time_budget=budget)
+    assert got.tta.mirrors == BIRTH_MIRROR_ORDER and got.tta.per_tile == (1, 7)
+    assert "1 to 7 mirrored passes per tile" in got.tta.describe()
+    assert session.run(time_budget=1.0).tta.mirrors == ()  # the plain cost is over the budget
     session.close()
+
+    def published(t):  # BIRTH's nnUNetPredictor, 40 s replaced by the budget
+        total = n_tiles * t
+        return min(int((budget - total) / total), 7) if total > 0 else 0
+
+    limits = iter([published(n % 4 + 1) for n in range(n_tiles)])  # nnU-Net's tile order
     adapter = pipeline.model(ms.models[got.model])
-    assert adapter.allowed_axes == (0, 1, 2)
     p = adapter.predictor
+
+    def birth_tile(x, num_steps=None):  # the published signature; nnU-Net 2.8.1 passes x
+        prediction = p.network(x)
+        limit = next(limits)
+        combos = [c for i in range(3) for c in itertools.combinations([2, 3, 4], i + 1)]
+        for axes in combos[:limit]:
+            prediction += torch.flip(p.network(torch.flip(x, axes)), axes)
+        return prediction / (limit + 1)
+
     pre = adapter.preprocess(resample_to(wide_case.ct, wide_case.pet), wide_case.pet)
     shape = pre.data.shape[1:]
     pc = clicks_in_preprocessed(clicks, pre.properties, p.plans_manager.transpose_forward, shape)
     fg, bg = adapter.encoding.render(pc, shape)
     x = torch.from_numpy(np.concatenate([pre.data, fg[None], bg[None]]).astype(np.float32))
-    p.use_mirroring, p.allowed_mirroring_axes, p.tile_step_size = True, (0, 1, 2), 1.0
-    try:
-        logits = p.predict_sliding_window_return_logits(x)
-    finally:
-        p.use_mirroring, p.tile_step_size = False, 0.5
+    monkeypatch.setattr(p, "_internal_maybe_mirror_and_predict", birth_tile)
+    monkeypatch.setattr(p, "tile_step_size", 1.0)
+    logits = p.predict_sliding_window_return_logits(x)
+    assert next(limits, None) is None  # every tile went through it once
     seg = convert_predicted_logits_to_segmentation_with_correct_shape(
         logits.float(), p.plans_manager, p.configuration_manager, p.label_manager,
         pre.properties)
@@ -268,11 +293,6 @@ def test_the_birth_budget_mode_is_nnunets_own_mirroring(model_set, wide_case):
     want = want * (wide_case.pet.array >= ms.suv_threshold["fdg"])
     agree = np.mean(got.mask.array == want)
     assert agree > 0.9999, agree
-    # the tiles mode runs the window over the flipped volume and averages probabilities: not
-    # the same passes, so not the same mask in general, but close
-    other = Pipeline(ms, window="sliding", mirrors=7, budget=1e6, tile_step=1.0).predict(
-        wide_case.ct, wide_case.pet, clicks, "fdg")
-    assert other.tta.budget_mode == "tiles" and np.mean(other.mask.array == want) > 0.99
 
 
 def test_body_box_against_a_voxel_by_voxel_reference():

@@ -115,11 +115,13 @@ def test_the_birth_rule_against_the_published_expression():
         return min(int((budget - total) / total), 7) if total > 0 else 0
 
     rng = np.random.default_rng(4)
-    for _ in range(500):
-        t, n = float(rng.uniform(0.001, 3.0)), int(rng.integers(1, 400))
-        assert birth_mirrors(t, n, 40.0) == published(t, n)
-    assert birth_mirrors(0.0, 10, 40.0) == 0 and birth_mirrors(1.0, 0, 40.0) == 0
-    assert birth_mirrors(1.0, 50, 40.0) == 0  # over the budget: none, never negative
+    for n in (1, 7, 60, 399):
+        t = rng.uniform(0.001, 3.0, 200)
+        np.testing.assert_array_equal(birth_mirrors(t, n, 40.0), [published(v, n) for v in t])
+    # an untimed tile (NaN), no time, no tiles, a plain cost over the budget: none
+    np.testing.assert_array_equal(birth_mirrors([np.nan, 0.0, 1.0], 50, 40.0), [0, 0, 0])
+    np.testing.assert_array_equal(birth_mirrors([1.0], 0, 40.0), [0])
+    np.testing.assert_array_equal(birth_mirrors([0.01, 0.5], 10, 40.0, most=2), [2, 2])
     for allowed in ((0, 1, 2), (1, 2), (0,), ()):
         combos = tuple(c for i in range(len(allowed))
                        for c in itertools.combinations(allowed, i + 1))

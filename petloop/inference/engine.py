@@ -28,18 +28,19 @@ A pass left out of a step keeps its cache and catches up when it is next used. T
 ``tiles`` budget mode; the passes' lesion probabilities are averaged, and a mirrored pass runs the
 sliding window over the flipped volume.
 
-The ``birth`` budget mode is the published BIRTH code's rule (its ``nnUNetPredictor``): the plain
-time of a tile ``t`` times the number of tiles of the whole window ``N`` is the plain cost ``T``,
-and ``min(int((budget - T) / T), 7)`` mirrored passes follow (none when ``T`` is 0), whatever a
-click step actually recomputes. The budget is per network (their 40 s is per fold). The passes
-come in their code's order, ``itertools.combinations`` over nnU-Net's array axes: 0, 1, 2,
-(0, 1), (0, 2), (1, 2), (0, 1, 2), which on the usual (z, y, x) arrays is z, y, x, zy, zx, yx,
-zyx, not the x, y, z, ... of the paper's text; each tile is flipped in place (the same tile
-boxes as the plain pass) and the passes' logits are averaged, not their probabilities.
-Differences that remain: their code times each tile's plain pass and so may give each tile its
-own number of passes, petloop takes the step's mean time per tile and gives every tile the same;
-their clock reads without waiting for the GPU (on a GPU it mostly times kernel launches), petloop
-synchronises.
+The ``birth`` budget mode is the published BIRTH code's rule (its ``nnUNetPredictor``): each
+tile's plain pass is timed, and that time ``t`` times the number of tiles of the whole window
+``N`` is the plain cost ``T`` that gives the tile ``min(int((budget - T) / T), 7)`` mirrored
+passes (none when ``T`` is 0), whatever a click step actually recomputes. The budget is per
+network (their 40 s is per fold). The passes come in their code's order,
+``itertools.combinations`` over nnU-Net's array axes: 0, 1, 2, (0, 1), (0, 2), (1, 2),
+(0, 1, 2), which on the usual (z, y, x) arrays is z, y, x, zy, zx, yx, zyx, not the x, y, z, ...
+of the paper's text; each tile is flipped in place (the same tile boxes as the plain pass), its
+logits are averaged over its own passes, and the tiles summed, Gaussian-weighted. Differences
+that remain: a tile a click step does not recompute keeps the time of its last computation
+(their code predicts everything again and times every tile anew), and their clock reads without
+waiting for the GPU (on a GPU it mostly times kernel launches), while petloop's tiles return to
+the host before the clock stops.
 
 Routing hand-over: after a step, the models the next click could route to are brought up to
 date with the current clicks in a background thread, tile by tile, which gives way at once to
@@ -59,7 +60,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,6 +99,7 @@ class TTAChoice:
     tiles_total: int = 0  # tiles of a full prediction with the same passes
     incremental: bool = True  # False: the model's click channels forbid reusing tiles
     budget_mode: str = "tiles"  # how a budget chose the mirrored passes
+    per_tile: tuple[int, int] | None = None  # birth mode: fewest and most passes of a tile
     note: str = ""
 
     def describe(self) -> str:
@@ -106,6 +108,8 @@ class TTAChoice:
         folds = f", {self.folds} networks averaged" if self.folds > 1 else ""
         work = f"; {self.tiles} of {self.tiles_total} tiles computed" if self.tiles_total else ""
         note = f" ({self.note})" if self.note else ""
+        if self.per_tile is not None and self.per_tile[0] != self.per_tile[1]:
+            work += f"; {self.per_tile[0]} to {self.per_tile[1]} mirrored passes per tile"
         return (f"{self.window} window{folds}, plain work {self.plain_seconds:.2f} s, budget "
                 f"{'none' if not self.budget else f'{self.budget:g} s'}"
                 f"{' (BIRTH rule)' if self.budget and self.budget_mode == 'birth' else ''}: "
@@ -123,12 +127,16 @@ def usable_mirrors(allowed, budget_mode: BudgetMode = "tiles") -> tuple[tuple[in
     return tuple(m for m in order if set(m) <= allowed)
 
 
-def birth_mirrors(seconds_per_tile: float, tiles: int, budget: float) -> int:
-    """The published rule: ``min(int((budget - T) / T), 7)`` mirrored passes for a plain cost
-    ``T`` of ``tiles`` tiles at ``seconds_per_tile`` (none when ``T`` is 0; Python's ``int``
-    rounds toward zero, so a plain cost over the budget gives none)."""
-    total = tiles * seconds_per_tile
-    return min(int((budget - total) / total), MAX_MIRRORS) if total > 0 else 0
+def birth_mirrors(tile_seconds: np.ndarray, tiles: int, budget: float,
+                  most: int = MAX_MIRRORS) -> np.ndarray:
+    """The published rule, per tile: ``min(int((budget - T) / T), 7)`` mirrored passes for
+    ``T`` = ``tiles`` x that tile's plain time (none where ``T`` is 0 or the tile is untimed;
+    ``int`` rounds toward zero, so a plain cost over the budget gives none), at most ``most``.
+    """
+    total = np.nan_to_num(np.asarray(tile_seconds, dtype=np.float64), nan=0.0) * tiles
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.where(total > 0, np.trunc((budget - total) / total), 0.0)
+    return np.clip(n, 0, min(most, MAX_MIRRORS)).astype(np.int64)
 
 
 def mirrors_that_fit(tiles: Sequence[int], spent: float, seconds_per_tile: float,
@@ -193,6 +201,9 @@ class PassState:
 class ModelState:
     """One model on one case: its input, its passes' tiles, its map and its mask."""
 
+    #: what times a plain tile (the birth budget mode gives each tile passes by its time)
+    clock: Callable[[], float] = staticmethod(time.perf_counter)
+
     def __init__(self, adapter: NetworkAdapter, pre: Preprocessed, window: str,
                  tile_step: float = 0.5):
         self.adapter = adapter
@@ -207,7 +218,14 @@ class ModelState:
         self.stale: list[Box] = []  # regions of q behind the passes' tiles
         self.mask: np.ndarray | None = None  # uint8, nnU-Net's transposed image frame
         self.seconds_per_tile: float | None = None
+        self._tile_seconds: dict[int, np.ndarray] = {}  # per fold, each plain tile's last time
         self.last_used = 0.0
+
+    def tile_seconds(self, fold: int) -> np.ndarray:
+        """Each tile's plain time at its last computation, for ``fold`` (NaN: not yet)."""
+        if fold not in self._tile_seconds:
+            self._tile_seconds[fold] = np.full(len(self.grid), np.nan)
+        return self._tile_seconds[fold]
 
     @property
     def nbytes(self) -> int:
@@ -263,7 +281,12 @@ class ModelState:
     def compute_tile(self, ps: PassState, n: int) -> None:
         self.adapter.use_fold(ps.fold)
         x = self.tile_input(ps.boxes[n], ps.clicks, ps.axes)
-        logits = self.adapter.run_tile(x)
+        if ps.axes:
+            logits = self.adapter.run_tile(x)
+        else:  # each plain tile's own time, for the published budget rule
+            t0 = self.clock()
+            logits = self.adapter.run_tile(x)  # numpy: the device is done with it
+            self.tile_seconds(ps.fold)[n] = self.clock() - t0
         d = logits[1] - logits[0]
         if ps.axes:
             d = np.flip(d, ps.axes)
@@ -273,42 +296,65 @@ class ModelState:
         ps.pending.discard(n)
         self.stale.append(tuple(map(tuple, ps.boxes[n] - np.asarray(self.grid.pad_lo)[:, None])))
 
-    def region_logodds(self, passes: Sequence[PassState], region: Box,
-                       average_logits: bool = False) -> np.ndarray:
-        """The log-odds of lesion on ``region`` of the preprocessed grid from ``passes``, each
-        summed from its tiles in nnU-Net's order whatever the region: the log-odds of the
-        passes' mean probability, or with ``average_logits`` their mean log-odds (nnU-Net's
-        and BIRTH's averaging of logits)."""
+    def _weighted(self, boxes: np.ndarray, weights: np.ndarray | None, region: Box,
+                  tile: Callable[[int, tuple], np.ndarray]) -> np.ndarray:
+        """The Gaussian-weighted mean of tile values over ``region``, summed in nnU-Net's tile
+        order whatever the region; ``tile(n, src)`` is tile ``n``'s value on ``src``."""
         size = tuple(hi - lo for lo, hi in region)
         lo = np.asarray(self.grid.pad_lo)[:, None]
-        avg = np.zeros(size, dtype=np.float32)
-        for ps in passes:
-            acc = np.zeros(size, dtype=np.float32)
-            wsum = np.zeros(size, dtype=np.float32)
-            local = ps.boxes - lo
-            hit = np.all((local[:, :, 0] < [h for _, h in region])
-                         & (local[:, :, 1] > [lo_ for lo_, _ in region]), axis=1)
-            for n in np.nonzero(hit)[0]:
-                inter = _intersect(local[n], region)
-                src = _slices(inter, local[n][:, 0])
-                dst = _slices(inter, [lo_ for lo_, _ in region])
-                if ps.weights is None:
-                    acc[dst] += ps.outputs[n][src]
-                    wsum[dst] += 1.0
-                else:
-                    w = ps.weights[src]
-                    acc[dst] += ps.outputs[n][src].astype(np.float32) * w
-                    wsum[dst] += w
-            avg += acc / wsum if average_logits else expit(acc / wsum)
-        avg /= np.float32(len(passes))
-        if average_logits:
-            return avg
-        return np.log(np.maximum(avg, LOG_FLOOR)) - np.log(np.maximum(1 - avg, LOG_FLOOR))
+        acc = np.zeros(size, dtype=np.float32)
+        wsum = np.zeros(size, dtype=np.float32)
+        local = boxes - lo
+        hit = np.all((local[:, :, 0] < [h for _, h in region])
+                     & (local[:, :, 1] > [lo_ for lo_, _ in region]), axis=1)
+        for n in np.nonzero(hit)[0]:
+            inter = _intersect(local[n], region)
+            src = _slices(inter, local[n][:, 0])
+            dst = _slices(inter, [lo_ for lo_, _ in region])
+            if weights is None:
+                acc[dst] += tile(n, src)
+                wsum[dst] += 1.0
+            else:
+                w = weights[src]
+                acc[dst] += tile(n, src).astype(np.float32) * w
+                wsum[dst] += w
+        return acc / wsum
 
-    def update_map(self, passes: Sequence[PassState], average_logits: bool = False
-                   ) -> Box | None:
-        """Bring the log-odds map up to ``passes``; the preprocessed region that changed."""
-        key = (tuple((p.fold, p.axes, p.in_place) for p in passes), average_logits)
+    def region_logodds(self, passes: Sequence[PassState], region: Box,
+                       counts: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """The log-odds of lesion on ``region`` of the preprocessed grid.
+
+        Without ``counts`` (the tiles mode): each pass summed from its tiles, the log-odds of
+        the passes' mean probability. With ``counts`` (the birth mode, one array per fold:
+        each tile's number of mirrored passes), ``passes`` are each fold's plain pass followed
+        by its in-place mirrored passes; each tile's logits are averaged over its plain pass
+        and its first ``count`` mirrored ones, the tiles summed, and the folds' logits
+        averaged, as the published code and nnU-Net do."""
+        if counts is None:
+            avg = sum(expit(self._weighted(ps.boxes, ps.weights, region,
+                                           lambda n, src, ps=ps: ps.outputs[n][src]))
+                      for ps in passes) / np.float32(len(passes))
+            return np.log(np.maximum(avg, LOG_FLOOR)) - np.log(np.maximum(1 - avg, LOG_FLOOR))
+        folds = len(counts)
+        logits = np.zeros(tuple(hi - lo for lo, hi in region), dtype=np.float32)
+        for f, count in enumerate(counts):
+            plain, mirrored = passes[f], passes[folds + f::folds]
+
+            def tile(n, src, plain=plain, mirrored=mirrored, count=count):
+                d = plain.outputs[n][src].astype(np.float32)
+                for ps in mirrored[:count[n]]:
+                    d += ps.outputs[n][src]
+                return d / np.float32(count[n] + 1)
+
+            logits += self._weighted(plain.boxes, plain.weights, region, tile)
+        return logits / np.float32(folds)
+
+    def update_map(self, passes: Sequence[PassState],
+                   counts: Sequence[np.ndarray] | None = None) -> Box | None:
+        """Bring the log-odds map up to ``passes`` (and per-tile ``counts``, the birth mode:
+        :meth:`region_logodds`); the preprocessed region that changed."""
+        key = (tuple((p.fold, p.axes, p.in_place) for p in passes),
+               None if counts is None else tuple(c.tobytes() for c in counts))
         whole = tuple((0, s) for s in self.grid.shape)
         if self.q is None or key != self.q_passes:
             region = whole
@@ -319,7 +365,7 @@ class ModelState:
                 return None
             region = tuple((max(lo, 0), min(hi, s)) for (lo, hi), s in zip(region, self.grid.shape,
                                                                            strict=True))
-        self.q[_slices(region)] = self.region_logodds(passes, region, average_logits)
+        self.q[_slices(region)] = self.region_logodds(passes, region, counts)
         self.q_passes, self.stale = key, []
         return region
 
@@ -464,10 +510,13 @@ class Engine:
 
     # ------------------------------------------------------------------ one step
     def _bring(self, state: ModelState, ps: PassState, clicks: Clicks, full: bool,
-               stop: threading.Event | None = None) -> int:
+               stop: threading.Event | None = None, only: np.ndarray | None = None) -> int:
+        """Compute the tiles of ``ps`` that ``clicks`` change (of them, with ``only``, the
+        tiles it marks); the number computed."""
         state.retarget(ps, clicks, full)
         done = 0
-        for n in sorted(ps.pending):
+        todo = ps.pending if only is None else {n for n in ps.pending if only[n]}
+        for n in sorted(todo):
             if stop is not None and (not _wait_for_quiet(stop)):
                 break
             with self._lock:
@@ -499,30 +548,37 @@ class Engine:
             if tiles:
                 state.seconds_per_tile = t_plain / tiles
             candidates = usable_mirrors(adapter.allowed_axes, budget_mode)
-            if budget and budget > 0:
+            counts = None
+            if birth:  # per fold and tile: the whole window's plain cost at the tile's time
+                cap = len(candidates[:MAX_MIRRORS if mirrors is None else mirrors])
+                n_tiles = len(state.grid)
+                counts = [birth_mirrors(state.tile_seconds(f), n_tiles, budget, cap)
+                          if budget and budget > 0
+                          else np.full(n_tiles, min(mirrors or 0, cap), dtype=np.int64)
+                          for f in range(adapter.folds)]
+                chosen = list(candidates[:max(int(c.max()) for c in counts)])
+            elif budget and budget > 0:
                 candidates = candidates[:MAX_MIRRORS if mirrors is None else mirrors]
-                if birth:  # the whole window's plain cost, whatever this step recomputes
-                    n = birth_mirrors(state.seconds_per_tile or 0.0, len(state.grid), budget)
-                else:
-                    need = []
-                    for axes in candidates:
-                        need.append(0)
-                        for f in range(adapter.folds):
-                            ps = state.pass_state(f, axes)
-                            state.retarget(ps, pc, full)
-                            need[-1] += len(ps.pending)
-                    n = mirrors_that_fit(need, t_plain, state.seconds_per_tile or 0.0, budget)
+                need = []
+                for axes in candidates:
+                    need.append(0)
+                    for f in range(adapter.folds):
+                        ps = state.pass_state(f, axes)
+                        state.retarget(ps, pc, full)
+                        need[-1] += len(ps.pending)
+                n = mirrors_that_fit(need, t_plain, state.seconds_per_tile or 0.0, budget)
                 chosen = list(candidates[:n])
             else:
                 chosen = list(candidates[:mirrors or 0])
             passes = list(plain)
-            for axes in chosen:
+            for j, axes in enumerate(chosen):
                 for f in range(adapter.folds):
                     ps = state.pass_state(f, axes, birth)
-                    tiles += self._bring(state, ps, pc, full)
+                    tiles += self._bring(state, ps, pc, full,
+                                         only=None if counts is None else counts[f] > j)
                     passes.append(ps)
             t2 = time.perf_counter()
-            region = state.update_map(passes, birth)
+            region = state.update_map(passes, counts)
             box = state.export(region)
             switched = self._last_key != (name, id(state))
             self._last_key = (name, id(state))
@@ -536,8 +592,13 @@ class Engine:
             if probabilities:
                 prob = state.probability_image().transpose(tb)
             t3 = time.perf_counter()
+            total = (len(state.grid) * len(passes) if counts is None
+                     else sum(len(state.grid) + int(c.sum()) for c in counts))
+            per_tile = (None if counts is None
+                        else (min(int(c.min()) for c in counts),
+                              max(int(c.max()) for c in counts)))
             choice = TTAChoice(t_plain, budget, tuple(chosen), state.grid.window, adapter.folds,
-                               tiles, len(state.grid) * len(passes), not full, budget_mode,
+                               tiles, total, not full, budget_mode, per_tile,
                                "published click channels are normalised per image: full passes"
                                if full and enc is not None else "")
             return StepWork(name, choice, mask, changed, prob,
@@ -584,7 +645,10 @@ class Engine:
                     if stop.is_set():
                         return
                     passes = [state.pass_state(*k) for k in keys]
-                    state.export(state.update_map(passes, birth))
+                    counts = (None if not birth else
+                              [np.full(len(state.grid), len(keys) // adapter.folds - 1,
+                                       dtype=np.int64)] * adapter.folds)
+                    state.export(state.update_map(passes, counts))
 
         self._worker = threading.Thread(target=run, name="petloop-warm", daemon=True)
         self._worker.start()
