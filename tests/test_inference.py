@@ -238,8 +238,11 @@ def test_session_clicks_undo_reset_and_threshold(pipeline, case):
     assert len(session.clicks) == 0
     assert len(session.undo().clicks) == 5  # a reset is undone too
     assert not (r1.mask.array[np.asarray(case.pet.array) < 1.5]).any()
-    with pytest.raises(Exception, match="lies outside"):
+    from petloop.io.clicks import ClickFileError
+
+    with pytest.raises(ClickFileError, match="lies outside"):
         session.add_click((999, 0, 0), "tumor")
+    assert len(session.clicks) == 5  # the session is as it was
     assert {"preprocess", "network", "export", "total"} <= set(first.seconds)
 
 

@@ -113,7 +113,10 @@ def inference_text(settings: InferenceSettings, time_budget: float | None = None
               else "nnU-Net's sliding window")
     most = MAX_MIRRORS if settings.mirrors is None else settings.mirrors
     time_budget = settings.budget if time_budget is None else time_budget
-    if time_budget:
+    if time_budget and most and settings.budget_mode == "birth":
+        tta = (f"test-time mirroring within {time_budget:g} s per prediction by BIRTH's "
+               f"published rule (per tile, at most {most} mirrored passes)")
+    elif time_budget and most:
         tta = (f"test-time mirroring within {time_budget:g} s per prediction (as many of "
                f"{most} mirrored passes as fit after the plain one)")
     elif settings.mirrors:
@@ -365,7 +368,12 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
               f"network arithmetic {resolve_precision(config.precision, config.device)} on "
               f"{config.device}; "
               f"{inference_text(settings, config.time_budget)}; "
-              f"{threshold_text(model_set)}; {routing_text(model_set)}.", ""]
+              f"{threshold_text(model_set)}; {routing_text(model_set)}."
+              + (f" The paper's configuration ({BIRTH}): BIRTH's routing over "
+                 f"{' and '.join(paper.routing.models)}, SUV thresholds "
+                 f"{', '.join(f'{t.upper()} {v:g}' for t, v in DEFAULT_THRESHOLDS.items())}, "
+                 f"test-time mirroring within {BIRTH_BUDGET:g} s per prediction by its "
+                 "published rule." if paper is not None else ""), ""]
     for tracer in ("fdg", "psma"):
         if by_tracer[tracer]:
             report.append(markdown_table(summary, tracer, f"{tracer.upper()} phantoms"))
