@@ -1,0 +1,140 @@
+"""DICOM PET/CT series: written by petloop, read back (geometry against SimpleITK's own
+series reader, values, SUV), and refused where they cannot be one volume."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from petloop.io.dicom import (
+    DicomError,
+    PetAcquisition,
+    Study,
+    find_series,
+    pick_series,
+    read_ct,
+    read_pet_suv,
+    read_series,
+    write_series,
+)
+from petloop.io.volume import Volume
+
+
+def _volume(rng, shape=(12, 10, 7), direction=None):
+    array = rng.gamma(2.0, 1.5, shape).astype(np.float32)
+    array[0] = 0.0  # air, zero SUV
+    return Volume(array, (2.5, 3.0, 4.0), (-40.0, 25.5, 600.0),
+                  direction or (1, 0, 0, 0, 1, 0, 0, 0, 1))
+
+
+@pytest.fixture()
+def study():
+    return Study(patient_id="T1")
+
+
+@pytest.mark.parametrize("decay", ["START", "ADMIN", "NONE"])
+def test_a_written_pet_reads_back_as_its_suv(tmp_path, study, decay):
+    pet = _volume(np.random.default_rng(1))
+    acquisition = PetAcquisition(weight_kg=82.0, dose_bq=310e6, uptake=timedelta(minutes=71),
+                                 decay_correction=decay)
+    write_series(pet, tmp_path / "pet", "PT", study=study, pet=acquisition)
+    (series,) = find_series([tmp_path])
+    assert series.modality == "PT" and len(series.files) == pet.shape[2]
+    got = read_pet_suv(series)
+    assert got.same_grid(pet)
+    np.testing.assert_allclose(got.array, pet.array, rtol=1e-4, atol=1e-6)
+    heavier = read_pet_suv(series, weight_kg=2 * 82.0)  # --weight
+    np.testing.assert_allclose(heavier.array, 2 * got.array, rtol=1e-6)
+
+
+def _rotation(degrees_z: float, degrees_x: float) -> np.ndarray:
+    cz, sz = np.cos(np.radians(degrees_z)), np.sin(np.radians(degrees_z))
+    cx, sx = np.cos(np.radians(degrees_x)), np.sin(np.radians(degrees_x))
+    return np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]) @ np.array(
+        [[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+
+
+def test_geometry_agrees_with_simpleitk_for_any_orientation(tmp_path, study):
+    rng = np.random.default_rng(2)
+    oblique = tuple(_rotation(20, 10).ravel())
+    ct = _volume(rng, direction=oblique).with_array(
+        np.rint(rng.normal(0, 300, (12, 10, 7))).astype(np.float32))
+    write_series(ct, tmp_path / "ct", "CT", study=study)
+    (series,) = find_series([tmp_path / "ct"])
+    got = read_ct(series)
+    np.testing.assert_array_equal(got.array, ct.array)
+    np.testing.assert_allclose(got.origin, ct.origin, atol=1e-4)
+    np.testing.assert_allclose(got.direction, ct.direction, atol=1e-6)
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "ct")))
+    image = reader.Execute()
+    np.testing.assert_allclose(image.GetOrigin(), got.origin, atol=1e-4)
+    np.testing.assert_allclose(image.GetSpacing(), got.spacing, atol=1e-5)
+    np.testing.assert_allclose(image.GetDirection(), got.direction, atol=1e-6)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image).transpose(2, 1, 0), got.array)
+    # slices written along -z (a left-handed grid): read back along the slices' normal, the
+    # same voxels at the same places
+    ct = Volume(ct.array, ct.spacing, ct.origin, (1, 0, 0, 0, 1, 0, 0, 0, -1))
+    write_series(ct, tmp_path / "ct_down", "CT", study=study)
+    got = read_ct(find_series([tmp_path / "ct_down"])[0])
+    np.testing.assert_array_equal(got.array, ct.array[:, :, ::-1])
+    np.testing.assert_allclose(got.origin, ct.index_to_physical((0, 0, 6)), atol=1e-4)
+    np.testing.assert_allclose(got.index_to_physical((3, 4, 5)),
+                               ct.index_to_physical((3, 4, 1)), atol=1e-4)
+
+
+def test_slices_are_sorted_by_position_not_by_name(tmp_path, study):
+    ct = _volume(np.random.default_rng(3)).with_array(
+        np.arange(12 * 10 * 7, dtype=np.float32).reshape(12, 10, 7))
+    folder = write_series(ct, tmp_path / "ct", "CT", study=study)
+    files = sorted(folder.iterdir())
+    for n, f in enumerate(files):  # reverse the names
+        f.rename(folder / f"x{len(files) - n:03d}.tmp")
+    for f in folder.iterdir():
+        f.rename(f.with_suffix(".dcm"))
+    np.testing.assert_array_equal(read_ct(find_series([folder])[0]).array, ct.array)
+
+
+def test_gaps_duplicates_mixed_series_and_choices_are_refused(tmp_path, study):
+    ct = _volume(np.random.default_rng(4))
+    folder = write_series(ct, tmp_path / "ct", "CT", study=study)
+    files = sorted(folder.iterdir())
+    gap = tmp_path / "gap"
+    shutil.copytree(folder, gap)
+    (gap / files[3].name).unlink()
+    with pytest.raises(DicomError, match="a gap in CT series .* 8.000 mm apart"):
+        read_series(find_series([gap])[0])
+    twice = tmp_path / "twice"
+    shutil.copytree(folder, twice)
+    shutil.copy(folder / files[2].name, twice / "copy.dcm")
+    with pytest.raises(DicomError, match="same position"):
+        read_series(find_series([twice])[0])
+    write_series(ct, tmp_path / "ct2", "CT", study=study, series_number=2,
+                 description="second")
+    found = find_series([tmp_path / "ct", tmp_path / "ct2"])
+    with pytest.raises(DicomError, match="2 CT series; choose one .*'second'"):
+        pick_series(found, "CT")
+    assert pick_series(found, "CT", found[1].uid) is found[1]
+    with pytest.raises(DicomError, match="no PT series; found CT series"):
+        pick_series(found, "PT")
+    with pytest.raises(DicomError, match="no series with SeriesInstanceUID 1.2.3"):
+        pick_series(found, "CT", "1.2.3")
+    (tmp_path / "notes.txt").write_text("not DICOM")
+    assert len(find_series([tmp_path])) == 2  # the copies keep their SeriesInstanceUID
+
+
+def test_mixed_orientations_are_refused(tmp_path, study):
+    import pydicom
+
+    folder = write_series(_volume(np.random.default_rng(5)), tmp_path / "ct", "CT",
+                          study=study)
+    path = sorted(folder.iterdir())[4]
+    ds = pydicom.dcmread(path)
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0.98, 0.199]
+    ds.save_as(path)
+    with pytest.raises(DicomError, match=f"mixed orientations .*{path.name}"):
+        read_series(find_series([folder])[0])
