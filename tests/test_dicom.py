@@ -123,6 +123,10 @@ def test_gaps_duplicates_mixed_series_and_choices_are_refused(tmp_path, study):
         pick_series(found, "PT")
     with pytest.raises(DicomError, match="no series with SeriesInstanceUID 1.2.3"):
         pick_series(found, "CT", "1.2.3")
+    from petloop.io.imagefile import ReadLimits
+
+    with pytest.raises(DicomError, match="840 voxels .* more than the 800 voxels"):
+        read_series(found[0], limits=ReadLimits(max_voxels=800))
     (tmp_path / "notes.txt").write_text("not DICOM")
     assert len(find_series([tmp_path])) == 2  # the copies keep their SeriesInstanceUID
 
@@ -138,3 +142,56 @@ def test_mixed_orientations_are_refused(tmp_path, study):
     ds.save_as(path)
     with pytest.raises(DicomError, match=f"mixed orientations .*{path.name}"):
         read_series(find_series([folder])[0])
+
+
+def test_dicom_studies_from_phantom_to_prediction(tmp_path, model_set):
+    """``phantom --layout dicom`` writes CT and PET series (PET in BQML) whose SUV read back is
+    the phantom's; ``cases`` finds them; ``convert`` makes an autoPET case of one; ``predict``
+    takes the DICOM folders and gives the mask it gives for the converted files."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from petloop.cli import app
+    from petloop.io.layouts import find_cases
+    from petloop.io.volume import read_volume
+    from petloop.phantom import PhantomConfig
+    from petloop.phantom.generate import generate_case
+
+    runner = CliRunner()
+    args = ["phantom", "--out", str(tmp_path / "dcm"), "--cases", "2", "--preset", "trunk",
+            "--seed", "8", "--negative-fraction", "0", "--layout", "dicom"]
+    assert runner.invoke(app, args).exit_code == 0
+    cases = find_cases(tmp_path / "dcm")
+    assert [c.layout for c in cases] == ["dicom", "dicom"]
+    config = PhantomConfig.preset("trunk", seed=8, tracer="mixed", negative_fraction=0.0)
+    for n, files in enumerate(cases):
+        case, truth = files.load(), generate_case(config, n).case
+        assert case.tracer == truth.tracer and case.pet.same_grid(truth.pet)
+        np.testing.assert_allclose(case.pet.array, truth.pet.array, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(case.label.array, truth.label.array)
+    study = cases[0].pet.parent
+    result = runner.invoke(app, ["convert", "--ct", str(study / "CT"), "--pet",
+                                 str(study / "PET"), "--out", str(tmp_path / "conv"),
+                                 "--tracer", "fdg"])
+    assert result.exit_code == 0, result.output
+    suv = read_volume(tmp_path / "conv" / "SUV.nii.gz")
+    np.testing.assert_array_equal(suv.array, cases[0].load().pet.array)
+    assert json.loads((tmp_path / "conv" / "case.json").read_text())["suv"] == "bw"
+    masks = {}
+    for name, ct, pet in (("dicom", study / "CT", study / "PET"),
+                          ("nifti", tmp_path / "conv" / "CTres.nii.gz",
+                           tmp_path / "conv" / "SUV.nii.gz")):
+        out = tmp_path / f"{name}.nii.gz"
+        result = runner.invoke(app, ["predict", "--ct", str(ct), "--pet", str(pet), "--out",
+                                     str(out), "--models", str(model_set), "--tracer", "fdg",
+                                     "--precision", "fp32"])
+        assert result.exit_code == 0, result.output
+        masks[name] = read_volume(out)
+    assert masks["dicom"].same_grid(masks["nifti"])
+    np.testing.assert_array_equal(masks["dicom"].array, masks["nifti"].array)
+    # one clear line for a folder that holds no PET
+    result = runner.invoke(app, ["convert", "--ct", str(study / "CT"), "--pet",
+                                 str(study / "CT"), "--out", str(tmp_path / "bad")])
+    assert result.exit_code != 0 and "no PT series; found CT series" in result.output
+    assert not (tmp_path / "bad").exists()

@@ -48,7 +48,8 @@ def phantom(
     top_mm: Annotated[float | None, typer.Option(
         help="Where the field of view starts: its top slice, in mm below the vertex (default: "
              "the preset's; -10, just above the head, for all but trunk).")] = None,
-    layout: Annotated[str, typer.Option(help="autopet, nnunet or gc.")] = "autopet",
+    layout: Annotated[str, typer.Option(help="autopet, nnunet, gc or dicom (CT and PET "
+                                        "series, the PET in BQML).")] = "autopet",
     negative_fraction: Annotated[float, typer.Option(help="Fraction of negative controls.")] = 0.2,
     lesions: Annotated[tuple[int, int] | None, typer.Option(
         help="Lesions per positive case as MIN MAX (default: drawn per tracer).")] = None,
@@ -131,6 +132,61 @@ def list_cases(
         table.add_row(r["case"], r["layout"], str(r["tracer"]), *("yes" if r[k] else "-" for k in
                                                                   ("label", "organs", "clicks")))
     console.print(table)
+
+
+@app.command()
+def convert(
+    ct: Annotated[Path, typer.Option(help="CT: a folder of DICOM files (or an image file).")],
+    pet: Annotated[Path, typer.Option(help="PET: a folder of DICOM files (read into SUV from "
+                                      "its header), or an image file already in SUV.")],
+    out: Annotated[Path, typer.Option(help="Case folder to write (autoPET layout: "
+                                      "CTres.nii.gz on the PET grid, SUV.nii.gz, case.json).")],
+    series: Annotated[list[str] | None, typer.Option(
+        help="SeriesInstanceUID of the series to take where a folder holds several of a "
+             "modality; repeat for CT and PET.")] = None,
+    weight: Annotated[float | None, typer.Option(
+        help="Patient weight in kg, instead of PatientWeight (0010,1030).")] = None,
+    suv: Annotated[str, typer.Option(help="bw (body weight) or lbm (lean body mass, "
+                                     "Janmahasatian; needs PatientSize and PatientSex).")]
+    = "bw",
+    tracer: Annotated[str | None, typer.Option(help="fdg or psma, written to case.json.")]
+    = None,
+) -> None:
+    """Turn a PET/CT study from the scanner (DICOM) into a petloop case: the PET in SUV by the
+    QIBA rules, the CT on the PET grid."""
+    from petloop.io.checks import check_ct, check_pet
+    from petloop.io.dicom import read_image
+    from petloop.io.suv import SUV_MODES
+    from petloop.io.volume import VolumeError, resample_to
+
+    one_of(suv, "--suv", SUV_MODES)
+    one_of(tracer, "--tracer", ("fdg", "psma"))
+    if weight is not None and not 1 <= weight <= 500:
+        fail(f"--weight: {weight:g} kg is not a plausible patient weight (1 to 500 kg)")
+    outputs = OutputSet({"--ct": ct, "--pet": pet})
+    outputs.add_folder("--out", out)
+    paths = {name: outputs.in_folder("--out", out, name, kind)
+             for name, kind in (("CTres.nii.gz", "volume"), ("SUV.nii.gz", "volume"),
+                                ("case.json", "json"))}
+    try:
+        pet_vol = read_image(pet, "PT", series=series or (), weight_kg=weight, mode=suv)
+        check_pet(pet_vol, str(pet))
+        ct_vol = read_image(ct, "CT", series=series or ())
+        check_ct(ct_vol, str(ct))
+        res = resample_to(ct_vol, pet_vol, default_value=-1024.0, moving_name=f"CT {ct}",
+                          reference_name=f"PET {pet}")
+    except (VolumeError, ValueError) as exc:
+        fail(str(exc))
+    meta = {"source": {"ct": str(ct), "pet": str(pet)}, "suv": suv,
+            **({"tracer": tracer} if tracer else {}),
+            **({"patient_weight_kg": weight} if weight is not None else {})}
+    with outputs.writing() as w:
+        w.volume(paths["CTres.nii.gz"], res)
+        w.volume(paths["SUV.nii.gz"], pet_vol)
+        w.json(paths["case.json"], meta)
+    console.print(f"wrote {out}: SUV{suv} {list(pet_vol.shape)} at "
+                  f"{[round(v, 4) for v in pet_vol.spacing]} mm (max "
+                  f"{float(pet_vol.array.max()):.2f}), CT on the PET grid")
 
 
 @app.command("resample-ct")

@@ -34,6 +34,12 @@ BudgetMode = Annotated[str | None, typer.Option(
     "it must compute still fit) or birth (the published BIRTH code: min(int((B - T) / T), 7) "
     "passes for a plain cost T of the whole window, in its axis order, logits averaged); "
     "default: the model set's inference.budget_mode.")]
+Series = Annotated[list[str] | None, typer.Option(
+    help="With DICOM folders: the SeriesInstanceUID to take where a folder holds several "
+    "series of a modality; repeat for CT and PET.")]
+Weight = Annotated[float | None, typer.Option(
+    min=1, max=500, help="With a DICOM PET: the patient weight in kg, instead of "
+    "PatientWeight (0010,1030).")]
 TrustSuv = Annotated[bool, typer.Option(
     "--trust-suv", help="Take the PET as SUV even where it does not look like SUV (values "
     "far below 0, or a body median far above what SUV can be); NaN is refused all the same.")]
@@ -82,8 +88,10 @@ def _errors():
 
 @app.command()
 def predict(
-    ct: Annotated[Path, typer.Option(help="CT image (resampled onto the PET grid if needed).")],
-    pet: Annotated[Path, typer.Option(help="PET image in SUV.")],
+    ct: Annotated[Path, typer.Option(help="CT image, or a folder of DICOM files (resampled "
+                                     "onto the PET grid if needed).")],
+    pet: Annotated[Path, typer.Option(help="PET image in SUV, or a folder of DICOM files "
+                                      "(read into SUV from its header).")],
     out: Annotated[Path, typer.Option(help="Mask to write (on the PET grid).")],
     clicks: Annotated[Path | None, typer.Option(help="Click file (either form).")] = None,
     step: Annotated[int | None, typer.Option(min=0, help="Use the first K clicks of each "
@@ -100,11 +108,13 @@ def predict(
     mirrors: Mirrors = None,
     budget_mode: BudgetMode = None,
     trust_suv: TrustSuv = False,
+    series: Series = None,
+    weight: Weight = None,
 ) -> None:
     """Segment lesions in one PET/CT with the model set, given clicks."""
     from petloop.io.checks import check_ct, check_pet
     from petloop.io.clicks import Clicks, read_clicks
-    from petloop.io.volume import read_volume
+    from petloop.io.dicom import read_image
     from petloop.metrics.report import lesion_report
 
     options = run_options(device=device, precision=precision, window=window, mirrors=mirrors,
@@ -118,9 +128,9 @@ def predict(
     if report is not None:
         outputs.add("--report", report, "json")
     try:
-        pet_vol = read_volume(pet)
+        pet_vol = read_image(pet, "PT", series=series or (), weight_kg=weight)
         check_pet(pet_vol, str(pet), trust_suv=trust_suv)
-        ct_vol = read_volume(ct)
+        ct_vol = read_image(ct, "CT", series=series or ())
         check_ct(ct_vol, str(ct))
         c = read_clicks(clicks, shape=pet_vol.shape) if clicks else Clicks()
         if step is not None:

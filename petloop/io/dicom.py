@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .imagefile import DEFAULT_LIMITS, ReadLimits
 from .suv import SuvMode, suv_factors, suv_inputs
 from .volume import Volume, VolumeError
 
@@ -144,13 +145,28 @@ class _Slice:
     along: float = 0.0
 
 
-def read_series(series: DicomSeries) -> tuple[Volume, list]:
+def _within(series: DicomSeries, limits: ReadLimits) -> None:
+    """Refuse a series larger than ``limits`` from its first header, before pixels are read."""
+    import pydicom
+
+    ds = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+    voxels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0) * len(series.files)
+    stored = voxels * max(1, int(ds.get("BitsAllocated", 16) or 16) // 8)
+    if voxels > limits.max_voxels or stored > limits.max_bytes:
+        raise DicomError(f"{series.describe()}: {voxels} voxels ({stored / 2**20:.0f} MiB "
+                         f"stored) is more than the {limits.max_voxels} voxels and "
+                         f"{limits.max_bytes / 2**20:.0f} MiB allowed")
+
+
+def read_series(series: DicomSeries, *, limits: ReadLimits = DEFAULT_LIMITS
+                ) -> tuple[Volume, list]:
     """The series as a volume of rescaled values (float32), and its slices' datasets in slice
-    order."""
+    order; a series larger than ``limits`` is refused before its pixels are read."""
     import pydicom
 
     if not series.files:
         raise DicomError(f"{series.describe()}: no files")
+    _within(series, limits)
     slices = []
     for path in series.files:
         ds = pydicom.dcmread(path)
@@ -218,20 +234,45 @@ def read_series(series: DicomSeries) -> tuple[Volume, list]:
     return volume, [s.ds for s in slices]
 
 
-def read_ct(series: DicomSeries) -> Volume:
-    return read_series(series)[0]
+def read_ct(series: DicomSeries, *, limits: ReadLimits = DEFAULT_LIMITS) -> Volume:
+    return read_series(series, limits=limits)[0]
+
+
+def read_image(path: str | Path, modality: str, *, series: Sequence[str] = (),
+               weight_kg: float | None = None, mode: SuvMode = "bw",
+               limits: ReadLimits = DEFAULT_LIMITS) -> Volume:
+    """A CT (``modality`` CT) or a PET in SUV (PT) from an image file (read as it is: a PET file
+    must hold SUV already) or from a folder of DICOM files (``series``: SeriesInstanceUIDs to
+    choose from where the folder holds several of the modality)."""
+    path = Path(path)
+    if not path.is_dir():
+        from .volume import read_volume
+
+        return read_volume(path, limits=limits)
+    found = find_series([path])
+    chosen = [s for s in found if s.uid in set(series) and s.modality == modality]
+    picked = pick_series(found, modality, chosen[0].uid if chosen else None, where=str(path))
+    if modality == "PT":
+        return read_pet_suv(picked, weight_kg=weight_kg, mode=mode, limits=limits)
+    return read_ct(picked, limits=limits)
 
 
 def read_pet_suv(series: DicomSeries, *, weight_kg: float | None = None,
-                 mode: SuvMode = "bw") -> Volume:
+                 mode: SuvMode = "bw", limits: ReadLimits = DEFAULT_LIMITS) -> Volume:
     """A PET series in SUV (body weight, or lean body mass), each slice by its own factor."""
-    volume, datasets = read_series(series)
+    volume, datasets = read_series(series, limits=limits)
     factors = suv_factors(suv_inputs(datasets, where=series.describe()), weight_kg=weight_kg,
                           mode=mode)
     return volume.with_array((volume.array * factors[None, None, :]).astype(np.float32))
 
 
 # writing ----------------------------------------------------------------------------------------
+#: what a phantom's tracer is written as: radiopharmaceutical, radionuclide code, half-life (s)
+#: and injected activity per kg of body weight
+TRACER_ISOTOPES = {
+    "fdg": ("Fluorodeoxyglucose F^18^", ("C-111A1", "SRT", "^18^Fluorine"), 6586.2, 3.5e6),
+    "psma": ("Ga-68 PSMA-11", ("C-131A3", "SRT", "^68^Gallium"), 4062.6, 2.0e6),
+}
 @dataclass(frozen=True)
 class PetAcquisition:
     """What a written PET series says of its acquisition (and what SUV is computed from)."""
@@ -274,10 +315,11 @@ class Study:
     sex: str = "O"
 
 
-def _uid() -> str:
+def _uid(*entropy) -> str:
+    """A new UID, or with ``entropy`` the same UID for the same values (reproducible files)."""
     from pydicom.uid import generate_uid
 
-    return generate_uid()
+    return generate_uid(entropy_srcs=[str(e) for e in entropy] if entropy else None)
 
 
 def _da(t: datetime) -> str:
@@ -305,7 +347,7 @@ def write_series(volume: Volume, folder: str | Path, modality: str, *, study: St
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    series_uid = _uid()
+    series_uid = _uid(study.study_uid, modality, series_number, description)
     direction = volume.direction_matrix
     row, col, normal = direction[:, 0], direction[:, 1], direction[:, 2]
     sx, sy, sz = volume.spacing
@@ -313,7 +355,7 @@ def write_series(volume: Volume, folder: str | Path, modality: str, *, study: St
     for k in range(volume.shape[2]):
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = IMAGE_STORAGE[modality]
-        meta.MediaStorageSOPInstanceUID = _uid()
+        meta.MediaStorageSOPInstanceUID = _uid(series_uid, k)
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
@@ -390,5 +432,25 @@ def _pet_attributes(ds, pet: PetAcquisition, k: int, n: int) -> None:
     ds.RadiopharmaceuticalInformationSequence = [item]
 
 
-__all__ = ["DicomError", "DicomSeries", "PetAcquisition", "Study", "find_series",
-           "pick_series", "read_ct", "read_pet_suv", "read_series", "write_series"]
+def write_study(case, ct_folder: str | Path, pet_folder: str | Path) -> None:
+    """A case (:class:`~petloop.io.layouts.Case`: CT in HU, PET in SUV) as a CT and a PET
+    series of one study: the PET in BQML with the weight of its ``case.json`` (75 kg without),
+    the tracer's isotope, an injection of its usual activity per kg an hour before the scan.
+    UIDs are derived from the case id, so a case is written the same way every time."""
+    meta = dict(case.meta or {})
+    tracer = (case.tracer or meta.get("tracer") or "fdg").lower()
+    drug, nuclide, half_life, per_kg = TRACER_ISOTOPES.get(tracer, TRACER_ISOTOPES["fdg"])
+    weight = float(meta.get("patient_weight_kg") or 75.0)
+    study = Study(patient_id=case.case_id[:64], patient_name=f"Phantom^{case.case_id}"[:64],
+                  study_uid=_uid(case.case_id, "study"),
+                  frame_of_reference_uid=_uid(case.case_id, "frame of reference"), sex="O")
+    pet = PetAcquisition(weight_kg=weight, sex="O", dose_bq=round(per_kg * weight, -5),
+                         half_life_s=half_life, radionuclide=nuclide, radiopharmaceutical=drug)
+    write_series(case.ct, ct_folder, "CT", study=study, series_number=1, description="CT")
+    write_series(case.pet, pet_folder, "PT", study=study, pet=pet, series_number=2,
+                 description=f"PET AC {tracer.upper()}")
+
+
+__all__ = ["TRACER_ISOTOPES", "DicomError", "DicomSeries", "PetAcquisition", "Study",
+           "find_series", "pick_series", "read_ct", "read_image", "read_pet_suv", "read_series",
+           "write_series", "write_study"]

@@ -17,6 +17,12 @@ Three layouts are read (and written) by petloop:
     ``lesion-clicks.json``; the case id is the CT file stem. A folder whose sub-folders are
     such input folders holds several cases; petloop also keeps ``labels/``, ``organs/`` and
     ``case.json`` there for evaluation.
+``dicom``
+    DICOM study folders ``<root>/<case>/`` with a ``CT/`` and a ``PET/`` folder of DICOM files
+    (one series each; petloop reads the PET into SUV from its header, :mod:`petloop.io.dicom`)
+    and, as for ``autopet``, optionally ``SEG.nii.gz``, ``ORGANS.nii.gz`` (on the PET grid),
+    ``clicks.json`` and ``case.json``. ``petloop phantom --layout dicom`` writes it;
+    ``petloop convert`` turns a study from the scanner into an ``autopet`` case.
 
 The tracer of a case comes from its ``case.json`` when present, else from its name
 (``fdg_...``, ``PETCT_...`` are FDG, ``psma_...`` is PSMA, as in the public data).
@@ -43,7 +49,8 @@ from petloop.io.volume import (
     write_volume,
 )
 
-LAYOUTS = ("autopet", "nnunet", "gc")
+LAYOUTS = ("autopet", "nnunet", "gc", "dicom")
+DICOM_FOLDERS = {"ct": "CT", "pet": "PET"}
 TRACERS = ("fdg", "psma")
 CASE_JSON = "case.json"
 
@@ -104,9 +111,16 @@ class CaseFiles:
 
     def load(self, with_label: bool = True, *, limits: ReadLimits = DEFAULT_LIMITS) -> Case:
         """Read and check the case's files (images up to ``limits``)."""
-        pet = read_volume(self.pet, limits=limits)
-        ct = resample_to(read_volume(self.ct, limits=limits), pet, default_value=-1024.0,
-                         moving_name=f"CT {self.ct}", reference_name=f"PET {self.pet}")
+        if self.layout == "dicom":
+            from petloop.io.dicom import read_image
+
+            pet = read_image(self.pet, "PT", limits=limits)
+            ct = read_image(self.ct, "CT", limits=limits)
+        else:
+            pet = read_volume(self.pet, limits=limits)
+            ct = read_volume(self.ct, limits=limits)
+        ct = resample_to(ct, pet, default_value=-1024.0, moving_name=f"CT {self.ct}",
+                         reference_name=f"PET {self.pet}")
         label = organs = None
         if with_label and self.label is not None:
             label = _on_grid(read_volume(self.label, limits=limits), pet, self.label, self.pet)
@@ -255,12 +269,33 @@ def read_gc(root: Path) -> list[CaseFiles]:
             if (d / "images" / "ct").is_dir() and not d.name.startswith(".")]
 
 
+def _dicom_study(study: Path, case_id: str) -> CaseFiles:
+    return CaseFiles(
+        case_id, "dicom", study / DICOM_FOLDERS["ct"], study / DICOM_FOLDERS["pet"],
+        label=_existing(study / "SEG.nii.gz"), organs=_existing(study / "ORGANS.nii.gz"),
+        clicks=_existing(study / "clicks.json"), meta=_existing(study / CASE_JSON))
+
+
+def _is_dicom_study(folder: Path) -> bool:
+    return all((folder / name).is_dir() for name in DICOM_FOLDERS.values())
+
+
+def read_dicom(root: Path) -> list[CaseFiles]:
+    if _is_dicom_study(root):
+        return [_dicom_study(root, root.name)]
+    return [_dicom_study(d, d.name) for d in sorted(root.iterdir())
+            if d.is_dir() and not d.name.startswith(".") and _is_dicom_study(d)]
+
+
 def detect_layout(root: Path) -> str:
     root = Path(root)
     if not root.is_dir():
         raise LayoutError(f"{root}: no such folder")
     if (root / "dataset.json").is_file():
         return "nnunet"
+    if _is_dicom_study(root) or any(_is_dicom_study(d) for d in root.iterdir() if d.is_dir()
+                                    and not d.name.startswith(".")):
+        return "dicom"
     if (root / "images" / "ct").is_dir() or any(root.glob("*/images/ct")):
         return "gc"
     if (root / "SUV.nii.gz").exists() or any(root.glob("*/*/SUV.nii.gz")) or any(
@@ -269,8 +304,8 @@ def detect_layout(root: Path) -> str:
         return "autopet"
     raise LayoutError(
         f"{root}: not a dataset petloop can read (expected autoPET study folders with "
-        "SUV.nii.gz, an nnU-Net raw dataset with dataset.json, or a grand-challenge "
-        "images/ct + images/pet folder)"
+        "SUV.nii.gz, an nnU-Net raw dataset with dataset.json, a grand-challenge "
+        "images/ct + images/pet folder, or DICOM study folders with CT/ and PET/)"
     )
 
 
@@ -284,6 +319,8 @@ def find_cases(root: str | Path, layout: str = "auto", split: str = "Tr") -> lis
         cases = read_nnunet(root, split)
     elif layout == "gc":
         cases = read_gc(root)
+    elif layout == "dicom":
+        cases = read_dicom(root)
     else:
         raise LayoutError(f"unknown layout {layout!r}; use one of {LAYOUTS} or 'auto'")
     if not cases:
@@ -325,10 +362,20 @@ def write_case(case: Case, root: str | Path, layout: str, split: str = "Tr") -> 
                      label=folder / "labels" / f"{case.case_id}.mha",
                      organs=folder / "organs" / f"{case.case_id}.mha",
                      clicks=folder / "lesion-clicks.json", meta=folder / CASE_JSON)
+    elif layout == "dicom":
+        folder = root / case.case_id
+        paths = dict(ct=folder / DICOM_FOLDERS["ct"], pet=folder / DICOM_FOLDERS["pet"],
+                     label=folder / "SEG.nii.gz", organs=folder / "ORGANS.nii.gz",
+                     clicks=folder / "clicks.json", meta=folder / CASE_JSON)
     else:
         raise LayoutError(f"unknown layout {layout!r}; use one of {LAYOUTS}")
-    write_volume(case.ct, paths["ct"])
-    write_volume(case.pet, paths["pet"])
+    if layout == "dicom":
+        from petloop.io.dicom import write_study
+
+        write_study(case, paths["ct"], paths["pet"])
+    else:
+        write_volume(case.ct, paths["ct"])
+        write_volume(case.pet, paths["pet"])
     written: dict[str, Path | None] = {"label": None, "organs": None, "clicks": None, "meta": None}
     if case.label is not None:
         written["label"] = write_volume(case.label, paths["label"])
