@@ -6,8 +6,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.petloop-installed
 DEMO_OUT ?= demo_out
-# the viewer's browser test drives Debian's Chromium (browsers cannot be downloaded)
+# the viewer's browser test drives Debian's Chromium (browsers cannot be downloaded); the DICOM
+# tests check what petloop writes with dciodvfy (Debian's dicom3tools)
 CHROMIUM := /usr/bin/chromium
+DCIODVFY := /usr/bin/dciodvfy
 
 .PHONY: install demo test lint bench clean
 
@@ -32,7 +34,12 @@ $(CHROMIUM):
 	$$sudo apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver
 
-test: lint $(CHROMIUM)
+$(DCIODVFY):
+	@if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	$$sudo apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq dicom3tools
+
+test: lint $(CHROMIUM) $(DCIODVFY)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -12,8 +12,8 @@ cosines), ``j`` down the columns, ``k`` along the normal, in LPS millimetres as 
 petloop. A PET is turned into SUV (:mod:`petloop.io.suv`) per slice.
 
 Writing (:func:`write_series`): one file per slice, CT as signed 16-bit HU, PET in BQML as
-signed 32-bit with a rescale slope per slice (so the values round-trip to 1e-9 of each slice's
-maximum), with the patient, study, frame of reference, equipment and PET isotope attributes a
+signed 16-bit with a rescale slope per slice, as scanners write it (the values round-trip to
+half a step, 1 / 65534 of each slice's maximum), with the patient, study, frame of reference, equipment and PET isotope attributes a
 viewer and the SUV rules need (:class:`PetAcquisition`). Files are written into a hidden
 folder that is renamed into place.
 """
@@ -374,7 +374,10 @@ def write_series(volume: Volume, folder: str | Path, modality: str, *, study: St
         ds.ContentDate, ds.ContentTime = _da(when), _tm(when)
         ds.FrameOfReferenceUID, ds.PositionReferenceIndicator = study.frame_of_reference_uid, ""
         ds.Manufacturer = "petloop"
-        ds.InstanceNumber = k + 1
+        ds.InstanceNumber, ds.AcquisitionNumber = k + 1, 1
+        ds.BodyPartExamined = "WHOLEBODY"  # unpaired: no Laterality
+        if modality == "CT":  # a PET says it with codes (PatientOrientationCodeSequence)
+            ds.PatientPosition = "HFS"
         ds.ImagePositionPatient = [f"{v:.6f}" for v in
                                    np.asarray(volume.origin) + k * sz * normal]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row, *col)]
@@ -393,10 +396,11 @@ def write_series(volume: Volume, folder: str | Path, modality: str, *, study: St
             bqml = values * pet.bqml_per_suv()
             _pet_attributes(ds, pet, k, volume.shape[2])
             top = float(np.abs(bqml).max())
-            slope = top / (2**31 - 1) if top > 0 else 1.0
-            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 32, 32, 31, 1
+            slope = top / 32767 if top > 0 else 1.0
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
             ds.RescaleIntercept, ds.RescaleSlope = "0", f"{slope:.10E}"
-            stored = np.rint(bqml / float(ds.RescaleSlope)).astype(np.int32)
+            stored = np.clip(np.rint(bqml / float(ds.RescaleSlope)), -32768, 32767).astype(
+                np.int16)
         ds.PixelData = np.ascontiguousarray(stored).tobytes()
         ds.save_as(work / f"{modality}{k + 1:05d}.dcm", enforce_file_format=True)
     if folder.exists():
@@ -414,6 +418,15 @@ def _pet_attributes(ds, pet: PetAcquisition, k: int, n: int) -> None:
         "ATTN", "SCAT", "DTIM", "RAN", "NORM"]
     ds.DecayCorrection, ds.RandomsCorrectionMethod = pet.decay_correction, "DLYD"
     ds.AttenuationCorrectionMethod, ds.ReconstructionMethod = "CT", "OSEM"
+    ds.CollimatorType = "NONE"
+    orientation, gantry = Dataset(), Dataset()  # recumbent, headfirst (SNOMED CT)
+    orientation.CodeValue, orientation.CodingSchemeDesignator = "102538003", "SCT"
+    orientation.CodeMeaning = "recumbent"
+    gantry.CodeValue, gantry.CodingSchemeDesignator, gantry.CodeMeaning = (
+        "102540008", "SCT", "headfirst")
+    orientation.PatientOrientationModifierCodeSequence = []
+    ds.PatientOrientationCodeSequence = [orientation]
+    ds.PatientGantryRelationshipCodeSequence = [gantry]
     ds.NumberOfSlices, ds.ImageIndex = n, k + 1
     ds.FrameReferenceTime, ds.ActualFrameDuration = "0", 120000
     ds.DecayFactor = "1"  # every slice acquired at the scan start
