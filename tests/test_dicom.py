@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from petloop.io.clicks import Clicks
 from petloop.io.dicom import (
     DicomError,
     PetAcquisition,
@@ -199,6 +200,34 @@ def test_dicom_studies_from_phantom_to_prediction(tmp_path, model_set):
         masks[name] = read_volume(out)
     assert masks["dicom"].same_grid(masks["nifti"])
     np.testing.assert_array_equal(masks["dicom"].array, masks["nifti"].array)
+    # the same prediction as a DICOM SEG and SR beside the mask (clicks so there is a lesion)
+    from petloop.io.clicks import write_clicks
+    from petloop.io.dicom import pick_series as pick
+    from petloop.io.dicom_results import read_measurements, read_segmentation
+
+    truth = cases[0].load()
+    lesion = tuple(int(v) for v in np.argwhere(truth.label.array)[0])
+    write_clicks(Clicks((lesion,), ()), tmp_path / "clicks.json")
+    result = runner.invoke(app, [
+        "predict", "--ct", str(study / "CT"), "--pet", str(study / "PET"), "--out",
+        str(tmp_path / "m.nii.gz"), "--seg", str(tmp_path / "seg.dcm"), "--sr",
+        str(tmp_path / "sr.dcm"), "--report", str(tmp_path / "r.json"), "--clicks",
+        str(tmp_path / "clicks.json"), "--models", str(model_set), "--tracer", "fdg"])
+    assert result.exit_code == 0, result.output
+    for name in ("seg.dcm", "sr.dcm"):
+        assert not _dciodvfy_errors(tmp_path / name), name
+    source = read_series(pick(find_series([study / "PET"]), "PT"))[1]
+    mask = read_volume(tmp_path / "m.nii.gz").array
+    assert mask.any()
+    np.testing.assert_array_equal(read_segmentation(tmp_path / "seg.dcm", source) > 0, mask > 0)
+    report = json.loads((tmp_path / "r.json").read_text())
+    totals = read_measurements(tmp_path / "sr.dcm")["all lesions"]
+    assert totals[("Metabolic Volume", None)] == pytest.approx(report["tmtv_ml"])
+    result = runner.invoke(app, [  # a SEG needs the PET series it references
+        "predict", "--ct", str(tmp_path / "conv" / "CTres.nii.gz"), "--pet",
+        str(tmp_path / "conv" / "SUV.nii.gz"), "--out", str(tmp_path / "x.dcm"),
+        "--models", str(model_set)])
+    assert result.exit_code != 0 and "give --pet as a folder of DICOM files" in result.output
     # one clear line for a folder that holds no PET
     result = runner.invoke(app, ["convert", "--ct", str(study / "CT"), "--pet",
                                  str(study / "CT"), "--out", str(tmp_path / "bad")])
@@ -220,3 +249,66 @@ def test_written_series_pass_dciodvfy(tmp_path, study):
         errors = [line for line in (out.stdout + out.stderr).splitlines()
                   if line.startswith("Error")]
         assert not errors, errors
+
+
+def _dciodvfy_errors(path) -> list[str]:
+    import subprocess
+
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_seg_and_sr_of_several_lesions_read_back_and_pass_dciodvfy(tmp_path, study):
+    """Three lesions on a written PET series: the SEG holds one segment per lesion, numbered as
+    in the lesion report, on the PET's slices; the SR holds each lesion's numbers and the
+    totals; both pass dciodvfy and read back to the same labels and numbers."""
+    from petloop.io.dicom_results import (
+        measurement_report,
+        read_measurements,
+        read_segmentation,
+        save,
+        segmentation,
+    )
+    from petloop.metrics.report import labelled_lesions, lesion_report
+
+    rng = np.random.default_rng(7)
+    pet = _volume(rng)
+    write_series(pet, tmp_path / "pet", "PT", study=study, pet=PetAcquisition())
+    (series,) = find_series([tmp_path / "pet"])
+    _, source = read_series(series)
+    suv = read_pet_suv(series)
+    mask = np.zeros(pet.shape, dtype=np.uint8)
+    mask[1:4, 1:3, 1:3] = 1  # 12 voxels
+    mask[6:8, 5:7, 4:6] = 1  # 8
+    mask[10, 8, 6] = 1  # 1
+    report, labels = labelled_lesions(suv, mask)
+    assert report == lesion_report(suv, mask)
+    assert [les.voxels for les in report.lesions] == [12, 8, 1]
+    assert all(int((labels == les.id).sum()) == les.voxels for les in report.lesions)
+    seg = segmentation(suv.with_array(labels), source)
+    sr = measurement_report(report, seg, source)
+    save(seg, tmp_path / "seg.dcm")
+    save(sr, tmp_path / "sr.dcm")
+    for path in ("seg.dcm", "sr.dcm"):
+        assert not _dciodvfy_errors(tmp_path / path), path
+    assert seg.FrameOfReferenceUID == source[0].FrameOfReferenceUID
+    assert {item.SeriesInstanceUID for item in seg.ReferencedSeriesSequence} == {series.uid}
+    np.testing.assert_array_equal(read_segmentation(tmp_path / "seg.dcm", source), labels)
+    values = read_measurements(tmp_path / "sr.dcm")
+    assert set(values) == {"lesion 1", "lesion 2", "lesion 3", "all lesions"}
+    for les in report.lesions:
+        got = values[f"lesion {les.id}"]
+        assert got[("Volume", None)] == pytest.approx(les.volume_ml)
+        assert got[("Standardized Uptake Value", "Maximum")] == pytest.approx(les.suv_max)
+        assert got[("Standardized Uptake Value", "Mean")] == pytest.approx(les.suv_mean)
+        assert got[("Standardized Uptake Value", "Peak Value Within ROI")] == pytest.approx(
+            les.suv_peak)
+        assert got[("Total Lesion Glycolysis", None)] == pytest.approx(les.tlg)
+    totals = values["all lesions"]
+    assert totals[("Metabolic Volume", None)] == pytest.approx(report.tmtv_ml)
+    assert totals[("Total Lesion Glycolysis", None)] == pytest.approx(report.total_tlg)
+    # no lesion: one empty segment, still a valid SEG
+    empty = segmentation(suv.with_array(np.zeros(pet.shape, np.uint16)), source)
+    save(empty, tmp_path / "empty.dcm")
+    assert not _dciodvfy_errors(tmp_path / "empty.dcm")
+    assert not read_segmentation(tmp_path / "empty.dcm", source).any()

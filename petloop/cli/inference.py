@@ -92,14 +92,23 @@ def predict(
                                      "onto the PET grid if needed).")],
     pet: Annotated[Path, typer.Option(help="PET image in SUV, or a folder of DICOM files "
                                       "(read into SUV from its header).")],
-    out: Annotated[Path, typer.Option(help="Mask to write (on the PET grid).")],
+    out: Annotated[Path, typer.Option(help="Mask to write (on the PET grid); a name ending in "
+                                      ".dcm writes a DICOM SEG (see --seg).")],
     clicks: Annotated[Path | None, typer.Option(help="Click file (either form).")] = None,
     step: Annotated[int | None, typer.Option(min=0, help="Use the first K clicks of each "
                                              "kind.")] = None,
     tracer: Annotated[str, typer.Option(help="auto, fdg or psma.")] = "auto",
     models: Models = DEFAULT_MODELS,
-    report: Annotated[Path | None, typer.Option(help="Also write the lesion report (JSON).")]
-    = None,
+    report: Annotated[Path | None, typer.Option(
+        help="Also write the lesion report: JSON, or a DICOM SR where the name ends in .dcm "
+             "(see --sr).")] = None,
+    seg: Annotated[Path | None, typer.Option(
+        help="Also write the lesions as a DICOM SEG (.dcm; one segment per lesion) referencing "
+             "the PET series: --pet must be a DICOM folder.")] = None,
+    sr: Annotated[Path | None, typer.Option(
+        help="Also write a DICOM Structured Report (.dcm; TID 1500: each lesion's volume, "
+             "SUVmax, SUVmean, SUVpeak, TLG, and TMTV and total TLG) referencing the SEG and the "
+             "PET series: --pet must be a DICOM folder.")] = None,
     time_budget: Annotated[float | None, typer.Option(
         help="Seconds for test-time mirroring (0: none).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or mps.")] = "cpu",
@@ -114,8 +123,8 @@ def predict(
     """Segment lesions in one PET/CT with the model set, given clicks."""
     from petloop.io.checks import check_ct, check_pet
     from petloop.io.clicks import Clicks, read_clicks
-    from petloop.io.dicom import read_image
-    from petloop.metrics.report import lesion_report
+    from petloop.io.dicom import load_image, read_image
+    from petloop.metrics.report import labelled_lesions
 
     options = run_options(device=device, precision=precision, window=window, mirrors=mirrors,
                           time_budget=time_budget, budget_mode=budget_mode,
@@ -124,11 +133,26 @@ def predict(
     one_of(tracer, "--tracer", ("auto", "fdg", "psma"))
     outputs = OutputSet({"--ct": ct, "--pet": pet, "--clicks": clicks,
                          "--models": models / "manifest.json"})
-    outputs.add("--out", out, "volume")
+    dicom_out = {"--out": out if out.name.endswith(".dcm") else None, "--seg": seg,
+                 "--report": report if report and report.name.endswith(".dcm") else None,
+                 "--sr": sr}
+    wanted = [option for option, path in dicom_out.items() if path is not None]
+    if wanted and not pet.is_dir():
+        fail(f"{', '.join(wanted)}: a DICOM SEG or SR references the PET series; give --pet as "
+             "a folder of DICOM files")
+    if dicom_out["--out"] and seg is not None:
+        fail("--seg: --out ending in .dcm writes the DICOM SEG already; give it once")
+    if (dicom_out["--sr"] or dicom_out["--report"]) and not (dicom_out["--out"] or seg):
+        fail(f"{'--sr' if sr else '--report'}: the DICOM SR references the lesions' DICOM SEG; "
+             "also give --seg (or --out ending in .dcm)")
+    outputs.add("--out", out, "dicom" if dicom_out["--out"] else "volume")
     if report is not None:
-        outputs.add("--report", report, "json")
+        outputs.add("--report", report, "dicom" if dicom_out["--report"] else "json")
+    for option in ("--seg", "--sr"):
+        if dicom_out[option] is not None:
+            outputs.add(option, dicom_out[option], "dicom")
     try:
-        pet_vol = read_image(pet, "PT", series=series or (), weight_kg=weight)
+        pet_vol, pet_source = load_image(pet, "PT", series=series or (), weight_kg=weight)
         check_pet(pet_vol, str(pet), trust_suv=trust_suv)
         ct_vol = read_image(ct, "CT", series=series or ())
         check_ct(ct_vol, str(ct))
@@ -137,18 +161,37 @@ def predict(
             check_step(step, c, clicks)
             c = c.step(step)
         result = _pipeline(models, options).predict(ct_vol, pet_vol, c, tracer)
-        rep = lesion_report(pet_vol, result.mask.array) if report is not None else None
+        rep = seg_ds = sr_ds = None
+        if report is not None or wanted:
+            rep, labels = labelled_lesions(pet_vol, result.mask.array)
+        if wanted:
+            from petloop.io.dicom_results import measurement_report, segmentation
+
+            seg_ds = segmentation(pet_vol.with_array(labels), pet_source)
+            sr_ds = measurement_report(rep, seg_ds, pet_source)
     except _errors() as exc:
         fail(str(exc))
     with outputs.writing() as w:
-        w.volume(out, result.mask)
+        if dicom_out["--out"]:
+            w.dicom(out, seg_ds)
+        else:
+            w.volume(out, result.mask)
+        for option, dataset in (("--seg", seg_ds), ("--sr", sr_ds)):
+            if dicom_out[option] is not None:
+                w.dicom(dicom_out[option], dataset)
         if rep is not None:
-            w.json(report, rep.to_json())
+            if dicom_out["--report"]:
+                w.dicom(report, sr_ds)
+            else:
+                w.json(report, rep.to_json())
     console.print(f"wrote {out}: tracer {result.tracer.tracer} (p {result.tracer.probability:.3f})"
                   f", model {result.model}, {len(c.tumor)} tumor + {len(c.background)} background "
                   f"clicks; TTA: {result.tta.describe()}")
     if report is not None:
         console.print(f"wrote {report}")
+    for option in ("--seg", "--sr"):
+        if dicom_out[option] is not None:
+            console.print(f"wrote {dicom_out[option]}")
 
 
 def check_step(step: int, clicks, source: Path | None) -> None:

@@ -13,9 +13,10 @@ petloop. A PET is turned into SUV (:mod:`petloop.io.suv`) per slice.
 
 Writing (:func:`write_series`): one file per slice, CT as signed 16-bit HU, PET in BQML as
 signed 16-bit with a rescale slope per slice, as scanners write it (the values round-trip to
-half a step, 1 / 65534 of each slice's maximum), with the patient, study, frame of reference, equipment and PET isotope attributes a
-viewer and the SUV rules need (:class:`PetAcquisition`). Files are written into a hidden
-folder that is renamed into place.
+half a step, 1 / 65534 of each slice's maximum), with the patient, study, frame of reference,
+equipment and PET isotope attributes a viewer and the SUV rules need (:class:`PetAcquisition`)
+and that dicom3tools' dciodvfy asks for. Files are written into a hidden folder that is renamed
+into place.
 """
 
 from __future__ import annotations
@@ -238,23 +239,32 @@ def read_ct(series: DicomSeries, *, limits: ReadLimits = DEFAULT_LIMITS) -> Volu
     return read_series(series, limits=limits)[0]
 
 
-def read_image(path: str | Path, modality: str, *, series: Sequence[str] = (),
+def load_image(path: str | Path, modality: str, *, series: Sequence[str] = (),
                weight_kg: float | None = None, mode: SuvMode = "bw",
-               limits: ReadLimits = DEFAULT_LIMITS) -> Volume:
+               limits: ReadLimits = DEFAULT_LIMITS) -> tuple[Volume, list | None]:
     """A CT (``modality`` CT) or a PET in SUV (PT) from an image file (read as it is: a PET file
     must hold SUV already) or from a folder of DICOM files (``series``: SeriesInstanceUIDs to
-    choose from where the folder holds several of the modality)."""
+    choose from where the folder holds several of the modality), and for a DICOM series its
+    slices' datasets in slice order (what a DICOM SEG or SR of it references)."""
     path = Path(path)
     if not path.is_dir():
         from .volume import read_volume
 
-        return read_volume(path, limits=limits)
+        return read_volume(path, limits=limits), None
     found = find_series([path])
     chosen = [s for s in found if s.uid in set(series) and s.modality == modality]
     picked = pick_series(found, modality, chosen[0].uid if chosen else None, where=str(path))
+    volume, datasets = read_series(picked, limits=limits)
     if modality == "PT":
-        return read_pet_suv(picked, weight_kg=weight_kg, mode=mode, limits=limits)
-    return read_ct(picked, limits=limits)
+        factors = suv_factors(suv_inputs(datasets, where=picked.describe()),
+                              weight_kg=weight_kg, mode=mode)
+        volume = volume.with_array((volume.array * factors[None, None, :]).astype(np.float32))
+    return volume, datasets
+
+
+def read_image(path: str | Path, modality: str, **options) -> Volume:
+    """:func:`load_image` without the datasets."""
+    return load_image(path, modality, **options)[0]
 
 
 def read_pet_suv(series: DicomSeries, *, weight_kg: float | None = None,
@@ -465,5 +475,5 @@ def write_study(case, ct_folder: str | Path, pet_folder: str | Path) -> None:
 
 
 __all__ = ["TRACER_ISOTOPES", "DicomError", "DicomSeries", "PetAcquisition", "Study",
-           "find_series", "pick_series", "read_ct", "read_image", "read_pet_suv", "read_series",
-           "write_series", "write_study"]
+           "find_series", "load_image", "pick_series", "read_ct", "read_image", "read_pet_suv",
+           "read_series", "write_series", "write_study"]

@@ -44,6 +44,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "png": (".png",),
     "markdown": (".md",),
     "weights": (".pt",),
+    "dicom": (".dcm",),
 }
 FOLDER = "folder"
 
@@ -269,6 +270,10 @@ class Staged:
         from petloop.io.volume import write_volume
 
         return self.call(target, lambda p: write_volume(volume, p, compress=compress))
+
+    def dicom(self, target: PathLike, dataset) -> Path:
+        """A pydicom dataset (a DICOM SEG or SR, say) as a DICOM file."""
+        return self.call(target, lambda p: dataset.save_as(p, enforce_file_format=True))
 
     def clicks(self, target: PathLike, clicks, form: str = "simple") -> Path:
         from petloop.io.clicks import write_clicks

@@ -69,13 +69,19 @@ def suv_peak(pet: np.ndarray, spacing, voxel: tuple[int, int, int]) -> float:
 
 
 def lesion_report(pet: Volume, mask: np.ndarray) -> LesionReport:
+    return labelled_lesions(pet, mask)[0]
+
+
+def labelled_lesions(pet: Volume, mask: np.ndarray) -> tuple[LesionReport, np.ndarray]:
+    """The lesion report and the lesions as labels (0 background, n: lesion ``n`` of the
+    report), as a DICOM SEG holds them."""
     if mask.shape != pet.shape:
         raise MaskError(f"mask shape {mask.shape} differs from the PET shape {pet.shape}")
     mask = np.asarray(mask, dtype=bool)
     voxel_ml = pet.voxel_volume_ml
     cc, n = cc3d.connected_components(mask, connectivity=CONNECTIVITY, return_N=True,
                                       binary_image=True)
-    lesions = []
+    lesions, labels_of = [], []
     if n:
         stats = cc3d.statistics(cc)
         values = pet.array
@@ -89,18 +95,24 @@ def lesion_report(pet: Volume, mask: np.ndarray) -> LesionReport:
             vol = count * voxel_ml
             mean = float(suv.mean())
             centre = pet.index_to_physical(local.mean(axis=0) + [s.start for s in box])
+            labels_of.append(lab)
             lesions.append(Lesion(
                 id=0, volume_ml=vol, voxels=count, suv_max=float(suv.max()), suv_mean=mean,
                 suv_peak=suv_peak(values, pet.spacing, tuple(int(v) for v in hot)),
                 tlg=mean * vol, hottest_voxel=tuple(int(v) for v in hot),
                 centre_mm=tuple(round(float(c), 2) for c in centre)))
-    lesions.sort(key=lambda les: (-les.voxels, les.hottest_voxel))
-    lesions = [Lesion(**{**asdict(les), "id": i + 1}) for i, les in enumerate(lesions)]
-    return LesionReport(
+    order = sorted(range(len(lesions)),
+                   key=lambda i: (-lesions[i].voxels, lesions[i].hottest_voxel))
+    remap = np.zeros(n + 1, dtype=np.uint16)
+    for new, i in enumerate(order):
+        remap[labels_of[i]] = new + 1
+    lesions = [Lesion(**{**asdict(lesions[i]), "id": new + 1}) for new, i in enumerate(order)]
+    report = LesionReport(
         lesions=tuple(lesions),
         tmtv_ml=float(sum(les.volume_ml for les in lesions)),
         total_tlg=float(sum(les.tlg for les in lesions)),
         suv_max=float(max((les.suv_max for les in lesions), default=0.0)))
+    return report, remap[cc]
 
 
 def report_csv(report: LesionReport) -> str:
