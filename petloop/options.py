@@ -32,6 +32,18 @@ BUDGET_MODES: tuple[str, ...] = get_args(BudgetMode)
 MAX_MIRRORS = 7
 
 
+def check_mirrors_and_budget(mirrors: int | None, budget: float | None) -> None:
+    """A number of mirrored passes (0 to 7) and a time budget (seconds, 0 or more), each
+    optional; ValueError naming the one that is not."""
+    if mirrors is not None and (isinstance(mirrors, bool) or not isinstance(mirrors, int)
+                                or not 0 <= mirrors <= MAX_MIRRORS):
+        raise ValueError(f"mirrors must be a whole number from 0 to {MAX_MIRRORS}, "
+                         f"got {mirrors!r}")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float))
+                               or not math.isfinite(budget) or budget < 0):
+        raise ValueError(f"budget must be a number of seconds (0 or more), got {budget!r}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunOptions:
     """How a command runs a model set's networks; an option left None is the model set's own
@@ -51,17 +63,9 @@ class RunOptions:
                                      ("budget_mode", self.budget_mode, BUDGET_MODES)):
             if value is not None and value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; use one of {', '.join(allowed)}")
-        if self.mirrors is not None and (isinstance(self.mirrors, bool)
-                                         or not isinstance(self.mirrors, int)
-                                         or not 0 <= self.mirrors <= MAX_MIRRORS):
-            raise ValueError(f"mirrors must be a whole number from 0 to {MAX_MIRRORS}, "
-                             f"got {self.mirrors!r}")
-        if self.budget is not None and (isinstance(self.budget, bool)
-                                        or not isinstance(self.budget, (int, float))
-                                        or not math.isfinite(self.budget) or self.budget < 0):
-            raise ValueError(f"budget must be a number of seconds (0 or more), "
-                             f"got {self.budget!r}")
+        check_mirrors_and_budget(self.mirrors, self.budget)
 
 
 __all__ = ["BUDGET_MODES", "CLICK_MODES", "CROPS", "PRECISIONS", "WINDOWS", "BudgetMode",
-           "ClickMode", "Crop", "MAX_MIRRORS", "Precision", "RunOptions", "Window"]
+           "ClickMode", "Crop", "MAX_MIRRORS", "Precision", "RunOptions", "Window",
+           "check_mirrors_and_budget"]

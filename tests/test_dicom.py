@@ -228,6 +228,13 @@ def test_dicom_studies_from_phantom_to_prediction(tmp_path, model_set):
         str(tmp_path / "conv" / "SUV.nii.gz"), "--out", str(tmp_path / "x.dcm"),
         "--models", str(model_set)])
     assert result.exit_code != 0 and "give --pet as a folder of DICOM files" in result.output
+    # a folder of DICOM studies is a dataset like the others
+    result = runner.invoke(app, ["predict-folder", "--data", str(tmp_path / "dcm"), "--out",
+                                 str(tmp_path / "masks"), "--models", str(model_set),
+                                 "--processes", "0"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == sorted(
+        f"{c.case_id}.nii.gz" for c in cases)
     # one clear line for a folder that holds no PET
     result = runner.invoke(app, ["convert", "--ct", str(study / "CT"), "--pet",
                                  str(study / "CT"), "--out", str(tmp_path / "bad")])
@@ -312,3 +319,28 @@ def test_seg_and_sr_of_several_lesions_read_back_and_pass_dciodvfy(tmp_path, stu
     save(empty, tmp_path / "empty.dcm")
     assert not _dciodvfy_errors(tmp_path / "empty.dcm")
     assert not read_segmentation(tmp_path / "empty.dcm", source).any()
+
+
+def test_the_viewer_serves_dicom_studies(tmp_path, model_set):
+    """``serve --data`` over DICOM studies: the case is listed, opens (PET in SUV from its
+    header) and answers a click."""
+    from fastapi.testclient import TestClient
+
+    from petloop.inference.modelset import load_model_set
+    from petloop.inference.pipeline import Pipeline
+    from petloop.phantom import PhantomConfig, write_phantoms
+    from petloop.server.app import ServerConfig, create_app
+
+    config = PhantomConfig.preset("trunk", seed=12, tracer="fdg", negative_fraction=0.0)
+    (files,) = write_phantoms(config, tmp_path / "dcm", 1, layout="dicom")
+    app = create_app(Pipeline(load_model_set(model_set)), ServerConfig(data=tmp_path / "dcm"))
+    with TestClient(app) as client:
+        assert [c["name"] for c in client.get("/api/cases").json()] == [files.case_id]
+        r = client.post("/api/sessions", json={"case": files.case_id})
+        assert r.status_code == 201, r.text
+        assert r.json()["shape"] == list(files.load().pet.shape)
+        sid = r.json()["id"]
+        lesion = [int(v) for v in np.argwhere(files.load().label.array)[0]]
+        r = client.post(f"/api/sessions/{sid}/clicks", json={"kind": "tumor", "point": lesion})
+        assert r.status_code == 200, r.text
+        assert client.delete(f"/api/sessions/{sid}").status_code in (200, 204)

@@ -187,10 +187,9 @@ def test_a_step_does_only_the_tiles_a_click_reaches(model_set, wide_case):
     session.close()
 
 
-@pytest.mark.parametrize("tile_step", [0.5, 1.0])
-def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case, tile_step):
-    """The reference is nnU-Net's predictor end to end (its float16 sums, its export), with
-    the same step between tiles."""
+def _nnunet_mask(adapter, case, clicks, threshold: float) -> np.ndarray:
+    """The reference: nnU-Net's predictor end to end (its sliding window, its float16 sums,
+    its export) on the case with the clicks' heatmaps, thresholded at ``threshold`` SUV."""
     from nnunetv2.inference.export_prediction import (
         convert_predicted_logits_to_segmentation_with_correct_shape,
     )
@@ -198,6 +197,24 @@ def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case,
     from petloop.io.volume import resample_to
     from petloop.nnunet.clickspace import clicks_in_preprocessed
 
+    p = adapter.predictor
+    pre = adapter.preprocess(resample_to(case.ct, case.pet), case.pet)
+    shape = pre.data.shape[1:]
+    pc = clicks_in_preprocessed(clicks, pre.properties, p.plans_manager.transpose_forward, shape)
+    fg, bg = adapter.encoding.render(pc, shape)
+    x = torch.from_numpy(np.concatenate([pre.data, fg[None], bg[None]]).astype(np.float32))
+    logits = p.predict_sliding_window_return_logits(x)
+    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
+        logits.float(), p.plans_manager, p.configuration_manager, p.label_manager,
+        pre.properties)
+    want = case.pet.with_itk_array(np.asarray(seg, np.uint8)).array
+    return want * (case.pet.array >= threshold)
+
+
+@pytest.mark.parametrize("tile_step", [0.5, 1.0])
+def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case, tile_step):
+    """The reference is nnU-Net's predictor end to end (its float16 sums, its export), with
+    the same step between tiles."""
     ms = load_model_set(model_set)
     pipeline = Pipeline(ms, window="sliding", mirrors=0, tile_step=tile_step)
     clicks = Clicks(tuple(_lesion_points(wide_case, 2, np.random.default_rng(1))), ((3, 3, 3),))
@@ -209,17 +226,7 @@ def test_the_engine_agrees_with_nnunets_own_sliding_window(model_set, wide_case,
             wide_case.ct, wide_case.pet, clicks, "fdg")
         assert got.tta.tiles_total * 3 <= half.tta.tiles_total
     p.tile_step_size = tile_step
-    pre = adapter.preprocess(resample_to(wide_case.ct, wide_case.pet), wide_case.pet)
-    shape = pre.data.shape[1:]
-    pc = clicks_in_preprocessed(clicks, pre.properties, p.plans_manager.transpose_forward, shape)
-    fg, bg = adapter.encoding.render(pc, shape)
-    x = torch.from_numpy(np.concatenate([pre.data, fg[None], bg[None]]).astype(np.float32))
-    logits = p.predict_sliding_window_return_logits(x)
-    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits.float(), p.plans_manager, p.configuration_manager, p.label_manager,
-        pre.properties)
-    want = wide_case.pet.with_itk_array(np.asarray(seg, np.uint8)).array
-    want = want * (wide_case.pet.array >= ms.suv_threshold["fdg"])
+    want = _nnunet_mask(adapter, wide_case, clicks, ms.suv_threshold["fdg"])
     agree = np.mean(got.mask.array == want)
     assert agree > 0.9999, agree
 
@@ -231,13 +238,7 @@ def test_the_birth_budget_mode_is_the_published_code(model_set, wide_case, monke
     averaged over the tile's own passes)."""
     import itertools
 
-    from nnunetv2.inference.export_prediction import (
-        convert_predicted_logits_to_segmentation_with_correct_shape,
-    )
-
     from petloop.inference.engine import BIRTH_MIRROR_ORDER, ModelState
-    from petloop.io.volume import resample_to
-    from petloop.nnunet.clickspace import clicks_in_preprocessed
 
     calls = itertools.count()
 
@@ -277,20 +278,10 @@ def test_the_birth_budget_mode_is_the_published_code(model_set, wide_case, monke
             prediction += torch.flip(p.network(torch.flip(x, axes)), axes)
         return prediction / (limit + 1)
 
-    pre = adapter.preprocess(resample_to(wide_case.ct, wide_case.pet), wide_case.pet)
-    shape = pre.data.shape[1:]
-    pc = clicks_in_preprocessed(clicks, pre.properties, p.plans_manager.transpose_forward, shape)
-    fg, bg = adapter.encoding.render(pc, shape)
-    x = torch.from_numpy(np.concatenate([pre.data, fg[None], bg[None]]).astype(np.float32))
     monkeypatch.setattr(p, "_internal_maybe_mirror_and_predict", birth_tile)
     monkeypatch.setattr(p, "tile_step_size", 1.0)
-    logits = p.predict_sliding_window_return_logits(x)
+    want = _nnunet_mask(adapter, wide_case, clicks, ms.suv_threshold["fdg"])
     assert next(limits, None) is None  # every tile went through it once
-    seg = convert_predicted_logits_to_segmentation_with_correct_shape(
-        logits.float(), p.plans_manager, p.configuration_manager, p.label_manager,
-        pre.properties)
-    want = wide_case.pet.with_itk_array(np.asarray(seg, np.uint8)).array
-    want = want * (wide_case.pet.array >= ms.suv_threshold["fdg"])
     agree = np.mean(got.mask.array == want)
     assert agree > 0.9999, agree
 

@@ -55,13 +55,20 @@ rule, order and logit average; :mod:`petloop.inference.engine`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from petloop.io.jsonfile import read_json
 from petloop.models import MANIFEST
-from petloop.options import BUDGET_MODES, CROPS, MAX_MIRRORS, WINDOWS, BudgetMode, Crop, Window
+from petloop.options import (
+    BUDGET_MODES,
+    CROPS,
+    WINDOWS,
+    BudgetMode,
+    Crop,
+    Window,
+    check_mirrors_and_budget,
+)
 from petloop.tracer.classifier import TRACERS
 
 from .postprocess import DEFAULT_THRESHOLDS, PostProcessing
@@ -103,16 +110,7 @@ class InferenceSettings:
             raise ValueError(f"unknown window {self.window!r}; use one of {', '.join(WINDOWS)}")
         if self.crop not in CROPS:
             raise ValueError(f"unknown crop {self.crop!r}; use one of {', '.join(CROPS)}")
-        if self.mirrors is not None and (isinstance(self.mirrors, bool)
-                                         or not isinstance(self.mirrors, int)
-                                         or not 0 <= self.mirrors <= MAX_MIRRORS):
-            raise ValueError(f"mirrors must be a whole number from 0 to {MAX_MIRRORS}, "
-                             f"got {self.mirrors!r}")
-        if self.budget is not None and (isinstance(self.budget, bool)
-                                        or not isinstance(self.budget, (int, float))
-                                        or not math.isfinite(self.budget) or self.budget < 0):
-            raise ValueError(f"budget must be a number of seconds (0 or more), "
-                             f"got {self.budget!r}")
+        check_mirrors_and_budget(self.mirrors, self.budget)
         if (isinstance(self.tile_step, bool) or not isinstance(self.tile_step, (int, float))
                 or not 0.1 <= self.tile_step <= 1.0):
             raise ValueError(f"tile_step must be a fraction of the patch from 0.1 to 1, "
