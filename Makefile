@@ -10,6 +10,8 @@ DEMO_OUT ?= demo_out
 # tests check what petloop writes with dciodvfy (Debian's dicom3tools)
 CHROMIUM := /usr/bin/chromium
 DCIODVFY := /usr/bin/dciodvfy
+# the MONAI Label test drives the real client: its package without its (heavy) dependencies
+MONAILABEL := $(VENV)/.monailabel-client
 
 .PHONY: install demo test lint bench clean
 
@@ -39,7 +41,12 @@ $(DCIODVFY):
 	$$sudo apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq dicom3tools
 
-test: lint $(CHROMIUM) $(DCIODVFY)
+$(MONAILABEL): $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt requests
+	$(PY) -m pip install --quiet --no-deps monailabel==0.8.5
+	touch $(MONAILABEL)
+
+test: lint $(CHROMIUM) $(DCIODVFY) $(MONAILABEL)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

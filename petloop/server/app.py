@@ -80,6 +80,7 @@ from petloop.tracer.classifier import TracerError
 from .inputs import check_grid, model_spacings, public_message
 from .limits import BodyLimit
 from .memory import release_memory
+from .monailabel import add_monailabel_routes
 from .schema import (
     CaseInfo,
     ClickIn,
@@ -215,7 +216,8 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=int(config.max_upload_mb * 2**20),
-                       small_bytes=64 * 1024, large_paths=("/api/sessions/upload",))
+                       small_bytes=64 * 1024,
+                       large_paths=("/api/sessions/upload", "/session/"))
     app.state.store = store
     app.state.uploads = uploads  # {"root": the upload folder} once there was an upload
 
@@ -309,6 +311,9 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
             return store.reserve()
         except StoreFull as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "60"}) from None
+
+    add_monailabel_routes(app, pipeline=pipeline, config=config, cases=cases, reading=reading,
+                          inference=inference, public=public, bad_input=BAD_INPUT)
 
     # pages ---------------------------------------------------------------------------------
     @app.get("/", include_in_schema=False)
