@@ -3,42 +3,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
-import time
 import warnings
 
 import numpy as np
 import pytest
+from serving import serving
 
 with warnings.catch_warnings():  # the client imports the cgi module
     warnings.simplefilter("ignore", DeprecationWarning)
     from monailabel.client import MONAILabelClient
     from monailabel.client.client import MONAILabelClientException
-
-
-@contextlib.contextmanager
-def live_server(app):
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def test_the_monai_label_client_segments_with_petloop(tmp_path, model_set):
@@ -60,7 +35,8 @@ def test_the_monai_label_client_segments_with_petloop(tmp_path, model_set):
     ms = load_model_set(model_set)
     app = create_app(Pipeline(ms), ServerConfig(data=tmp_path / "data", max_upload_mb=20.0))
     runner = CliRunner()
-    with live_server(app) as url:
+    with serving(app) as base:
+        url = base.rstrip("/")
         client = MONAILabelClient(url, tmpdir=str(tmp_path / "client"))
         info = client.info()
         assert info["labels"] == ["lesion"] and "config" not in info

@@ -9,10 +9,7 @@ screenshots.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +17,7 @@ from types import SimpleNamespace
 import cc3d
 import numpy as np
 import pytest
-import uvicorn
+from serving import serving
 
 from petloop.clicks.clicklist import ClickList
 from petloop.inference.modelset import load_model_set
@@ -34,28 +31,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 BUNDLED = BUNDLED_MODEL_SET
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(app):
-    """The app on a free loopback port in a thread; yields its URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(200):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}/"
-    server.should_exit = True
-    thread.join(10)
 
 
 @pytest.fixture(scope="module")
