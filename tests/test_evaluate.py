@@ -140,6 +140,8 @@ def test_metrics_and_report_commands(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     m = json.loads(result.output)
     assert 0 < m["dice"] < 1 and m["fpv"] == 0
+    assert m["dmm"]["dsc"] == pytest.approx(m["dice"])  # autoPET V beside autoPET IV
+    assert m["dmm"]["tp"] + m["dmm"]["fn"] == m["dmm"]["gt_lesions"] > 0
     neg = cases[2]
     neg_gt = root / "data" / neg.case_id / "labels" / f"{neg.case_id}.mha"
     result = runner.invoke(app, ["metrics", "--gt", str(neg_gt), "--pred", str(neg_gt),

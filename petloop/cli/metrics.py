@@ -23,9 +23,11 @@ def metrics_cmd(
         min=0, help="Class of both masks to evaluate when they are not binary.")] = None,
 ) -> None:
     """Dice, false positive volume and false negative volume (ml) of one pair of masks, as the
-    challenge computes them."""
+    autoPET IV challenge computes them, and autoPET V's lesion detection (DMM: tp, fp, fn and
+    F1 of lesions matched at IoU >= 0.1, with its own FPV and FNV)."""
     from petloop.io.checks import check_label
     from petloop.io.volume import VolumeError, read_volume
+    from petloop.metrics.dmm import dmm
     from petloop.metrics.interactive import load_mask
     from petloop.metrics.official import MaskError, binarize, compute_metrics
 
@@ -36,13 +38,16 @@ def metrics_cmd(
         g = binarize(gt_vol.array, label, name=f"ground truth {gt}")
         p = load_mask(pred, gt_vol, f"the ground truth {gt}", label)
         m = compute_metrics(g, p, gt_vol.spacing)
+        d = dmm(p, g, gt_vol.spacing)
     except (MaskError, VolumeError) as exc:
         fail(str(exc))
     if as_json:
-        print(json.dumps(m.to_json()))
+        print(json.dumps({**m.to_json(), "dmm": d.to_json()}))
         return
     fmt = lambda v: "NaN" if v != v else f"{v:.6g}"  # noqa: E731
-    console.print(f"Dice {fmt(m.dice)}\nFPV  {fmt(m.fpv)} ml\nFNV  {fmt(m.fnv)} ml")
+    console.print(f"Dice {fmt(m.dice)}\nFPV  {fmt(m.fpv)} ml\nFNV  {fmt(m.fnv)} ml\n"
+                  f"DMM  F1 {fmt(d.f1)} (tp {d.tp}, fp {d.fp}, fn {d.fn}; lesions matched at "
+                  f"IoU >= 0.1)")
 
 
 @app.command()
