@@ -243,7 +243,6 @@ def calibrate_thresholds(pipeline: Pipeline, cases: Sequence[CaseFiles], *,
         return sessions[model]
 
     routed = Session(raw, background=False)
-    set_threshold = pipeline.postprocessing.threshold
     result = {}
     for t, group in groups.items():
         if clicks != "official":
@@ -254,7 +253,7 @@ def calibrate_thresholds(pipeline: Pipeline, cases: Sequence[CaseFiles], *,
                 for files in group:
                     progress(files.case_id)
             continue
-        current = float(set_threshold(t))
+        current = float(pipeline.postprocessing.threshold(t))
         own = sorted({float(v) for v in thresholds} | {current})
         routes = pipeline.routing[t]
         previous = routes.handover

@@ -515,8 +515,7 @@ class Engine:
         tiles it marks); the number computed."""
         state.retarget(ps, clicks, full)
         done = 0
-        todo = ps.pending if only is None else {n for n in ps.pending if only[n]}
-        for n in sorted(todo):
+        for n in sorted(n for n in ps.pending if only is None or only[n]):
             if stop is not None and (not _wait_for_quiet(stop)):
                 break
             with self._lock:

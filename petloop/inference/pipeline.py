@@ -209,9 +209,6 @@ class Pipeline:
         classifier = self.classifier if explicit in (None, "auto") else None
         return resolve_tracer(explicit, pet, classifier, source)
 
-    def postprocess(self, mask: Volume, pet: Volume, tracer: str) -> Volume:
-        return mask.with_array(self.postprocessing.apply(mask.array, pet.array, tracer))
-
     def predict(self, ct: Volume, pet: Volume, clicks: Clicks | ClickList | None = None,
                 tracer: str | None = "auto", time_budget: float | None = None, *,
                 probabilities: bool = False) -> Result:
@@ -246,6 +243,11 @@ class Session:
     @property
     def clicks(self) -> ClickList:
         return self._clicks
+
+    @property
+    def ready(self) -> bool:
+        """Whether a case is set (and the session not closed since)."""
+        return self._engine is not None
 
     def set_case(self, ct: Volume, pet: Volume, tracer: str | None = "auto",
                  ct_name: str = "CT", pet_name: str = "PET", *,

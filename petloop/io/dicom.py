@@ -170,7 +170,10 @@ def read_series(series: DicomSeries, *, limits: ReadLimits = DEFAULT_LIMITS
     _within(series, limits)
     slices = []
     for path in series.files:
-        ds = pydicom.dcmread(path)
+        try:
+            ds = pydicom.dcmread(path)
+        except Exception as exc:  # pydicom raises many kinds for a damaged file
+            raise DicomError(f"{path}: cannot be read as DICOM ({exc})") from exc
         if int(ds.get("NumberOfFrames", 1) or 1) != 1:
             raise DicomError(f"{path}: a multi-frame image; petloop reads one slice per file")
         slices.append(_Slice(path, ds, _vector(ds, "ImagePositionPatient", 3, path)))
@@ -225,7 +228,13 @@ def read_series(series: DicomSeries, *, limits: ReadLimits = DEFAULT_LIMITS
         step = float(first.ds.get("SliceThickness") or 1.0)
     array = np.empty((size[1], size[0], len(slices)), dtype=np.float32)
     for k, s in enumerate(slices):
-        pixels = s.ds.pixel_array.astype(np.float64)
+        try:
+            pixels = s.ds.pixel_array.astype(np.float64)
+        except Exception as exc:  # truncated or undecodable pixel data
+            raise DicomError(f"{s.path}: its pixel data cannot be read ({exc})") from exc
+        if pixels.shape != size:
+            raise DicomError(f"{s.path}: pixel data of shape {pixels.shape}, not the "
+                             f"{size} its Rows and Columns declare")
         slope = float(s.ds.get("RescaleSlope", 1.0) or 1.0)
         intercept = float(s.ds.get("RescaleIntercept", 0.0) or 0.0)
         array[:, :, k] = (pixels * slope + intercept).T
@@ -256,9 +265,7 @@ def load_image(path: str | Path, modality: str, *, series: Sequence[str] = (),
     picked = pick_series(found, modality, chosen[0].uid if chosen else None, where=str(path))
     volume, datasets = read_series(picked, limits=limits)
     if modality == "PT":
-        factors = suv_factors(suv_inputs(datasets, where=picked.describe()),
-                              weight_kg=weight_kg, mode=mode)
-        volume = volume.with_array((volume.array * factors[None, None, :]).astype(np.float32))
+        volume = _in_suv(volume, datasets, picked, weight_kg, mode)
     return volume, datasets
 
 
@@ -271,6 +278,12 @@ def read_pet_suv(series: DicomSeries, *, weight_kg: float | None = None,
                  mode: SuvMode = "bw", limits: ReadLimits = DEFAULT_LIMITS) -> Volume:
     """A PET series in SUV (body weight, or lean body mass), each slice by its own factor."""
     volume, datasets = read_series(series, limits=limits)
+    return _in_suv(volume, datasets, series, weight_kg, mode)
+
+
+def _in_suv(volume: Volume, datasets: list, series: DicomSeries, weight_kg: float | None,
+            mode: SuvMode) -> Volume:
+    """A PET series' rescaled values in SUV, each slice by its own factor."""
     factors = suv_factors(suv_inputs(datasets, where=series.describe()), weight_kg=weight_kg,
                           mode=mode)
     return volume.with_array((volume.array * factors[None, None, :]).astype(np.float32))

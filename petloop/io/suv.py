@@ -43,7 +43,6 @@ import numpy as np
 SuvMode = Literal["bw", "lbm"]
 SUV_MODES: tuple[str, ...] = ("bw", "lbm")
 
-PHILIPS_CREATOR_GROUP = 0x7053
 PHILIPS_SUV_SCALE = (0x7053, 0x1000)
 PHILIPS_ACTIVITY_SCALE = (0x7053, 0x1009)
 GE_POST_INJECTION = (0x0009, 0x100D)

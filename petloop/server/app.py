@@ -72,11 +72,11 @@ from petloop.io.volume import (
     VolumeTooLarge,
     read_volume,
     volume_stem,
-    write_volume,
 )
 from petloop.metrics.report import report_csv
 from petloop.tracer.classifier import TracerError
 
+from .files import download_name, nifti_bytes
 from .inputs import check_grid, model_spacings, public_message
 from .limits import BodyLimit
 from .memory import release_memory
@@ -495,8 +495,8 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
     async def export_mask(session_id: SessionId):
         session = session_or_404(session_id)
         snap = snapshot(session)
-        data = await anyio.to_thread.run_sync(_nifti_bytes, snap.mask, limiter=packing)
-        name = _download_name(session.case)
+        data = await anyio.to_thread.run_sync(nifti_bytes, snap.mask, limiter=packing)
+        name = download_name(session.case)
         return Response(data, media_type=GZIP, headers={
             "Content-Disposition": f'attachment; filename="{name}_mask.nii.gz"'})
 
@@ -508,7 +508,7 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
              responses={**RESPONSES, 200: {"content": {"text/csv": {}}}})
     async def get_report_csv(session_id: SessionId):
         session = session_or_404(session_id)
-        name = _download_name(session.case)
+        name = download_name(session.case)
         return PlainTextResponse(report_csv(snapshot(session).report), media_type="text/csv",
                                  headers={"Content-Disposition":
                                           f'attachment; filename="{name}_report.csv"'})
@@ -533,16 +533,6 @@ def _pack_image(inner, which: str) -> tuple[bytes, float]:
     scale = top / 65535 if top > 0 else 1.0
     values = np.clip(np.rint(np.asarray(pet.array, np.float64) / scale), 0, 65535)
     return pack_volume(pet.with_array(values), "<u2"), scale
-
-
-def _nifti_bytes(mask: Volume) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="petloop-export-") as tmp:
-        return write_volume(mask, Path(tmp) / "mask.nii.gz").read_bytes()
-
-
-def _download_name(case: str) -> str:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in case)
-    return safe.strip("._") or "case"
 
 
 __all__ = ["ServerConfig", "create_app"]

@@ -46,7 +46,9 @@ from starlette.datastructures import UploadFile
 
 from petloop.io.clicks import Clicks
 from petloop.io.volume import SUFFIXES as VOLUME_SUFFIXES
-from petloop.io.volume import Volume, VolumeError, read_volume, resample_to, write_volume
+from petloop.io.volume import Volume, VolumeError, read_volume, resample_to
+
+from .files import download_name, nifti_bytes
 
 LABEL = "lesion"
 _ERR = {"description": "the problem, as {\"detail\": ...}"}
@@ -57,11 +59,6 @@ KEPT_IMAGES = 2
 #: uploaded sessions kept at once, and how long one lives without a request (s)
 MAX_UPLOADS = 4
 UPLOAD_TTL = 3600.0
-
-
-def _nifti(volume: Volume) -> bytes:
-    with tempfile.TemporaryDirectory(prefix="petloop-ml-") as tmp:
-        return write_volume(volume, Path(tmp) / "image.nii.gz").read_bytes()
 
 
 def _role(filename: str) -> str | None:
@@ -112,8 +109,8 @@ def add_monailabel_routes(app: FastAPI, *, pipeline, config, cases: Callable[[],
             up.touched = now
             return up
 
-    def images_of(image: str, session_id: str | None) -> tuple[str, Volume, Volume, str]:
-        """The key, CT, PET and tracer (``auto``, or the case's where the set has no tracer
+    def images_of(image: str, session_id: str | None) -> tuple[Volume, Volume, str]:
+        """The CT, PET and tracer (``auto``, or the case's where the set has no tracer
         classifier, as the viewer does) of a case or an uploaded session (blocking)."""
         if session_id:
             up = upload_or_404(session_id)
@@ -123,7 +120,7 @@ def add_monailabel_routes(app: FastAPI, *, pipeline, config, cases: Callable[[],
                                     f"session_id={session_id}")
             if "pet" not in up.images:
                 raise HTTPException(422, f"session {session_id!r} holds no PET")
-            return f"session:{session_id}", up.images["ct"], up.images["pet"], "auto"
+            return up.images["ct"], up.images["pet"], "auto"
         files = cases().get(image)
         if files is None:
             raise HTTPException(404, f"no image {image!r} in the datastore")
@@ -131,21 +128,40 @@ def add_monailabel_routes(app: FastAPI, *, pipeline, config, cases: Callable[[],
         tracer = "auto"
         if case.tracer in ("fdg", "psma") and pipeline.model_set.tracer_classifier is None:
             tracer = case.tracer
-        return f"case:{image}", case.ct, case.pet, tracer
+        return case.ct, case.pet, tracer
 
-    def session_for(key: str, ct: Volume | None, pet: Volume | None, tracer: str = "auto"
+    def close(entries) -> None:
+        """Close kept sessions, each once a step running on it is done."""
+        for session, lock in entries:
+            with lock:
+                session.close()
+
+    def forget(key: str) -> None:
+        with kept_lock:
+            entry = kept.pop(key, None)
+        close([entry] if entry else [])
+
+    def session_for(key: str, image: str, session_id: str | None
                     ) -> tuple[Session, threading.Lock]:
+        """The kept session of an image, set up (outside the cache's lock) where there is
+        none; the least recently used beyond :data:`KEPT_IMAGES` are closed."""
         with kept_lock:
             if key in kept:
                 kept.move_to_end(key)
                 return kept[key]
-            while len(kept) >= KEPT_IMAGES:
-                _, (old, _) = kept.popitem(last=False)
-                old.close(wait=False)
-            session = Session(pipeline)
-            session.set_case(ct, pet, tracer)
-            kept[key] = (session, threading.Lock())
-            return kept[key]
+        ct, pet, tracer = images_of(image, session_id)
+        session = Session(pipeline)
+        session.set_case(ct, pet, tracer)
+        entry, evicted = (session, threading.Lock()), []
+        with kept_lock:
+            if key in kept:  # set up meanwhile by another request: ours goes
+                entry, evicted = kept[key], [entry]
+            else:
+                kept[key] = entry
+                while len(kept) > KEPT_IMAGES:
+                    evicted.append(kept.popitem(last=False)[1])
+        close(evicted)
+        return entry
 
     @app.get("/info/", tags=["monailabel"])
     def info():
@@ -181,16 +197,17 @@ def add_monailabel_routes(app: FastAPI, *, pipeline, config, cases: Callable[[],
             raise HTTPException(422, f"modality {modality!r}: pet or ct")
 
         def load() -> bytes:
-            _, ct, pet, _ = images_of(image, None)
+            ct, pet, _ = images_of(image, None)
             vol = pet if modality == "pet" else resample_to(ct, pet, default_value=-1024.0)
-            return _nifti(vol)
+            return nifti_bytes(vol)
 
         try:
             data = await anyio.to_thread.run_sync(load, limiter=reading)
         except bad_input as exc:
             raise HTTPException(422, public(exc)) from None
         return Response(data, media_type="application/octet-stream", headers={
-            "Content-Disposition": f'attachment; filename="{_safe(image)}.nii.gz"'})
+            "Content-Disposition":
+                f'attachment; filename="{download_name(image, "image")}.nii.gz"'})
 
     @app.put("/session/", tags=["monailabel"],
              responses={**NOT_FOUND, **UNFIT, 413: {"description": "the upload is too large"},
@@ -262,10 +279,7 @@ def add_monailabel_routes(app: FastAPI, *, pipeline, config, cases: Callable[[],
                 up = uploads[sid] = _Upload(Path((files[0].filename or "upload").replace(
                     "\\", "/")).name[:100])
         up.images.update(images)
-        with kept_lock:  # an image changed: its cached session is stale
-            stale = kept.pop(f"session:{sid}", None)
-        if stale is not None:
-            stale[0].close(wait=False)
+        forget(f"session:{sid}")  # an image changed: its kept session is stale
         return up.info(sid)
 
     @app.get("/session/{session_id}", tags=["monailabel"], responses=NOT_FOUND)
@@ -277,16 +291,14 @@ def add_monailabel_routes(app: FastAPI, *, pipeline, config, cases: Callable[[],
         upload_or_404(session_id)
         with uploads_lock:
             uploads.pop(session_id, None)
-        with kept_lock:
-            stale = kept.pop(f"session:{session_id}", None)
-        if stale is not None:
-            stale[0].close(wait=False)
+        forget(f"session:{session_id}")
         return {"session_id": session_id, "removed": True}
 
     @app.post("/infer/{model}", tags=["monailabel"], response_class=Response,
               responses={200: {"content": {"multipart/form-data": {}},
                                "description": "a params part (JSON) and the label (NIfTI)"},
-                         **NOT_FOUND, **UNFIT})
+                         **NOT_FOUND, **UNFIT,
+                         503: {"description": "busy with other images: try again"}})
     async def infer(model: str, request: Request, image: str = "",
                     session_id: str | None = None):
         if model != name:
@@ -320,21 +332,24 @@ def add_monailabel_routes(app: FastAPI, *, pipeline, config, cases: Callable[[],
 
         def run():
             t0 = time.perf_counter()
+            if session_id:
+                upload_or_404(session_id)  # still there (and its time renewed)
             key = f"session:{session_id}" if session_id else f"case:{image}"
-            with kept_lock:
-                cached = kept.get(key)
-            ct = pet = None
-            tracer = "auto"
-            if cached is None:
-                key, ct, pet, tracer = images_of(image, session_id)
-            session, lock = session_for(key, ct, pet, tracer)
-            t1 = time.perf_counter()
-            with lock:
-                clicks = Clicks(points["foreground"], points["background"])
-                clicks.check_inside(session.pet.shape, "click")
-                result = session.set_clicks(clicks)
+            clicks = Clicks(points["foreground"], points["background"])
+            for _ in range(2):  # a session closed by eviction before its turn: set up again
+                session, lock = session_for(key, image, session_id)
+                t1 = time.perf_counter()
+                with lock:
+                    if not session.ready:
+                        continue
+                    clicks.check_inside(session.pet.shape, "click")
+                    result = session.set_clicks(clicks)
+                    break
+            else:
+                raise HTTPException(503, "the server is busy with other images; try again",
+                                    headers={"Retry-After": "5"})
             t2 = time.perf_counter()
-            data = _nifti(result.mask)
+            data = nifti_bytes(result.mask)
             return result, data, {"pre": t1 - t0, "infer": t2 - t1,
                                   "post": time.perf_counter() - t2}
 
@@ -346,12 +361,8 @@ def add_monailabel_routes(app: FastAPI, *, pipeline, config, cases: Callable[[],
                 "tracer": result.tracer.tracer, "clicks": len(result.clicks),
                 "latencies": {**{k: round(v, 4) for k, v in seconds.items()},
                               "total": round(sum(seconds.values()), 4)}}
-        return _multipart(body, data, f"{_safe(image or session_id)}_label.nii.gz")
-
-
-def _safe(name: str) -> str:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name))
-    return safe.strip("._")[:100] or "image"
+        label_name = download_name(image or session_id, "image")
+        return _multipart(body, data, f"{label_name}_label.nii.gz")
 
 
 def _multipart(params: dict, label: bytes, filename: str) -> Response:
