@@ -399,6 +399,75 @@ def test_interactive_evaluation_with_models(model_set, work, tmp_path):
     assert len(clicks["tumor"]) <= 2
 
 
+@pytest.mark.parametrize("empty_region", ["official", "fixed"])
+def test_autopet5_loop_with_models(model_set, work, tmp_path, empty_region):
+    from petloop.clicks.scribbles import OfficialLoopFailure, next_scribbles
+    from petloop.io.clicks import read_clicks
+    from petloop.io.layouts import find_cases
+
+    root = work[0]
+    out = tmp_path / "ev"
+    result = runner.invoke(app, ["evaluate", "--data", str(root / "phantoms"), "--models",
+                                 str(model_set), "--protocol", "autopet5", "--tracer", "fdg",
+                                 "--steps", "3", "--empty-region", empty_region, "--out",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["protocol"] == "autopet5" and summary["n_steps"] == 3
+    entry = summary["models"]["tiny-all"]
+    assert set(entry["strategies"]) == {"centerline", "random", "boundary"}  # in turn
+    folder = out / "predictions" / "tiny-all"
+    scores = json.loads((folder / "metric_scores.json").read_text())
+    assert len(scores) == 5
+    assert set(json.loads((folder / "metric_scores_AUC.json").read_text())) == set(scores)
+    labels = {f.case_id: f.label for f in find_cases(root / "phantoms")}
+    for case, steps in scores.items():
+        log = json.loads((folder / case / "steps.json").read_text())
+        failed = [s["score"]["failed"] for s in log["steps"]]
+        if any(failed):  # the official loop: once it fails, every later step fails too
+            first = failed.index(True)
+            assert empty_region == "official" and first >= 1 and all(failed[first:])
+            assert all(s["dice"] == 0.0 and s["dmm"] == 0.0 for s in steps[first:])
+            assert not (folder / case / f"iter_{first}.nii.gz").exists()
+        # replayed from the saved files, each step's scribbles are the loop's next ones
+        truth = read_volume(labels[case]).array
+        for k in range(1, 3):
+            prev = read_clicks(folder / case / f"iter_{k - 1}_scribbles.json")
+            pred = read_volume(folder / case / f"iter_{k - 1}.nii.gz").array
+            if failed[k]:
+                with pytest.raises(OfficialLoopFailure):
+                    next_scribbles(truth, pred, prev, log["strategy"])
+                break
+            step = next_scribbles(truth, pred, prev, log["strategy"],
+                                  empty_region=empty_region)
+            assert read_clicks(folder / case / f"iter_{k}_scribbles.json") == step.scribbles
+            assert log["steps"][k]["added"] == step.added
+
+
+def test_autopet5_loop_fails_as_the_official_loop_where_nothing_is_over_segmented(model_set,
+                                                                                   case):
+    from dataclasses import replace
+
+    from petloop.inference.autopet5 import scribble_steps
+
+    session = Session(Pipeline(load_model_set(model_set)), background=False)
+    session.set_case(case.ct, case.pet, "fdg")
+    first = session.run().mask.array != 0
+    truth = first.copy()
+    truth[2:8, 2:8, 2:8] = True  # the step-0 prediction lies inside the truth: no FP voxel
+    loop_case = replace(case, label=case.label.with_array(truth.astype(np.uint8)))
+    official = list(scribble_steps(session, loop_case, strategy="centerline", steps=3,
+                                   tracer="fdg"))
+    assert [s.score.failed for s in official] == [False, True, True]
+    assert official[0].score.dmm > 0 and official[0].result is not None
+    assert all(s.result is None and s.score.dice == 0.0 and s.score.dmm == 0.0
+               for s in official[1:])
+    fixed = list(scribble_steps(session, loop_case, strategy="centerline", steps=2,
+                                tracer="fdg", empty_region="fixed"))
+    assert fixed[1].added == "tumor" and len(fixed[1].scribbles.tumor) > 0
+    assert all(truth[p] and not first[p] for p in fixed[1].scribbles.tumor)
+
+
 def test_predict_folder_parts_and_workers(model_set, work, tmp_path):
     root = work[0]
     for part, processes in ((0, "2"), (1, "0")):

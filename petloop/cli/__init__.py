@@ -54,6 +54,14 @@ def _process() -> None:
 
 clicks_app = typer.Typer(help=CLICKS_HELP, no_args_is_help=True, rich_markup_mode="markdown")
 app.add_typer(clicks_app, name="clicks")
+SCRIBBLES_HELP = """Scribbles: autoPET V's simulated strokes and its interaction loop, exactly.
+
+A scribble file is a click file whose points are a stroke's voxels [i, j, k] (the same two JSON
+forms); tumor scribbles correct under-segmentation, background ones over-segmentation.
+"""
+scribbles_app = typer.Typer(help=SCRIBBLES_HELP, no_args_is_help=True,
+                            rich_markup_mode="markdown")
+app.add_typer(scribbles_app, name="scribbles")
 
 # wide tables (the demo's has 13 columns) stay readable when the output goes to a file or a pipe,
 # where rich would otherwise assume 80 columns and cut every cell
@@ -67,7 +75,8 @@ def progress() -> Progress:
                     transient=False)
 
 
-__all__ = ["app", "clicks_app", "console", "err_console", "fail", "main", "progress"]
+__all__ = ["app", "clicks_app", "console", "err_console", "fail", "main", "progress",
+           "scribbles_app"]
 
 
 # the command modules register themselves on ``app``
@@ -76,6 +85,7 @@ from petloop.cli import data as _data  # noqa: E402,F401
 from petloop.cli import inference as _inference  # noqa: E402,F401
 from petloop.cli import metrics as _metrics  # noqa: E402,F401
 from petloop.cli import nnunet as _nnunet  # noqa: E402,F401
+from petloop.cli import scribbles as _scribbles  # noqa: E402,F401
 from petloop.cli import server as _server  # noqa: E402,F401
 from petloop.cli import tracer as _tracer  # noqa: E402,F401
 

@@ -73,18 +73,37 @@ def evaluate(
                                                "predict).")] = None,
     mirrors: Annotated[int | None, typer.Option(min=0, max=7, help="With --models: mirrored "
                                                 "passes (see predict).")] = None,
-    steps: Annotated[int, typer.Option(min=1, help="Number of click steps (0..steps-1).")] = 11,
+    steps: Annotated[int | None, typer.Option(
+        min=1, help="Number of steps (0..steps-1); default 11 (autopet4), 6 (autopet5).")]
+    = None,
+    protocol: Annotated[str, typer.Option(
+        help="autopet4: the official clicks, 11 steps; autopet5: the official scribble loop "
+             "(a prediction, then one scribble per step), scored with Dice and DMM.")]
+    = "autopet4",
+    strategy: Annotated[str, typer.Option(
+        help="autopet5: centerline, random, boundary, or all (one third of the cases each, "
+             "in turn over the sorted case names).")] = "all",
+    empty_region: Annotated[str, typer.Option(
+        help="autopet5 with --models: official (a step whose error region is empty fails and "
+             "scores 0, as in the challenge's loop) or fixed (scribble the other region).")]
+    = "official",
     layout: Annotated[str, typer.Option(help="auto, autopet, nnunet or gc.")] = "auto",
     label: Annotated[int | None, typer.Option(
         min=0, help="Class to evaluate in non-binary masks.")] = None,
     budget_mode: BudgetMode = None,
     trust_suv: TrustSuv = False,
 ) -> None:
-    """Interactive evaluation: Dice, FPV and FNV at every click step, the official ranking
-    numbers, per-tracer tables and plots."""
+    """Interactive evaluation: Dice, FPV and FNV at every click step (autopet5: at every
+    scribble step, with DMM), the official ranking numbers, per-tracer tables and plots.
+
+    With autopet5, --pred folders hold a loop's output (<case>/iter_{k}.nii.gz, the case folder
+    also as <case>_0000); --models runs the loop and writes that output, with the loop's
+    metric_scores.json and metric_scores_AUC.json, under OUT/predictions."""
+    from petloop.clicks.scribbles import EMPTY_REGIONS, STRATEGIES
     from petloop.io.layouts import LayoutError, find_cases
     from petloop.io.volume import VolumeError
     from petloop.metrics.interactive import (
+        PROTOCOLS,
         MaskError,
         evaluate_model,
         merge,
@@ -93,10 +112,26 @@ def evaluate(
         to_json_safe,
     )
     from petloop.metrics.plots import plot_curves
-    from petloop.metrics.tables import negative_table, ranking_table, step_table
+    from petloop.metrics.tables import (
+        negative_table,
+        ranking_table,
+        step_table,
+        strategy_table,
+    )
 
     if models is None and not pred:
         fail("--pred: give --pred folders or --models")
+    one_of(protocol, "--protocol", PROTOCOLS)
+    five = protocol == "autopet5"
+    one_of(strategy, "--strategy", ("all", *STRATEGIES))
+    one_of(empty_region, "--empty-region", EMPTY_REGIONS)
+    if not five and (strategy != "all" or empty_region != "official"):
+        fail("--strategy and --empty-region belong to --protocol autopet5")
+    if five and clicks != "official":
+        fail("--clicks: --protocol autopet5 draws scribbles from the errors; --clicks is for "
+             "autopet4")
+    if steps is None:
+        steps = 6 if five else 11
     if models is not None:
         options = run_options(device=device, precision=precision, window=window,
                               mirrors=mirrors, time_budget=time_budget,
@@ -134,51 +169,72 @@ def evaluate(
                                               what=f"tracer {t!r} in {data}")
     runs = []
     if models is not None:
+        from petloop.inference.autopet5 import run_loop
         from petloop.inference.evaluate import run_steps
         from petloop.inference.modelset import ModelSetError, load_model_set
-        from petloop.inference.pipeline import Pipeline
+        from petloop.inference.pipeline import Pipeline, Session
         from petloop.tracer.classifier import TracerError
 
         try:
             model_set = load_model_set(models)
-            name = safe_name(f"{model_set.name}-{clicks}",
+            name = safe_name(f"{model_set.name}-{strategy if five else clicks}",
                              f"the model set name {model_set.name!r} of {models}")
             for f in cases:
                 safe_name(f.case_id, f"case name {f.case_id!r} in {data}")
+            pipeline = Pipeline.from_options(model_set, options)
+            what = f"{strategy} scribbles" if five else f"{clicks} clicks"
             with progress() as bar:
-                task = bar.add_task(f"running {model_set.name} ({clicks} clicks)",
-                                    total=len(cases))
-                folder = run_steps(Pipeline.from_options(model_set, options), cases,
-                                   out / "predictions" / name, clicks_mode=clicks,
-                                   steps=steps, tracer=tracer,
+                task = bar.add_task(f"running {model_set.name} ({what})", total=len(cases))
+                if five:
+                    ran = run_loop(Session(pipeline, background=False), cases,
+                                   out / "predictions" / name, model=name, strategy=strategy,
+                                   steps=steps, tracer=tracer, empty_region=empty_region,
+                                   time_budget=time_budget,
                                    progress=lambda _: bar.advance(task))
+                else:
+                    ran = run_steps(pipeline, cases, out / "predictions" / name,
+                                    clicks_mode=clicks, steps=steps, tracer=tracer,
+                                    progress=lambda _: bar.advance(task))
         except (ModelSetError, TracerError, VolumeError, ValueError) as exc:
             fail(str(exc))
-        runs.append((name, folder))
+        runs.append((name, ran))
     runs += folders
     try:
+        from petloop.inference.autopet5 import score_loop_output
+
         evaluations = []
         with progress() as bar:
-            for name, folder in runs:
+            for name, source in runs:
+                if not isinstance(source, Path):  # the loop scored its own steps
+                    evaluations.append(source)
+                    continue
                 task = bar.add_task(f"evaluating {name}", total=len(cases))
-                evaluations.append(evaluate_model(cases, folder, name, steps, label,
-                                                  progress=lambda t=task: bar.advance(t)))
+                if five:
+                    evaluations.append(score_loop_output(
+                        cases, source, name, steps=steps, strategy=strategy, label=label,
+                        progress=lambda t=task: bar.advance(t)))
+                else:
+                    evaluations.append(evaluate_model(cases, source, name, steps, label,
+                                                      progress=lambda t=task: bar.advance(t)))
     except (MaskError, VolumeError) as exc:
         fail(str(exc))
     ev = merge(evaluations)
     summary = summarize(ev)
     with outputs.writing() as w:
-        w.text(csv_path, records_csv(ev.records))
+        w.text(csv_path, records_csv(ev.records, ev.protocol))
         w.json(json_path, to_json_safe(summary))
         for t, path in plot_paths.items():
             w.call(path, lambda p, t=t: plot_curves(summary, p, tracer=t))
     plots = list(plot_paths.values())
     shown = sorted({r.tracer for r in ev.records})
+    unit = "scribble step" if five else "click step"
     for tracer in shown:
-        console.print(step_table(summary, tracer, f"{tracer.upper()} cases: mean per click step"))
+        console.print(step_table(summary, tracer, f"{tracer.upper()} cases: mean per {unit}"))
     if len(shown) > 1:
-        console.print(step_table(summary, None, "All cases: mean per click step"))
+        console.print(step_table(summary, None, f"All cases: mean per {unit}"))
     console.print(ranking_table(summary))
+    if five:
+        console.print(strategy_table(summary))
     neg = negative_table(summary)
     if neg is not None:
         console.print(neg)

@@ -146,9 +146,11 @@ def read_clicks(path: str | Path, shape: Sequence[int] | None = None) -> Clicks:
     return clicks
 
 
-def write_clicks(clicks: Clicks, path: str | Path, form: str = "simple") -> Path:
-    """Write atomically in the ``simple`` or grand-challenge (``gc``) form."""
+def write_clicks(clicks: Clicks, path: str | Path, form: str = "simple", *,
+                 indent: int | None = None) -> Path:
+    """Write atomically in the ``simple`` or grand-challenge (``gc``) form (``indent`` as
+    ``json.dumps``: autoPET V's loop saves its scribble files with 4)."""
     if form not in FORMS:
         raise ValueError(f"unknown click file form {form!r}; use one of {FORMS}")
     obj = clicks.to_simple() if form == "simple" else clicks.to_gc()
-    return write_json_atomic(path, obj, indent=None)
+    return write_json_atomic(path, obj, indent=indent)

@@ -275,10 +275,11 @@ class Staged:
         """A pydicom dataset (a DICOM SEG or SR, say) as a DICOM file."""
         return self.call(target, lambda p: dataset.save_as(p, enforce_file_format=True))
 
-    def clicks(self, target: PathLike, clicks, form: str = "simple") -> Path:
+    def clicks(self, target: PathLike, clicks, form: str = "simple", *,
+               indent: int | None = None) -> Path:
         from petloop.io.clicks import write_clicks
 
-        return self.call(target, lambda p: write_clicks(clicks, p, form=form))
+        return self.call(target, lambda p: write_clicks(clicks, p, form=form, indent=indent))
 
     def figure(self, target: PathLike, fig, dpi: int = 90) -> Path:
         from petloop.io.atomic import write_figure

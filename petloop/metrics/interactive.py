@@ -8,6 +8,11 @@ The ranking numbers are the official ones: Dice, FPV and FNV at the last step an
 over the steps, each averaged over the cases where it is defined (NaN skipped, as the
 official script's pandas mean does), with the number of cases behind each mean. Negative
 controls (empty ground truth) have Dice and FNV undefined and count for FPV only.
+
+Under autoPET V's protocol (``protocol="autopet5"``, :mod:`petloop.metrics.autopet5`) the steps
+are scribble corrections, each record also holds the DMM (lesion F1) and the strategy that drew
+the case's scribbles, and the summary has the same numbers for Dice, DMM, FPV and FNV, with a
+breakdown per strategy.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict, get_args
 
 import numpy as np
 
@@ -29,6 +34,9 @@ from petloop.metrics.official import MaskError, auc, binarize, compute_metrics
 N_STEPS = 11
 PRED_SUFFIXES = (".nii.gz", ".nii", ".mha")
 METRICS = ("dice", "fpv", "fnv")
+Protocol = Literal["autopet4", "autopet5"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+PROTOCOL_METRICS = {"autopet4": METRICS, "autopet5": ("dice", "dmm", "fpv", "fnv")}
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,8 @@ class StepRecord:
     dice: float
     fpv: float
     fnv: float
+    dmm: float = math.nan  # autoPET V's lesion F1 (autopet5)
+    strategy: str = ""  # the scribble strategy of the case (autopet5)
 
 
 @dataclass
@@ -50,6 +60,11 @@ class Evaluation:
     records: list[StepRecord] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     n_steps: int = N_STEPS
+    protocol: Protocol = "autopet4"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return PROTOCOL_METRICS[self.protocol]
 
     @property
     def models(self) -> list[str]:
@@ -114,6 +129,7 @@ def merge(evaluations: Iterable[Evaluation]) -> Evaluation:
         out.records.extend(ev.records)
         out.missing.extend(ev.missing)
         out.n_steps = ev.n_steps
+        out.protocol = ev.protocol
     return out
 
 
@@ -135,7 +151,7 @@ class RankingNumber(TypedDict):
 
 
 class Ranking(TypedDict):
-    """The six official numbers (``{metric}_final``, ``{metric}_auc`` for dice, fpv, fnv)."""
+    """The official numbers (``{metric}_final``, ``{metric}_auc`` for each metric)."""
 
     dice_final: RankingNumber
     dice_auc: RankingNumber
@@ -143,6 +159,8 @@ class Ranking(TypedDict):
     fpv_auc: RankingNumber
     fnv_final: RankingNumber
     fnv_auc: RankingNumber
+    dmm_final: NotRequired[RankingNumber]  # autopet5
+    dmm_auc: NotRequired[RankingNumber]
     cases: int
     incomplete_cases: int
 
@@ -162,6 +180,7 @@ class ModelSummary(TypedDict):
     per_step: PerStep
     ranking: Ranking
     tracers: dict[str, TracerSummary]
+    strategies: NotRequired[dict[str, TracerSummary]]  # autopet5: per scribble strategy
     negative_fpv: NotRequired[list[StepStat]]  # only where there are negative controls
 
 
@@ -169,6 +188,12 @@ class Summary(TypedDict):
     n_steps: int
     models: dict[str, ModelSummary]
     missing: list[str]
+    protocol: NotRequired[str]  # autopet4 where absent
+    metrics: NotRequired[list[str]]  # METRICS where absent
+
+
+def summary_metrics(summary: Summary) -> tuple[str, ...]:
+    return tuple(summary.get("metrics", METRICS))
 
 
 def _mean_sd_n(values: Sequence[float]) -> tuple[float, float, int]:
@@ -236,10 +261,11 @@ def per_case(records: Iterable[StepRecord], model: str, tracer: str, step: int,
             if r.model == model and r.tracer == tracer and r.step == step}
 
 
-def per_step(records: Sequence[StepRecord], n_steps: int) -> PerStep:
+def per_step(records: Sequence[StepRecord], n_steps: int,
+             metrics: Sequence[str] = METRICS) -> PerStep:
     """For each metric, per step: mean, sd and the number of cases where it is defined."""
     out: PerStep = {}
-    for metric in METRICS:
+    for metric in metrics:
         rows = []
         for step in range(n_steps):
             mean, sd, n = _mean_sd_n([getattr(r, metric) for r in records if r.step == step])
@@ -248,21 +274,24 @@ def per_step(records: Sequence[StepRecord], n_steps: int) -> PerStep:
     return out
 
 
-def case_curves(records: Sequence[StepRecord], n_steps: int) -> dict[str, dict[str, list]]:
+def case_curves(records: Sequence[StepRecord], n_steps: int,
+                metrics: Sequence[str] = METRICS) -> dict[str, dict[str, list]]:
     """case -> metric -> values over the steps (NaN where a step is missing)."""
     curves: dict[str, dict[str, list]] = {}
     for r in records:
-        c = curves.setdefault(r.case, {m: [math.nan] * n_steps for m in METRICS})
-        for m in METRICS:
+        c = curves.setdefault(r.case, {m: [math.nan] * n_steps for m in metrics})
+        for m in metrics:
             c[m][r.step] = getattr(r, m)
     return curves
 
 
-def ranking(records: Sequence[StepRecord], n_steps: int) -> Ranking:
-    """The six official numbers: final Dice/FPV/FNV and their AUCs, means over defined cases.
+def ranking(records: Sequence[StepRecord], n_steps: int,
+            metrics: Sequence[str] = METRICS) -> Ranking:
+    """The official numbers: each metric at the last step and its AUC, means over the cases
+    where they are defined.
 
     A case with a missing step has no AUC; it is counted in ``incomplete_cases``."""
-    curves = case_curves(records, n_steps)
+    curves = case_curves(records, n_steps, metrics)
     steps_seen: dict[str, int] = {}
     for r in records:
         steps_seen[r.case] = steps_seen.get(r.case, 0) + 1
@@ -272,45 +301,55 @@ def ranking(records: Sequence[StepRecord], n_steps: int) -> Ranking:
         mean, _, n = _mean_sd_n(values)
         return RankingNumber(mean=mean, n=n)
 
-    final = {m: number([c[m][-1] for c in curves.values()]) for m in METRICS}
-    area = {m: number([auc(c[m]) for case, c in curves.items() if case in complete])
-            for m in METRICS}
-    return Ranking(dice_final=final["dice"], dice_auc=area["dice"], fpv_final=final["fpv"],
-                   fpv_auc=area["fpv"], fnv_final=final["fnv"], fnv_auc=area["fnv"],
-                   cases=len(curves), incomplete_cases=len(curves) - len(complete))
+    out = {}
+    for m in metrics:
+        out[f"{m}_final"] = number([c[m][-1] for c in curves.values()])
+        out[f"{m}_auc"] = number([auc(c[m]) for case, c in curves.items() if case in complete])
+    return Ranking(**out, cases=len(curves),  # type: ignore[typeddict-item]
+                   incomplete_cases=len(curves) - len(complete))
 
 
 def summarize(ev: Evaluation) -> Summary:
     """Everything the report needs, per model: all cases, per tracer, negative controls."""
-    summary = Summary(n_steps=ev.n_steps, models={}, missing=list(ev.missing))
+    summary = Summary(n_steps=ev.n_steps, models={}, missing=list(ev.missing),
+                      protocol=ev.protocol, metrics=list(ev.metrics))
+    metrics, n = ev.metrics, ev.n_steps
+
+    def part(sub: list[StepRecord]) -> TracerSummary:
+        return TracerSummary(cases=len({r.case for r in sub}), per_step=per_step(sub, n, metrics),
+                             ranking=ranking(sub, n, metrics))
+
     for model in ev.models:
         recs = ev.select(model)
         cases = {r.case: r for r in recs}
         entry = ModelSummary(cases=len(cases),
                              negative_controls=sum(r.negative for r in cases.values()),
-                             per_step=per_step(recs, ev.n_steps),
-                             ranking=ranking(recs, ev.n_steps), tracers={})
+                             per_step=per_step(recs, n, metrics),
+                             ranking=ranking(recs, n, metrics), tracers={})
         for tracer in sorted({r.tracer for r in recs}):
-            sub = [r for r in recs if r.tracer == tracer]
-            entry["tracers"][tracer] = TracerSummary(cases=len({r.case for r in sub}),
-                                                     per_step=per_step(sub, ev.n_steps),
-                                                     ranking=ranking(sub, ev.n_steps))
+            entry["tracers"][tracer] = part([r for r in recs if r.tracer == tracer])
+        if ev.protocol == "autopet5":
+            entry["strategies"] = {s: part([r for r in recs if r.strategy == s])
+                                   for s in sorted({r.strategy for r in recs})}
         negatives = [r for r in recs if r.negative]
         if negatives:
-            entry["negative_fpv"] = per_step(negatives, ev.n_steps)["fpv"]
+            entry["negative_fpv"] = per_step(negatives, n, metrics)["fpv"]
         summary["models"][model] = entry
     return summary
 
 
-def records_csv(records: Sequence[StepRecord]) -> str:
+def records_csv(records: Sequence[StepRecord], protocol: Protocol = "autopet4") -> str:
+    """One row per case and step (autopet5 adds the DMM and the scribble strategy)."""
+    five = protocol == "autopet5"
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["model", "case", "tracer", "negative_control", "step", "dice", "fpv_ml",
-                     "fnv_ml"])
+                     "fnv_ml", *(("dmm_f1", "strategy") if five else ())])
+    fmt = lambda v: "NaN" if math.isnan(v) else repr(float(v))  # noqa: E731
     for r in records:
         writer.writerow([r.model, r.case, r.tracer, int(r.negative), r.step,
-                         *("NaN" if math.isnan(v) else repr(float(v))
-                           for v in (r.dice, r.fpv, r.fnv))])
+                         *(fmt(v) for v in (r.dice, r.fpv, r.fnv)),
+                         *((fmt(r.dmm), r.strategy) if five else ())])
     return buf.getvalue()
 
 
@@ -328,6 +367,7 @@ def to_json_safe(obj):
 
 
 __all__ = [
+    "PROTOCOLS", "PROTOCOL_METRICS", "Protocol", "summary_metrics",
     "Evaluation", "MaskError", "ModelSummary", "PairedDifference", "PerStep", "Ranking",
     "RankingNumber", "StepRecord", "StepStat", "Summary", "TracerSummary", "VolumeError",
     "case_curves",

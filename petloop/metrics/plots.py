@@ -1,4 +1,5 @@
-"""Plots of an interactive evaluation: mean Dice, FPV and FNV against the number of clicks."""
+"""Plots of an interactive evaluation: mean Dice, FPV and FNV (autoPET V: and DMM) against the
+number of clicks or scribble steps."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no backend is chosen, no global state
 
 from petloop.io.atomic import write_figure
-from petloop.metrics.interactive import Summary, mean_interval
+from petloop.metrics.interactive import Summary, mean_interval, summary_metrics
 
-LABELS = {"dice": "Dice", "fpv": "false positive volume (ml)",
+LABELS = {"dice": "Dice", "dmm": "DMM (lesion F1)", "fpv": "false positive volume (ml)",
           "fnv": "false negative volume (ml)"}
 
 
@@ -22,15 +23,16 @@ def plot_curves(summary: Summary, out: str | Path, title: str = "", tracer: str 
     with one case). ``tracer`` restricts to that tracer's cases.
     ``reference`` (label, {metric: value}) adds a dashed horizontal line, e.g. a method that
     takes no clicks."""
-    fig = Figure(figsize=(15, 4.4))
-    axes = fig.subplots(1, 3)
+    metrics = summary_metrics(summary)
+    fig = Figure(figsize=(5 * len(metrics), 4.4))
+    axes = fig.subplots(1, len(metrics))
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for n, (model, entry) in enumerate(summary["models"].items()):
         source = entry if tracer is None else entry["tracers"].get(tracer)
         if source is None:
             continue
         color = colors[n % len(colors)]
-        for ax, metric in zip(axes, ("dice", "fpv", "fnv"), strict=True):
+        for ax, metric in zip(axes, metrics, strict=True):
             rows = source["per_step"][metric]
             steps = np.array([r["step"] for r in rows])
             mean = np.array([r["mean"] for r in rows], dtype=float)
@@ -43,21 +45,23 @@ def plot_curves(summary: Summary, out: str | Path, title: str = "", tracer: str 
             ax.fill_between(steps, lo, hi, color=color, alpha=0.18, lw=0)
     if reference is not None:
         label, values = reference
-        for ax, metric in zip(axes, ("dice", "fpv", "fnv"), strict=True):
+        for ax, metric in zip(axes, metrics, strict=True):
             v = values.get(metric)
             if v is not None and np.isfinite(v):
                 ax.axhline(v, color="0.35", ls="--", lw=1.0, label=label)
-    for ax, metric in zip(axes, ("dice", "fpv", "fnv"), strict=True):
-        ax.set_xlabel("clicks (tumour + background pairs)")
+    scribbles = summary.get("protocol") == "autopet5"
+    for ax, metric in zip(axes, metrics, strict=True):
+        ax.set_xlabel("step (0: no scribble, then one scribble each)" if scribbles
+                      else "clicks (tumour + background pairs)")
         ax.set_ylabel(LABELS[metric])
         ax.set_xticks(range(summary["n_steps"]))
         ax.grid(alpha=0.3)
-        if metric == "dice":
+        if metric in ("dice", "dmm"):
             ax.set_ylim(bottom=max(0.0, ax.get_ylim()[0]), top=min(1.0, ax.get_ylim()[1] + 0.02))
         else:
             ax.set_ylim(bottom=0)
-        ax.set_title(LABELS[metric].split(" (")[0].capitalize() + " (mean, 95 % CI band)",
-                     fontsize=10)
+        name = LABELS[metric].split(" (")[0]
+        ax.set_title(name[0].upper() + name[1:] + " (mean, 95 % CI band)", fontsize=10)
     axes[0].legend(fontsize=8, loc="lower right")
     suffix = f" ({tracer.upper()} cases)" if tracer else ""
     fig.suptitle((title or "Interactive evaluation") + suffix)

@@ -6,11 +6,15 @@ import math
 
 from rich.table import Table
 
-from petloop.metrics.interactive import Summary
+from petloop.metrics.interactive import Summary, summary_metrics
 from petloop.metrics.report import LesionReport
 
-HEAD = {"dice": "Dice", "fpv": "FPV (ml)", "fnv": "FNV (ml)"}
-BETTER_HIGH = {"dice": True, "fpv": False, "fnv": False}
+HEAD = {"dice": "Dice", "dmm": "DMM (F1)", "fpv": "FPV (ml)", "fnv": "FNV (ml)"}
+BETTER_HIGH = {"dice": True, "dmm": True, "fpv": False, "fnv": False}
+
+
+def _step_word(summary: Summary) -> str:
+    return "step" if summary.get("protocol") == "autopet5" else "clicks"
 
 
 def _fmt(v: float, digits: int = 3) -> str:
@@ -18,18 +22,20 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 
 def step_table(summary: Summary, tracer: str | None = None, title: str = "") -> Table:
-    """Rows: clicks 0..10. Column groups: Dice, FPV, FNV, one column per model in each;
-    the best value of each row and metric in bold."""
+    """Rows: clicks 0..10 (autopet5: steps 0..5). Column groups: one per metric (Dice, FPV,
+    FNV; autopet5 adds DMM), one column per model in each; the best value of each row and
+    metric in bold."""
     models = [m for m, e in summary["models"].items() if tracer is None or tracer in e["tracers"]]
+    metrics = summary_metrics(summary)
     table = Table(title=title or "Mean over cases per click step", title_justify="left")
-    table.add_column("clicks", justify="right")
-    for metric in ("dice", "fpv", "fnv"):
+    table.add_column(_step_word(summary), justify="right")
+    for metric in metrics:
         for n, model in enumerate(models):
             header = f"{HEAD[metric]}\n{model}" if n == 0 else f"\n{model}"
             table.add_column(header, justify="right")
     for step in range(summary["n_steps"]):
         cells = [str(step)]
-        for metric in ("dice", "fpv", "fnv"):
+        for metric in metrics:
             vals = []
             for model in models:
                 entry = summary["models"][model]
@@ -45,22 +51,44 @@ def step_table(summary: Summary, tracer: str | None = None, title: str = "") -> 
 
 
 def ranking_table(summary: Summary) -> Table:
-    """The six official ranking numbers per model, with the cases behind each mean."""
+    """The official ranking numbers per model (each metric at the last step and its AUC), with
+    the cases behind each mean."""
+    metrics = summary_metrics(summary)
+    keys = [f"{m}_final" for m in metrics] + [f"{m}_auc" for m in metrics]
+    last = summary["n_steps"] - 1
     table = Table(title="Ranking numbers (mean over cases where defined; n in brackets)",
                   title_justify="left")
     table.add_column("model")
-    for key in ("dice_final", "fpv_final", "fnv_final", "dice_auc", "fpv_auc", "fnv_auc"):
+    for key in keys:
         metric, kind = key.split("_")
-        table.add_column(f"{HEAD[metric].split(' ')[0]} {'step 10' if kind == 'final' else 'AUC'}",
-                         justify="right")
+        table.add_column(f"{HEAD[metric].split(' ')[0]} "
+                         f"{f'step {last}' if kind == 'final' else 'AUC'}", justify="right")
     table.add_column("cases (neg.)", justify="right")
     for model, entry in summary["models"].items():
         r = entry["ranking"]
         cells = [model]
-        for key in ("dice_final", "fpv_final", "fnv_final", "dice_auc", "fpv_auc", "fnv_auc"):
+        for key in keys:
             cells.append(f"{_fmt(r[key]['mean'])} ({r[key]['n']})")
         cells.append(f"{entry['cases']} ({entry['negative_controls']})")
         table.add_row(*cells)
+    return table
+
+
+def strategy_table(summary: Summary) -> Table:
+    """autoPET V: per model and scribble strategy, the cases, the last step's Dice and DMM and
+    the areas under both curves (means over the cases where defined)."""
+    last = summary["n_steps"] - 1
+    table = Table(title="Per scribble strategy (mean over cases where defined; n in brackets)",
+                  title_justify="left")
+    for head in ("model", "strategy", "cases", f"Dice step {last}", f"DMM step {last}",
+                 "Dice AUC", "DMM AUC"):
+        table.add_column(head, justify="left" if head in ("model", "strategy") else "right")
+    for model, entry in summary["models"].items():
+        for strategy, part in entry.get("strategies", {}).items():
+            r = part["ranking"]
+            table.add_row(model, strategy or "?", str(part["cases"]),
+                          *(f"{_fmt(r[k]['mean'])} ({r[k]['n']})"  # type: ignore[literal-required]
+                            for k in ("dice_final", "dmm_final", "dice_auc", "dmm_auc")))
     return table
 
 
@@ -70,7 +98,7 @@ def negative_table(summary: Summary) -> Table | None:
         return None
     table = Table(title="Negative controls: mean false positive volume (ml) per click step",
                   title_justify="left")
-    table.add_column("clicks", justify="right")
+    table.add_column(_step_word(summary), justify="right")
     for model in rows:
         table.add_column(model, justify="right")
     for step in range(summary["n_steps"]):
