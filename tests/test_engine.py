@@ -53,6 +53,60 @@ def test_click_list_from_click_files_interleaves_in_the_official_order():
     assert jumped.clicks == clicks and jumped.undo().clicks == Clicks(((0, 0, 0),), ())
 
 
+
+def test_strokes_are_added_removed_and_undone_whole():
+    from petloop.clicks.clicklist import MAX_POINTS, MAX_STROKE_VOXELS
+
+    cl = ClickList().add("tumor", (1, 1, 1)).add_stroke("tumor", [(2, 2, 2), (3, 2, 2)])
+    cl = cl.add_stroke("background", [(5, 5, 5)]).add("background", (0, 0, 0))
+    assert [c.stroke for c in cl] == [0, 1, 1, 2, 0] and cl.strokes == (1, 2)
+    assert cl.clicks == Clicks(((1, 1, 1), (2, 2, 2), (3, 2, 2)), ((5, 5, 5), (0, 0, 0)))
+    without = cl.remove_stroke(1)
+    assert [c.stroke for c in without] == [0, 2, 0] and without.undo() == cl
+    assert without.add_stroke("tumor", [(4, 4, 4)]).strokes == (2, 3)  # numbers go on
+    added = ClickList().add_stroke("tumor", [(1, 1, 1), (1, 2, 1)])
+    assert added.undo() == ClickList()  # one change: undone whole
+    assert cl[1].to_json() == {"kind": "tumor", "point": [2, 2, 2], "stroke": 1}
+    assert cl[0].to_json() == {"kind": "tumor", "point": [1, 1, 1]}
+    with pytest.raises(NoSuchClick, match="no stroke 7: the strokes are \\[1, 2\\]"):
+        cl.remove_stroke(7)
+    with pytest.raises(ClickError, match="at least one voxel"):
+        cl.add_stroke("tumor", [])
+    with pytest.raises(ClickError, match=f"at most {MAX_STROKE_VOXELS}"):
+        cl.add_stroke("tumor", [(n, 0, 0) for n in range(MAX_STROKE_VOXELS + 1)])
+    full = ClickList.of(Clicks(tuple((n, 0, 0) for n in range(MAX_POINTS)), ()))
+    with pytest.raises(ClickError, match=f"at most {MAX_POINTS}"):
+        full.add("tumor", (0, 0, 0))
+
+
+def test_stroke_voxels_against_exact_rounding():
+    from fractions import Fraction
+
+    from petloop.clicks.scribbles import stroke_voxels
+
+    def slow(vertices):  # each segment: a + (b - a) t / n, rounded half away from zero
+        out = []
+        for a, b in zip(vertices[:-1], vertices[1:], strict=True):
+            n = max(abs(q - p) for p, q in zip(a, b, strict=True))
+            for t in range(n + 1):
+                p = []
+                for u, v in zip(a, b, strict=True):
+                    x = u + Fraction((v - u) * t, max(n, 1))
+                    r = int(abs(x - u) + Fraction(1, 2)) * (1 if x >= u else -1) + u
+                    p.append(r)
+                if tuple(p) not in out:
+                    out.append(tuple(p))
+        return tuple(out) if len(vertices) > 1 else (tuple(vertices[0]),)
+
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        v = [tuple(int(c) for c in rng.integers(0, 30, 3)) for _ in range(rng.integers(1, 5))]
+        assert stroke_voxels(v) == slow(v), v
+    line = stroke_voxels([(0, 0, 5), (6, 3, 5)])
+    assert len(line) == 7 and all(p[2] == 5 for p in line)
+    assert max(max(abs(a - b) for a, b in zip(p, q, strict=True))
+               for p, q in zip(line[:-1], line[1:], strict=True)) == 1  # 26-connected
+
 # --------------------------------------------------------------------------- region-wise export
 
 

@@ -192,7 +192,7 @@ def test_a_session_from_a_case_with_clicks(client, data, case_name):
     assert r.status_code == 200, r.text
     s1 = r.json()
     assert s1["version"] == 1 and s1["clicks"] == [{"index": 0, "kind": "tumor",
-                                                     "point": list(lesion)}]
+                                                     "point": list(lesion), "stroke": 0}]
     m = client.get(f"/api/sessions/{sid}/mask")
     assert m.headers["x-mask-version"] == "1"
     mask = unpack_mask(m.content, shape)
@@ -237,6 +237,41 @@ def test_a_session_from_a_case_with_clicks(client, data, case_name):
     assert client.get(f"/api/sessions/{sid}").status_code == 404
     assert client.delete(f"/api/sessions/{sid}").status_code == 404
 
+
+def test_strokes_through_the_api(client, case_name):
+    from petloop.clicks.scribbles import stroke_voxels
+    from petloop.server.sessions import add_stroke
+
+    sid = client.post("/api/sessions", json={"case": case_name}).json()["id"]
+    path = [[10, 20, 30], [16, 23, 30], [16, 28, 30]]
+    r = client.post(f"/api/sessions/{sid}/strokes", json={"kind": "tumor", "points": path})
+    assert r.status_code == 200, r.text
+    s = r.json()
+    voxels = stroke_voxels(path)
+    assert [tuple(c["point"]) for c in s["clicks"]] == list(voxels)
+    assert {c["stroke"] for c in s["clicks"]} == {1} and s["version"] == 1
+    r = client.post(f"/api/sessions/{sid}/strokes", json={"kind": "background",
+                                                           "points": [[1, 1, 1], [1, 4, 1]]})
+    assert [c["stroke"] for c in r.json()["clicks"]].count(2) == 4
+    r = client.delete(f"/api/sessions/{sid}/strokes/1")
+    assert {c["stroke"] for c in r.json()["clicks"]} == {2}
+    assert client.delete(f"/api/sessions/{sid}/strokes/1").status_code == 404
+    back = client.post(f"/api/sessions/{sid}/undo").json()["clicks"]
+    assert len(back) == len(voxels) + 4
+    shape = client.get(f"/api/sessions/{sid}").json()["shape"]
+    out = client.post(f"/api/sessions/{sid}/strokes",
+                      json={"kind": "tumor", "points": [[0, 0, 0], [shape[0], 0, 0]]})
+    assert out.status_code == 422 and "outside the image" in out.json()["detail"]
+    many = client.post(f"/api/sessions/{sid}/strokes",
+                       json={"kind": "tumor", "points": [[0, 0, 0]] * 2049})
+    assert many.status_code == 422
+    long = client.post(f"/api/sessions/{sid}/strokes",
+                       json={"kind": "tumor", "points": [[0, 0, 0], [5000, 0, 0]]})
+    assert long.status_code == 422 and "at most 4096" in long.json()["detail"]
+    assert client.get(f"/api/sessions/{sid}").json()["version"] == 4  # nothing applied
+    with pytest.raises(ClickError, match="'tumor' or 'background'"):
+        add_stroke("lesion", [(0, 0, 0)])
+    client.delete(f"/api/sessions/{sid}")
 
 def test_case_names_never_become_paths(client):
     for name in ("../../etc/passwd", "/etc/passwd", "..", "phantoms/../x"):

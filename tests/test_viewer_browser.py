@@ -112,6 +112,29 @@ def test_click_on_a_lesion_updates_the_mask(viewer, browser, tmp_path, request, 
     assert page.inner_text("#click-count") == "1"
     rows = page.locator("#report-table tbody tr").count()
     assert rows == page.evaluate("window.petloop.report.lesion_count")
+
+    # a scribble: drag across the lesion in scribble mode; the stroke's voxels reach the server
+    # as one change, are drawn on the slice and listed as one stroke; undo takes it away whole
+    page.keyboard.press("s")
+    assert page.get_attribute("#scribble", "aria-pressed") == "true"
+    version = page.evaluate("window.petloop.maskVersion")
+    page.mouse.move(x - 12, y - 6)
+    page.mouse.down()
+    for n in range(1, 9):
+        page.mouse.move(x - 12 + 3 * n, y - 6 + 1.5 * n)
+    page.mouse.up()
+    page.wait_for_function(f"window.petloop.maskVersion === {version + 1} && "
+                           "window.petloop.inflight === 0", timeout=120_000)
+    voxels = page.evaluate("window.petloop.session.clicks.filter((c) => c.stroke === 1)")
+    assert len(voxels) >= 5 and {v["kind"] for v in voxels} == {"tumor"}
+    assert {v["point"][2] for v in voxels} == {target[2]}  # drawn on the axial slice
+    assert page.inner_text("#stroke-count") == "1" and page.inner_text("#click-count") == "1"
+    assert page.locator("#click-list li.stroke").count() == 1
+    page.screenshot(path=str(tmp_path / "viewer_stroke.png"))
+    page.keyboard.press("u")
+    page.wait_for_function("window.petloop.session.clicks.length === 1 && "
+                           "window.petloop.inflight === 0", timeout=120_000)
+    assert page.inner_text("#stroke-count") == "0"
     assert not errors, errors
 
     with capsys.disabled():

@@ -9,6 +9,11 @@ session API, the viewer server, the CLI) goes through it; the prediction engine 
 
 Clicking a voxel that was already clicked is accepted and counted (it is a click the reader
 made; the heatmap of a repeated click is the same impulse).
+
+A **stroke** (a scribble drawn in the viewer) is a run of clicks of one kind added in one change,
+numbered from 1 in :attr:`Click.stroke` (0 for a single click): ``add_stroke`` adds it,
+``remove_stroke`` takes all of it away, ``undo`` after ``add_stroke`` removes it whole. The
+engine sees its voxels as clicks.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from petloop.io.clicks import Clicks, Point
 Kind = Literal["tumor", "background"]
 KINDS: tuple[str, ...] = get_args(Kind)
 MAX_HISTORY = 256  # changes that can be undone
+MAX_STROKE_VOXELS = 4096  # voxels of one stroke
+MAX_POINTS = 20_000  # clicks and stroke voxels of one list
 
 
 class ClickError(ValueError):
@@ -36,10 +43,13 @@ class NoSuchClick(ClickError, LookupError):
 class Click:
     kind: Kind
     point: Point
+    stroke: int = 0  # the stroke this voxel belongs to (from 1); 0 for a single click
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ClickError(f"a click is 'tumor' or 'background', got {self.kind!r}")
+        if isinstance(self.stroke, bool) or not isinstance(self.stroke, int) or self.stroke < 0:
+            raise ClickError(f"a stroke number is an integer >= 0, got {self.stroke!r}")
         try:
             pt = tuple(int(v) for v in self.point)
         except (TypeError, ValueError):
@@ -50,7 +60,8 @@ class Click:
         object.__setattr__(self, "point", pt)
 
     def to_json(self) -> dict:
-        return {"kind": self.kind, "point": list(self.point)}
+        return {"kind": self.kind, "point": list(self.point),
+                **({"stroke": self.stroke} if self.stroke else {})}
 
 
 @dataclass(frozen=True)
@@ -74,10 +85,35 @@ class ClickList:
                                   [c.point for c in self.items if c.kind == "background"])
 
     def _to(self, items: Iterable[Click]) -> ClickList:
-        return ClickList(tuple(items), (*self.history, self.items)[-MAX_HISTORY:])
+        items = tuple(items)
+        if len(items) > MAX_POINTS:
+            raise ClickError(f"{len(items)} clicks and stroke voxels: at most {MAX_POINTS} in "
+                             "one list")
+        return ClickList(items, (*self.history, self.items)[-MAX_HISTORY:])
 
     def add(self, kind: str, point) -> ClickList:
         return self._to((*self.items, Click(kind, point)))  # type: ignore[arg-type]
+
+    @property
+    def strokes(self) -> tuple[int, ...]:
+        """The stroke numbers in the list, in order."""
+        return tuple(dict.fromkeys(c.stroke for c in self.items if c.stroke))
+
+    def add_stroke(self, kind: str, points: Iterable) -> ClickList:
+        """A stroke: its voxels as clicks of one kind, numbered after the last stroke."""
+        number = max(self.strokes, default=0) + 1
+        voxels = [Click(kind, p, number) for p in points]  # type: ignore[arg-type]
+        if not voxels:
+            raise ClickError("a stroke needs at least one voxel")
+        if len(voxels) > MAX_STROKE_VOXELS:
+            raise ClickError(f"a stroke of {len(voxels)} voxels: at most {MAX_STROKE_VOXELS}")
+        return self._to((*self.items, *voxels))
+
+    def remove_stroke(self, number: int) -> ClickList:
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1 \
+                or number not in self.strokes:
+            raise NoSuchClick(f"no stroke {number}: the strokes are {list(self.strokes)}")
+        return self._to(c for c in self.items if c.stroke != number)
 
     def remove(self, index: int) -> ClickList:
         if isinstance(index, bool) or not isinstance(index, int) \
@@ -120,4 +156,5 @@ class ClickList:
         return [c.to_json() for c in self.items]
 
 
-__all__ = ["KINDS", "Click", "ClickError", "ClickList", "Kind", "NoSuchClick"]
+__all__ = ["KINDS", "MAX_POINTS", "MAX_STROKE_VOXELS", "Click", "ClickError", "ClickList", "Kind",
+           "NoSuchClick"]

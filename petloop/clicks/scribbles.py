@@ -32,7 +32,8 @@ pixel into a component on some slices (111 of 2000 random slices), which can mov
 slice and put a scribble voxel just outside its region. petloop keeps that behaviour: its
 scribbles are the challenge's.
 
-:func:`next_scribbles` is one step of the challenge's ``interactive_loop.py``.
+:func:`next_scribbles` is one step of the challenge's ``interactive_loop.py``;
+:func:`stroke_voxels` turns a stroke drawn by hand (its vertices) into its voxels.
 """
 
 from __future__ import annotations
@@ -225,6 +226,26 @@ def simulate_scribble(mask: np.ndarray, strategy: Strategy = "centerline", *,
     return Scribble(points, k, strategy)
 
 
+# a stroke drawn by hand -------------------------------------------------------------------------
+def stroke_voxels(vertices) -> tuple[Point, ...]:
+    """The voxels of a polyline through ``vertices`` (``(i, j, k)`` each): a digital line per
+    segment (one voxel per step along its longest axis, the others rounded half away from
+    zero), each voxel once, in drawing order."""
+    pts = np.asarray(vertices, dtype=np.int64).reshape(-1, 3)
+    if len(pts) == 0:
+        return ()
+    out: dict[Point, None] = {tuple(int(c) for c in pts[0]): None}
+    for a, b in zip(pts[:-1], pts[1:], strict=True):
+        d = b - a
+        n = int(np.abs(d).max())
+        if n == 0:
+            continue
+        t = np.arange(1, n + 1)[:, None]
+        step = a + np.sign(d) * ((np.abs(d) * t * 2 + n) // (2 * n))  # exact rounding
+        out.update(dict.fromkeys(tuple(int(c) for c in p) for p in step))
+    return tuple(out)
+
+
 # one step of the interaction loop ---------------------------------------------------------------
 class OfficialLoopFailure(ValueError):
     """The challenge's loop fails at this step (an error region is empty): it scores the step
@@ -297,5 +318,5 @@ __all__ = [
     "EMPTY_REGIONS", "SEED", "STRATEGIES", "EmptyRegion", "OfficialLoopFailure", "Scribble",
     "ScribbleStep", "Strategy", "as_loop_mask", "error_regions", "largest_slice_region",
     "next_scribbles", "simulate_scribble", "stroke", "stroke_boundary", "stroke_centerline",
-    "stroke_random",
+    "stroke_random", "stroke_voxels",
 ]

@@ -87,6 +87,7 @@ from .schema import (
     NewSession,
     Report,
     SessionState,
+    StrokeIn,
     session_state,
     validation_errors,
 )
@@ -100,9 +101,11 @@ from .sessions import (
     StoreFull,
     ViewerSession,
     add_click,
+    add_stroke,
     pack_mask,
     pack_volume,
     remove_click,
+    remove_stroke,
     reset,
     undo,
 )
@@ -456,6 +459,28 @@ def create_app(pipeline: Pipeline, config: ServerConfig = ServerConfig()) -> Fas
                            index: Annotated[int, PathParam(ge=0, le=100_000)]):
         session = session_or_404(session_id)
         return await change(session, remove_click(index))
+
+    @app.post("/api/sessions/{session_id}/strokes", response_model=SessionState,
+              responses={**CHANGE, **MALFORMED,
+                         422: {"description": "a voxel lies outside the image, or the stroke "
+                                              "or the session holds too many voxels"}})
+    async def post_stroke(session_id: SessionId, stroke: StrokeIn):
+        """A scribble: the voxels of the polyline through ``points`` become clicks of one
+        kind, added (and undone) in one change."""
+        session = session_or_404(session_id)
+        try:
+            fn = add_stroke(stroke.kind, stroke.points)
+        except ClickError as exc:
+            raise HTTPException(422, public(exc)) from None
+        return await change(session, fn)
+
+    @app.delete("/api/sessions/{session_id}/strokes/{number}", response_model=SessionState,
+                responses={**CHANGE, 404: {"description": "no session, or no stroke with that "
+                                                      "number"}})
+    async def delete_stroke(session_id: SessionId,
+                            number: Annotated[int, PathParam(ge=1, le=100_000)]):
+        session = session_or_404(session_id)
+        return await change(session, remove_stroke(number))
 
     @app.post("/api/sessions/{session_id}/undo", response_model=SessionState,
               responses=CHANGE)

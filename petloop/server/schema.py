@@ -24,16 +24,30 @@ class NewSession(BaseModel):
                        "first mask (version -1 until it is there; poll the session)")
 
 
+Index = Annotated[int, Field(ge=0, le=1_000_000, strict=True)]
+MAX_STROKE_VERTICES = 2048
+
+
 class ClickIn(BaseModel):
     kind: Literal["tumor", "background"]
-    point: Annotated[list[Annotated[int, Field(ge=0, le=1_000_000, strict=True)]],
-                     Field(min_length=3, max_length=3, description="voxel index [i, j, k]")]
+    point: Annotated[list[Index], Field(min_length=3, max_length=3,
+                                        description="voxel index [i, j, k]")]
+
+
+class StrokeIn(BaseModel):
+    kind: Literal["tumor", "background"]
+    points: Annotated[list[Annotated[list[Index], Field(min_length=3, max_length=3)]],
+                      Field(min_length=1, max_length=MAX_STROKE_VERTICES,
+                            description="the stroke's vertices [i, j, k] in drawing order; its "
+                                        "voxels are the digital lines between them")]
 
 
 class ClickOut(BaseModel):
     index: int
     kind: str
     point: list[int]
+    stroke: int = Field(0, description="the stroke this voxel belongs to (from 1); 0 for a "
+                        "click")
 
 
 class ReportSummary(BaseModel):
@@ -79,7 +93,7 @@ def session_state(session: ViewerSession, snap: Snapshot | None) -> SessionState
     r = snap.report
     return SessionState(
         **geometry, model=snap.model, version=snap.version,
-        clicks=[ClickOut(index=n, kind=c.kind, point=list(c.point))
+        clicks=[ClickOut(index=n, kind=c.kind, point=list(c.point), stroke=c.stroke)
                 for n, c in enumerate(snap.clicks)],
         seconds={k: round(float(v), 4) for k, v in snap.seconds.items()}, tta=snap.tta,
         report=ReportSummary(lesion_count=r.count, tmtv_ml=r.tmtv_ml, total_tlg=r.total_tlg,

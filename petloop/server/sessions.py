@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 import anyio
 import numpy as np
 
-from petloop.clicks.clicklist import Click, ClickList
+from petloop.clicks.clicklist import MAX_STROKE_VOXELS, Click, ClickError, ClickList
+from petloop.clicks.scribbles import stroke_voxels
 from petloop.inference.pipeline import Pipeline, Result, Session
 from petloop.io.volume import Volume
 from petloop.metrics.report import LesionReport, lesion_report
@@ -251,6 +252,22 @@ def add_click(kind: str, point) -> Change:
 
 def remove_click(index: int) -> Change:
     return lambda clicks: clicks.remove(index)
+
+
+def add_stroke(kind: str, vertices) -> Change:
+    """A stroke through ``vertices``: its voxels (:func:`~petloop.clicks.scribbles.stroke_voxels`)
+    become clicks of one stroke; a bad kind or a stroke too long fails before it queues."""
+    voxels = stroke_voxels(vertices)
+    if not voxels:
+        raise ClickError("a stroke needs at least one vertex")
+    Click(kind, voxels[0])  # type: ignore[arg-type]
+    if len(voxels) > MAX_STROKE_VOXELS:
+        raise ClickError(f"a stroke of {len(voxels)} voxels: at most {MAX_STROKE_VOXELS}")
+    return lambda clicks: clicks.add_stroke(kind, voxels)
+
+
+def remove_stroke(number: int) -> Change:
+    return lambda clicks: clicks.remove_stroke(number)
 
 
 def undo(clicks: ClickList) -> ClickList:

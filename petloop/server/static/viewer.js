@@ -1,5 +1,6 @@
-// petloop viewer: CT with PET fused, three planes and a PET MIP; clicks go to the server,
-// the mask comes back as gzip-packed bits. Arrays are flat, x (i) fastest, then j, then k.
+// petloop viewer: CT with PET fused, three planes and a PET MIP; clicks and scribbles (strokes
+// drawn on a slice) go to the server, the mask comes back as gzip-packed bits. Arrays are flat,
+// x (i) fastest, then j, then k.
 
 const $ = (id) => document.getElementById(id);
 const api = (path) => `/api${path}`;
@@ -18,6 +19,9 @@ const state = {
   pos: [0, 0, 0],     // crosshair (i, j, k)
   flips: { i: false, j: false, k: true },
   pending: [],        // clicks sent, not yet answered
+  scribble: false,    // drag to draw a stroke instead of clicking
+  drawing: null,      // the stroke being drawn: {view, kind, points}
+  pendingStrokes: [], // strokes sent, not yet answered
   inflight: 0,        // changes sent, not yet drawn
   lastRoundTrip: null,
 };
@@ -313,7 +317,9 @@ function drawView(view) {
   ctx.stroke();
   // clicks: those on this slice (all of them on the MIP), pending ones dashed
   const fixed = VIEWS[view].fixed;
-  const clicks = (state.session?.clicks || []).map((c) => ({ ...c, pending: false }))
+  const all = state.session?.clicks || [];
+  drawStrokes(ctx, L, view, all.filter((c) => c.stroke));
+  const clicks = all.filter((c) => !c.stroke).map((c) => ({ ...c, pending: false }))
     .concat(state.pending.map((c) => ({ ...c, pending: true })));
   for (const c of clicks) {
     if (view !== "mip" && Math.abs(c.point[fixed] - state.pos[fixed]) > 1) continue;
@@ -333,6 +339,39 @@ function drawView(view) {
   }
 }
 
+const KIND_COLOUR = { tumor: "#ffd400", background: "#35c8ff" };
+
+function drawStrokes(ctx, L, view, voxels) {
+  // a stroke's voxels on this slice (all of them on the MIP) as filled voxels; the stroke being
+  // drawn and those sent but not answered as lines through their points
+  const fixed = VIEWS[view].fixed;
+  const size = Math.max(2, L.dw / L.nh);
+  for (const c of voxels) {
+    if (view !== "mip" && c.point[fixed] !== state.pos[fixed]) continue;
+    const [x, y] = screenOf(L, c.point);
+    ctx.fillStyle = KIND_COLOUR[c.kind];
+    ctx.globalAlpha = 0.85;
+    ctx.fillRect(x - size / 2, y - size / 2, size, size);
+  }
+  ctx.globalAlpha = 1;
+  const lines = state.pendingStrokes.slice();
+  if (state.drawing && state.drawing.view === view) lines.push(state.drawing);
+  for (const s of lines) {
+    if (view !== "mip" && s.view !== view) continue;
+    ctx.strokeStyle = KIND_COLOUR[s.kind];
+    ctx.lineWidth = 2;
+    ctx.setLineDash(s === state.drawing ? [] : [4, 3]);
+    ctx.beginPath();
+    s.points.forEach((p, n) => {
+      const [x, y] = screenOf(L, p);
+      if (n === 0) ctx.moveTo(x, y); else ctx.lineTo(x, y);
+    });
+    if (s.points.length === 1) { const [x, y] = screenOf(L, s.points[0]); ctx.lineTo(x + 0.5, y); }
+    ctx.stroke();
+    ctx.setLineDash([]);
+  }
+}
+
 function drawAll() {
   for (const v of Object.keys(VIEWS)) drawView(v);
 }
@@ -342,13 +381,38 @@ function showSession(s) {
   $("info-case").textContent = s.case;
   $("info-tracer").textContent = `${s.tracer.toUpperCase()} (p = ${s.tracer_probability.toFixed(2)})`;
   $("info-model").textContent = s.model ? `${s.model}; ${s.tta}` : "first mask being made";
-  const nt = s.clicks.filter((c) => c.kind === "tumor").length;
-  $("click-count").textContent = s.clicks.length;
+  const single = s.clicks.filter((c) => !c.stroke);
+  const nt = single.filter((c) => c.kind === "tumor").length;
+  $("click-count").textContent = single.length;
   $("click-tumor").textContent = nt;
-  $("click-background").textContent = s.clicks.length - nt;
+  $("click-background").textContent = single.length - nt;
+  const strokes = new Map();  // stroke number -> its voxels, in order
+  for (const c of s.clicks) {
+    if (c.stroke) strokes.set(c.stroke, [...(strokes.get(c.stroke) || []), c]);
+  }
+  $("stroke-count").textContent = strokes.size;
   const list = $("click-list");
   list.innerHTML = "";
+  const listed = new Set();
   for (const c of s.clicks) {
+    if (c.stroke) {
+      if (listed.has(c.stroke)) continue;
+      listed.add(c.stroke);
+      const voxels = strokes.get(c.stroke);
+      const li = document.createElement("li");
+      li.className = `${c.kind} stroke`;
+      li.textContent = `${c.kind} stroke, ${voxels.length} voxel${voxels.length > 1 ? "s" : ""} ` +
+        `from [${c.point.join(", ")}]`;
+      const go = document.createElement("button");
+      go.textContent = "go";
+      go.onclick = () => { state.pos = c.point.slice(); drawAll(); };
+      const rm = document.createElement("button");
+      rm.textContent = "remove";
+      rm.onclick = () => change(`/sessions/${s.id}/strokes/${c.stroke}`, { method: "DELETE" }, "Removing a stroke");
+      li.append(go, rm);
+      list.appendChild(li);
+      continue;
+    }
     const li = document.createElement("li");
     li.className = c.kind;
     li.textContent = `${c.kind} [${c.point.join(", ")}]`;
@@ -419,6 +483,33 @@ function addClick(kind, point) {
   }, `Adding a ${kind} click`, click);
 }
 
+async function addStroke(stroke) {
+  // the vertices go to the server, which draws the digital lines between them
+  state.pendingStrokes.push(stroke);
+  try {
+    await change(`/sessions/${state.session.id}/strokes`, {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ kind: stroke.kind, points: stroke.points }),
+    }, `Adding a ${stroke.kind} stroke`);
+  } finally {
+    state.pendingStrokes.splice(state.pendingStrokes.indexOf(stroke), 1);
+    drawAll();
+  }
+}
+
+function setScribble(on) {
+  state.scribble = on;
+  $("scribble").setAttribute("aria-pressed", String(on));
+  $("scribble").textContent = on ? "Scribble: on" : "Scribble: off";
+  for (const v of Object.keys(VIEWS)) $(`view-${v}`).classList.toggle("scribbling", on && v !== "mip");
+}
+
+function endStroke() {
+  const s = state.drawing;
+  state.drawing = null;
+  if (s && state.session) addStroke(s);
+}
+
 // ---------------------------------------------------------------------------------------------
 let hoverView = "axial";
 function bindView(view) {
@@ -432,7 +523,23 @@ function bindView(view) {
     ev.preventDefault();
     state.pos = p;
     if (view === "mip" || ev.altKey || ev.button === 1) { drawAll(); return; }
-    addClick(ev.button === 2 || ev.shiftKey ? "background" : "tumor", p);
+    const kind = ev.button === 2 || ev.shiftKey ? "background" : "tumor";
+    if (state.scribble && state.session) {
+      state.drawing = { view, kind, points: [p] };
+      drawAll();
+      return;
+    }
+    addClick(kind, p);
+  });
+  canvas.addEventListener("mousemove", (ev) => {
+    const s = state.drawing;
+    if (!s || s.view !== view) return;
+    const p = voxelAt(canvas, view, ev);
+    if (!p) return;
+    const last = s.points[s.points.length - 1];
+    if (p.every((v, n) => v === last[n])) return;
+    s.points.push(p);
+    drawView(view);
   });
   canvas.addEventListener("wheel", (ev) => {
     if (!state.pet || view === "mip") return;
@@ -472,12 +579,15 @@ function bindControls() {
     form.append("wait", "false");
     openSession(() => request("/sessions/upload", { method: "POST", body: form }), pet.name);
   });
+  window.addEventListener("mouseup", () => { if (state.drawing) endStroke(); });
+  $("scribble").onclick = () => setScribble(!state.scribble);
   $("undo").onclick = () => state.session && change(`/sessions/${state.session.id}/undo`, { method: "POST" }, "Undo");
   $("reset").onclick = () => state.session && change(`/sessions/${state.session.id}/reset`, { method: "POST" }, "Reset");
   document.addEventListener("keydown", (ev) => {
     if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") return;
     if (ev.key === "u" || (ev.key === "z" && (ev.ctrlKey || ev.metaKey))) { ev.preventDefault(); $("undo").click(); }
     else if (ev.key === "r") $("reset").click();
+    else if (ev.key === "s") $("scribble").click();
     else if (ev.key === "o") {
       const m = $("mask-mode");
       m.value = m.value === "outline" ? "overlay" : "outline";
