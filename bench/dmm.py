@@ -34,6 +34,21 @@ def per_pair(pred: np.ndarray, truth: np.ndarray, box) -> tuple[int, int, int]:
     return len(matched_gt), n_pred - len(matched_pred), n_gt - len(matched_gt)
 
 
+def adult_pair(shape, lesions: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A truth of spheres (3 to 12 voxels' radius) through the grid, and a prediction: the
+    truth shifted, with specks."""
+    truth = np.zeros(shape, np.uint8)
+    for _ in range(lesions):
+        r = int(rng.integers(3, 12))
+        c = [int(rng.integers(r, s - r)) for s in shape]
+        zz, yy, xx = np.ogrid[tuple(slice(ci - r, ci + r + 1) for ci in c)]
+        ball = ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) <= r * r
+        truth[tuple(slice(ci - r, ci + r + 1) for ci in c)] |= ball.astype(np.uint8)
+    pred = ndimage.shift(truth.astype(np.float32), (1.5, -2.0, 1.0), order=0) > 0.5
+    pred = (pred ^ (rng.random(shape) < 2e-5)).astype(np.uint8)
+    return truth, pred
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=[400, 400, 326])
@@ -45,15 +60,7 @@ def main() -> None:
 
     rng = np.random.default_rng(args.seed)
     shape = tuple(args.shape)
-    truth = np.zeros(shape, np.uint8)
-    for _ in range(args.lesions):  # spheres of 3 to 12 voxels' radius through the body
-        r = int(rng.integers(3, 12))
-        c = [int(rng.integers(r, s - r)) for s in shape]
-        zz, yy, xx = np.ogrid[tuple(slice(ci - r, ci + r + 1) for ci in c)]
-        ball = ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) <= r * r
-        truth[tuple(slice(ci - r, ci + r + 1) for ci in c)] |= ball.astype(np.uint8)
-    pred = ndimage.shift(truth.astype(np.float32), (1.5, -2.0, 1.0), order=0) > 0.5
-    pred = (pred ^ (rng.random(shape) < 2e-5)).astype(np.uint8)  # shifted, with specks
+    truth, pred = adult_pair(shape, args.lesions, rng)
     t = time.perf_counter()
     fast = dmm(pred, truth, (2.0364, 2.0364, 3.0))
     t_fast = time.perf_counter() - t

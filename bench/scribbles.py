@@ -47,18 +47,12 @@ def random_masks(n: int, rng: np.random.Generator):
 
 
 def adult_errors(shape, lesions: int, rng: np.random.Generator):
-    """A truth of spheres through the grid and a shifted, speckled prediction: its over- and
-    under-segmentation, as the loop forms them."""
-    truth = np.zeros(shape, np.uint8)
-    for _ in range(lesions):
-        r = int(rng.integers(3, 12))
-        c = [int(rng.integers(r, s - r)) for s in shape]
-        zz, yy, xx = np.ogrid[tuple(slice(ci - r, ci + r + 1) for ci in c)]
-        ball = ((zz - c[0]) ** 2 + (yy - c[1]) ** 2 + (xx - c[2]) ** 2) <= r * r
-        truth[tuple(slice(ci - r, ci + r + 1) for ci in c)] |= ball.astype(np.uint8)
-    pred = ndimage.shift(truth.astype(np.float32), (1.5, -2.0, 1.0), order=0) > 0.5
-    pred = (pred ^ (rng.random(shape) < 2e-5)).astype(np.uint8)
-    truth, pred = np.asfortranarray(truth), np.asfortranarray(pred)
+    """The pair of ``bench/dmm.py`` (spheres through the grid, a shifted and speckled
+    prediction), as nibabel holds it: its over- and under-segmentation, as the loop forms
+    them."""
+    from dmm import adult_pair  # bench/dmm.py, beside this script
+
+    truth, pred = (np.asfortranarray(a) for a in adult_pair(shape, lesions, rng))
     return {"over": (pred == 1) & (truth == 0), "under": (pred == 0) & (truth == 1)}
 
 
