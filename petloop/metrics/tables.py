@@ -96,7 +96,8 @@ def negative_table(summary: Summary) -> Table | None:
     rows = {m: e["negative_fpv"] for m, e in summary["models"].items() if "negative_fpv" in e}
     if not rows:
         return None
-    table = Table(title="Negative controls: mean false positive volume (ml) per click step",
+    unit = "step" if summary.get("protocol") == "autopet5" else "click step"
+    table = Table(title=f"Negative controls: mean false positive volume (ml) per {unit}",
                   title_justify="left")
     table.add_column(_step_word(summary), justify="right")
     for model in rows:
