@@ -82,6 +82,9 @@ def trained(work):
         opts = TrainOptions(**{**QUICK.__dict__, "pretrained": ckpt if recipe != "v0" else None})
         out[recipe] = train(TrainConfig(901, "Dataset901_Tiny", recipe, plans=plans,
                                         options=opts), paths)
+    out["scribbles"] = train(TrainConfig(901, "Dataset901_Tiny", "scribbles", plans=plans,
+                                         options=TrainOptions(**{**QUICK.__dict__,
+                                                                 "pretrained": ckpt})), paths)
     v0 = str(out["v0"] / "checkpoint_final.pth")
     out["v1"] = train(TrainConfig(901, "Dataset901_Tiny", "v1", plans=plans,
                                   options=TrainOptions(**{**QUICK.__dict__, "pretrained": v0})),

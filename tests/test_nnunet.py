@@ -123,6 +123,37 @@ def test_drawn_click_counts_follow_the_schedule(work):
     assert chi2 < 29.6, counts
 
 
+def test_drawn_scribbles_follow_the_schedule_and_the_pool(work):
+    from petloop.clicks.scribble_pool import ScribblePool
+    from petloop.nnunet.clickspace import ScribbleSource, to_preprocessed
+
+    _, _, lesions, _ = work
+    ids, data = _cases(lesions)
+    pools = lesions.preprocessed / "petloop" / "scribbles"
+    assert sorted(p.name for p in pools.glob("*_scribbles.json")) == \
+        sorted(f"{c}_scribbles.json" for c in ids)
+    case = next(c for c in ids if json.loads((pools / f"{c}_scribbles.json").read_text())
+                ["tumor"])
+    pool = ScribblePool.from_json(json.loads((pools / f"{case}_scribbles.json").read_text()))
+    props = pickle.loads((data / f"{case}.pkl").read_bytes())
+    shape = blosc2.open(str(data / f"{case}.b2nd"), mode="r").shape[1:]
+    schedule = ClickSchedule.get("autopet5")
+    source = ScribbleSource(pools, ClickEncoding(encoding="binary"), schedule, (0, 1, 2))
+    every = {kind: {tuple(p) for s in getattr(pool, kind)
+                    for p in to_preprocessed(s.points, props, (0, 1, 2), shape)}
+             for kind in ("tumor", "background")}
+    np.random.seed(1)  # noqa: NPY002 - the workers' global state, as in training
+    for _ in range(200):
+        clicks = source.sample(case, props, shape, None)
+        assert {tuple(p) for p in clicks.tumor} <= every["tumor"]
+        assert {tuple(p) for p in clicks.background} <= every["background"]
+        assert all(0 <= c < n for p in clicks.tumor + clicks.background
+                   for c, n in zip(p, shape, strict=True))
+    # validation: the same strokes for a case every time
+    assert source.sample(case, props, shape, 5) == source.sample(case, props, shape, 5)
+    assert len(source.sample(case, props, shape, 0)) == 0
+
+
 def test_intensity_augmentation_leaves_click_channels_alone():
     from batchgeneratorsv2.transforms.intensity.gaussian_noise import GaussianNoiseTransform
 
@@ -140,12 +171,13 @@ def test_intensity_augmentation_leaves_click_channels_alone():
 def test_every_recipe_trains_and_predicts_through_nnunet(work, trained):
     root, paths, _, _ = work
     case = find_cases(root / "phantoms")[0].load()
-    for recipe in ("v0", "v1", "v2", "v3", "v4"):
+    for recipe in ("v0", "v1", "v2", "v3", "v4", "scribbles"):
         folder = trained[recipe]
         assert (folder / "checkpoint_final.pth").is_file()
         model = folder.parent
         ds = json.loads((model / "dataset.json").read_text())
         assert click_encoding(ds).mode == "fixed"
+        assert click_encoding(ds).encoding == ("binary" if recipe == "scribbles" else "gaussian")
         mask = _predict(model, case, Clicks(((24, 24, 32),), ()))
         assert mask.same_grid(case.pet) and set(np.unique(mask.array)) <= {0, 1}
     log = "".join(p.read_text() for p in trained["v4"].glob("training_log_*.txt"))
@@ -167,6 +199,13 @@ def test_bad_training_input_fails_before_training(work, tmp_path):
                           options=TrainOptions(pretrained=str(tmp_path / "x.pth"))), paths)
     with pytest.raises(TrainingError, match="needs organ labels"):
         train(TrainConfig(902, "Dataset902_TinyOrgans", "v4", plans=plans), paths)
+    pools = paths.preprocessed / "Dataset901_Tiny" / "petloop" / "scribbles"
+    pools.rename(pools.with_name("scribbles_away"))
+    try:
+        with pytest.raises(TrainingError, match="rebuild the dataset"):
+            train(TrainConfig(901, "Dataset901_Tiny", "scribbles", plans=plans), paths)
+    finally:
+        pools.with_name("scribbles_away").rename(pools)
     with pytest.raises(TrainingError, match="--time-budget needs a single device"):
         train(TrainConfig(901, "Dataset901_Tiny", "v4", plans=plans, num_gpus=2,
                           options=TrainOptions(time_budget=60)), paths)

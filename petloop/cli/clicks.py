@@ -97,7 +97,9 @@ def clicks_heatmaps(
     out_dir: Annotated[Path, typer.Option(help="Folder for NAME_0002 (FG) and NAME_0003 (BG).")],
     step: Annotated[int | None, typer.Option(
         min=0, help="Interactive step k: first k clicks of each kind (default: all).")] = None,
-    encoding: Annotated[str, typer.Option(help="gaussian (official) or edt_ball.")] = "gaussian",
+    encoding: Annotated[str, typer.Option(
+        help="gaussian (official), edt_ball, or binary (autoPET V's baseline: 1 at each "
+             "click or scribble voxel).")] = "gaussian",
     sigma: Annotated[float, typer.Option(help="Gaussian sigma in voxels (above 0).")] = 3.0,
     radius: Annotated[float, typer.Option(help="edt_ball radius in voxels (above 0).")] = 2.0,
     case: Annotated[str | None, typer.Option(

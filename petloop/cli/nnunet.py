@@ -179,8 +179,10 @@ def organs(
 @app.command()
 def train(
     dataset: Annotated[int, typer.Option(help="nnU-Net dataset id (built with petloop).")],
-    recipe: Annotated[str, typer.Option(help="v0, v1, v2, v3, v4, pretrain, or an nnU-Net "
-                                        "trainer name.")] = "v4",
+    recipe: Annotated[str, typer.Option(
+        help="v0, v1, v2, v3, v4, pretrain, scribbles (autoPET V: 0-5 scribbles, the "
+             "baseline's binary encoding), scribbles_gaussian (scribbles as Gaussian "
+             "heatmaps, to fine-tune a point model), or an nnU-Net trainer name.")] = "v4",
     fold: Annotated[str, typer.Option(help="0-4 or all.")] = "all",
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: nnU-Net's).")]
     = None,

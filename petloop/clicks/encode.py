@@ -12,7 +12,11 @@
     scaled to a peak of 1; several clicks merge by maximum. The ball is computed as if the volume
     went on past its border and then clipped to it.
 
-Both accept ``crop=(offset, size)`` and return only that box of the full-volume heatmap (a
+``binary`` (autoPET V's baseline)
+    1 at every click voxel, 0 elsewhere: what the baseline's ``gaussian_filter(impulses,
+    sigma=0)`` gives, the encoding its scribbles are trained with.
+
+All accept ``crop=(offset, size)`` and return only that box of the full-volume heatmap (a
 training patch) without building the full volume.
 """
 
@@ -26,7 +30,7 @@ from scipy import ndimage
 
 from petloop.io.clicks import Clicks
 
-ENCODINGS = ("gaussian", "edt_ball")
+ENCODINGS = ("gaussian", "edt_ball", "binary")
 Crop = tuple[Sequence[int], Sequence[int]]
 ACC64_MAX_VOXELS = 8_000_000
 
@@ -155,12 +159,27 @@ def edt_ball_heatmap(points: Sequence[Sequence[int]], shape: Sequence[int], radi
     return out
 
 
+def binary_heatmap(points: Sequence[Sequence[int]], shape: Sequence[int],
+                   crop: Crop | None = None, name: str = "") -> np.ndarray:
+    """1 at each click voxel (inside the crop), 0 elsewhere."""
+    shape = tuple(int(s) for s in shape)
+    pts = _check_points(points, shape, name or "a")
+    offset, size = _crop_box(shape, crop)
+    out = np.zeros(tuple(size), dtype=np.float32)
+    local = pts - offset
+    inside = np.all((local >= 0) & (local < size), axis=1)
+    out[tuple(local[inside].T)] = 1.0
+    return out
+
+
 def encode_points(points, shape, encoding: str = "gaussian", *, sigma: float = 3.0,
                   radius: float = 2.0, crop: Crop | None = None, name: str = "") -> np.ndarray:
     if encoding == "gaussian":
         return gaussian_heatmap(points, shape, sigma=sigma, crop=crop, name=name)
     if encoding == "edt_ball":
         return edt_ball_heatmap(points, shape, radius=radius, crop=crop, name=name)
+    if encoding == "binary":
+        return binary_heatmap(points, shape, crop=crop, name=name)
     raise ValueError(f"unknown click encoding {encoding!r}; use one of {ENCODINGS}")
 
 
@@ -174,7 +193,7 @@ def encode_clicks(clicks: Clicks, shape, step: int | None = None, encoding: str 
         raise ValueError(f"unknown click encoding {encoding!r}; use one of {ENCODINGS}")
     if encoding == "gaussian":
         _positive(sigma, "sigma")
-    else:
+    elif encoding == "edt_ball":
         _positive(radius, "radius")
     if step is not None:
         clicks = clicks.step(step)

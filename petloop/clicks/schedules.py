@@ -13,6 +13,8 @@ Named schedules:
 ``birth_v2``  10 % k = 0, 30 % k = 10 (the paper); the remaining 60 % spread evenly over 1..9.
 ``uniform``   1/11 each.
 ``none``      always 0 clicks (an automatic model).
+``autopet5``  1/6 each for k = 0..5: autoPET V's steps (k scribbles; a scribble model's
+              training draws k interactions from it).
 
 Any other vector of 11 non-negative numbers summing to 1 (within 1e-6) can be given, as a list
 or as text ``"0.1,0.1,..."``.
@@ -35,6 +37,7 @@ NAMED: dict[str, tuple[float, ...]] = {
     "birth_v1": tuple([0.40, 0.20] + [0.40 / 9] * 9),
     "birth_v2": tuple([0.10] + [0.60 / 9] * 9 + [0.30]),
     "uniform": tuple([1.0 / N_STEPS] * N_STEPS),
+    "autopet5": tuple([1.0 / 6] * 6 + [0.0] * 5),
 }
 
 

@@ -22,13 +22,16 @@ through nnU-Net's transpose, crop and resampling (half-voxel aligned, as its res
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from petloop.clicks.encode import _kernel, encode_clicks
 from petloop.clicks.schedules import ClickSchedule
+from petloop.clicks.scribble_pool import ScribblePool, apply_draw, draw_scribbles
 from petloop.io.clicks import Clicks, read_clicks
 from petloop.io.volume import points_from_array_order, points_to_array_order
 
@@ -56,6 +59,8 @@ class ClickEncoding:
         """Voxels from a click beyond which its heatmap is 0 (per axis)."""
         if self.encoding == "gaussian":
             return (_kernel(float(self.sigma), 4.0).size - 1) // 2
+        if self.encoding == "binary":
+            return 0
         return int(np.ceil(float(self.radius)))
 
     def to_json(self) -> dict:
@@ -191,3 +196,38 @@ class ClickSource:
             k = int(self.schedule.sample(np.random.default_rng(seed)))
         return clicks_in_preprocessed(self.clicks_for(identifier).step(k), properties,
                                       self.transpose_forward, shape)
+
+
+@lru_cache(maxsize=64)
+def _pool(path: str) -> ScribblePool:
+    return ScribblePool.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass(frozen=True)
+class ScribbleSource:
+    """Where a preprocessed dataset's scribble pools are (:mod:`petloop.clicks.scribble_pool`),
+    and how a trainer shows them: k interactions drawn from the schedule, each a stroke of the
+    case's pool, in the click channels."""
+
+    scribbles_dir: Path
+    encoding: ClickEncoding
+    schedule: ClickSchedule
+    transpose_forward: tuple[int, ...]
+    validation_step: int = 5
+
+    def pool_for(self, identifier: str) -> ScribblePool:
+        path = Path(self.scribbles_dir) / f"{identifier}_scribbles.json"
+        return _pool(str(path)) if path.is_file() else ScribblePool()
+
+    def sample(self, identifier: str, properties: dict, shape, k: int | None) -> Clicks:
+        """Scribbles of ``k`` interactions (drawn from the schedule when None; a fixed ``k``,
+        as in validation, draws the same strokes for a case every time)."""
+        if k is None:
+            # data-loading workers are seeded by batchgenerators through NumPy's global state
+            rng = np.random.default_rng(np.random.randint(2**31))  # noqa: NPY002
+            k = int(self.schedule.sample(rng))
+        else:
+            rng = np.random.default_rng(zlib.crc32(identifier.encode()))
+        pool = self.pool_for(identifier)
+        return clicks_in_preprocessed(apply_draw(pool, draw_scribbles(pool, k, rng)),
+                                      properties, self.transpose_forward, shape)

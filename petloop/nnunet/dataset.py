@@ -2,11 +2,12 @@
 
 ``<nnUNet_raw>/DatasetXXX_Name`` gets CT (``_0000``) and PET (``_0001``) on the PET grid, the
 lesion labels, petloop's ``organsTr`` (organ classes 1-10), ``clicksTr`` (the case's clicks, or
-the official simulation of them) and ``casesTr`` (tracer and other facts). nnU-Net's fingerprint,
-planning and preprocessing then run in-process. Beside nnU-Net's preprocessed data petloop keeps
-``<nnUNet_preprocessed>/DatasetXXX_Name/petloop/``: the clicks (original voxel indices) and the
-organ labels preprocessed exactly as nnU-Net preprocessed the lesion labels (same transpose,
-crop and resampling).
+the official simulation of them), ``scribblesTr`` (the case's scribble pool for scribble
+recipes, :mod:`petloop.clicks.scribble_pool`) and ``casesTr`` (tracer and other facts).
+nnU-Net's fingerprint, planning and preprocessing then run in-process. Beside nnU-Net's
+preprocessed data petloop keeps ``<nnUNet_preprocessed>/DatasetXXX_Name/petloop/``: the clicks
+and scribble pools (original voxel indices) and the organ labels preprocessed exactly as nnU-Net
+preprocessed the lesion labels (same transpose, crop and resampling).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from petloop.clicks.scribble_pool import scribble_pool
 from petloop.clicks.simulate import simulate_clicks
 from petloop.io.atomic import write_json_atomic
 from petloop.io.layouts import Case, LayoutError, find_cases, write_case, write_nnunet_dataset_json
@@ -27,7 +29,7 @@ from petloop.io.volume import write_volume
 from petloop.metrics.official import binarize
 from petloop.nnunet.paths import NnunetPaths, dataset_name, planning_workers
 from petloop.nnunet.plans import normalise_pet_like_ct, planner_class
-from petloop.nnunet.trainers import clicks_folder, organ_folder
+from petloop.nnunet.trainers import clicks_folder, organ_folder, scribbles_folder
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,9 @@ def write_raw(source: str | Path, paths: NnunetPaths, config: BuildConfig,
             write_volume(case.organs, raw / "labelsTr" / f"{case.case_id}.nii.gz")
         else:
             write_case(case, raw, "nnunet")
+            write_json_atomic(raw / "scribblesTr" / f"{case.case_id}_scribbles.json",
+                              scribble_pool(case.label.array, case.pet.array).to_json(),
+                              indent=None)
             simulated += sim
         with_organs += case.organs is not None
         if progress:
@@ -210,12 +215,14 @@ def _build_dataset(source, paths: NnunetPaths, config: BuildConfig, progress) ->
     if progress:
         progress("planning and preprocessing (nnU-Net)", 1, 1)
     base = paths.preprocessed / config.folder_name
-    clicks_dir = clicks_folder(base)
-    if clicks_dir.exists():
-        shutil.rmtree(clicks_dir)
-    clicks_dir.mkdir(parents=True)
-    for f in sorted((raw / "clicksTr").glob("*_clicks.json")):
-        shutil.copyfile(f, clicks_dir / f.name)
+    for folder, raw_folder, pattern in ((clicks_folder(base), "clicksTr", "*_clicks.json"),
+                                        (scribbles_folder(base), "scribblesTr",
+                                         "*_scribbles.json")):
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        for f in sorted((raw / raw_folder).glob(pattern)):
+            shutil.copyfile(f, folder / f.name)
     organs = (preprocess_organs(paths, config, plans_identifier)
               if with_organs and config.task == "lesions" else 0)
     built = BuiltDataset(raw, base, plans_identifier, config.configuration, n, organs, simulated)

@@ -23,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from petloop.clicks.scribble_pool import scribble_pool
 from petloop.io.atomic import write_json_atomic
 from petloop.io.clicks import write_clicks
 from petloop.io.layouts import Case, LayoutError, write_nnunet_dataset_json
 from petloop.nnunet.dataset import BuildConfig, BuiltDataset, prepare_case, resample_organs
 from petloop.nnunet.paths import NnunetPaths
 from petloop.nnunet.plans import normalise_pet_like_ct
-from petloop.nnunet.trainers import clicks_folder, organ_folder
+from petloop.nnunet.trainers import clicks_folder, organ_folder, scribbles_folder
 
 #: makes case ``index`` in memory; picklable (worker processes call it), e.g. a
 #: ``functools.partial`` of a module-level function such as ``petloop.phantom.phantom_case``
@@ -110,6 +111,8 @@ def _one_case(job) -> tuple[str, bool, bool]:
         nnUNetDatasetBlosc2.save_seg(resample_organs(organs, properties, data.shape[1:], pm, cm),
                                      str(organ_folder(base, cm.data_identifier) / case.case_id))
     write_clicks(case.clicks, clicks_folder(base) / f"{case.case_id}_clicks.json")
+    write_json_atomic(scribbles_folder(base) / f"{case.case_id}_scribbles.json",
+                      scribble_pool(case.label.array, case.pet.array).to_json(), indent=None)
     return case.case_id, case.organs is not None, simulated
 
 
@@ -133,7 +136,7 @@ def _build(make_case: CaseMaker, cases: int, paths: NnunetPaths, config: BuildCo
     write_nnunet_dataset_json(base, cases, config.name)
     data_identifier = _plans(base, plans_identifier, config.configuration)[1].data_identifier
     for folder in (base / data_identifier, organ_folder(base, data_identifier),
-                   clicks_folder(base)):
+                   clicks_folder(base), scribbles_folder(base)):
         folder.mkdir(parents=True, exist_ok=True)
     jobs = [(make_case, i, base, plans_identifier, config) for i in range(cases)]
     with_organs = simulated = 0

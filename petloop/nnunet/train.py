@@ -18,7 +18,13 @@ from petloop.nnunet.clickspace import click_encoding, with_click_channels
 from petloop.nnunet.options import OPTIONS_FILE, TrainOptions, read_options
 from petloop.nnunet.paths import NnunetPaths, dataset_name
 from petloop.nnunet.pretrained import CheckpointMismatch, _read, load_pretrained
-from petloop.nnunet.trainers import RECIPES, OnlineClicks, OrganSupervision
+from petloop.nnunet.trainers import (
+    RECIPES,
+    OnlineClicks,
+    OnlineScribbles,
+    OrganSupervision,
+    scribbles_folder,
+)
 
 
 class TrainingError(ValueError):
@@ -113,6 +119,15 @@ def check(config: TrainConfig, paths: NnunetPaths) -> None:
         if missing:
             raise TrainingError(f"recipe {config.recipe} needs organ labels; missing for "
                                 f"{len(missing)} case(s), e.g. {missing[:3]}")
+    if issubclass(cls, OnlineScribbles):
+        ident = pm.get_configuration(config.configuration).data_identifier
+        cases = sorted(p.name[: -len(".pkl")] for p in (base / ident).glob("*.pkl"))
+        pools = scribbles_folder(base)
+        missing = [c for c in cases if not (pools / f"{c}_scribbles.json").is_file()]
+        if missing:
+            raise TrainingError(f"recipe {config.recipe} draws scribbles from each case's pool; "
+                                f"{pools} lacks {len(missing)} case(s), e.g. {missing[:3]}: "
+                                "rebuild the dataset (petloop dataset build)")
 
 
 def train(config: TrainConfig, paths: NnunetPaths):

@@ -6,6 +6,8 @@ Two mixins carry what the paper adds, each overriding a few of nnU-Net's hooks:
   :mod:`petloop.nnunet.clickspace`), draws k from the trainer's click schedule for every sample
   and renders the channels for that sample's patch before the spatial augmentation; intensity
   augmentation leaves them alone.
+* :class:`OnlineScribbles` shows scribbles in the same two channels: k interactions drawn
+  from the trainer's schedule, each a stroke of the case's scribble pool (autoPET V).
 * :class:`OrganSupervision` builds the organ-headed network, reads the organ label as a second
   segmentation channel (through nnU-Net's previous-stage mechanism, so it goes through the same
   augmentation), and adds the organ Dice+CE loss 1:1 to the lesion loss.
@@ -35,6 +37,7 @@ from petloop.nnunet.clickspace import (
     ClickChannels,
     ClickEncoding,
     ClickSource,
+    ScribbleSource,
     click_encoding,
     with_click_channels,
 )
@@ -70,6 +73,10 @@ def organ_folder(preprocessed_base: str | Path, data_identifier: str) -> Path:
 
 def clicks_folder(preprocessed_base: str | Path) -> Path:
     return Path(preprocessed_base) / "petloop" / "clicks"
+
+
+def scribbles_folder(preprocessed_base: str | Path) -> Path:
+    return Path(preprocessed_base) / "petloop" / "scribbles"
 
 
 class PetloopBase(nnUNetTrainer):
@@ -247,6 +254,20 @@ class OnlineClicks:
             self.dataset_class = base
 
 
+class OnlineScribbles(OnlineClicks):
+    """Mixin: the click channels show scribbles drawn from the case's pool, k interactions per
+    sample from the schedule (autoPET V's 0 to 5 by default)."""
+
+    schedule_name = "autopet5"
+    click_settings = ClickEncoding(encoding="binary")  # autoPET V's baseline: the voxels, 1
+
+    @property
+    def click_source(self) -> ScribbleSource:
+        return ScribbleSource(scribbles_folder(self.preprocessed_dataset_folder_base),
+                              click_encoding(self.dataset_json), self.schedule,
+                              tuple(self.plans_manager.transpose_forward))
+
+
 class OrganSupervisedLoss(nn.Module):
     """Lesion loss on target channel 0 plus organ loss on channel 1 (1:1). With lesion-only
     network output (validation) only the lesion loss is computed."""
@@ -359,6 +380,21 @@ class PetloopV4Trainer(OnlineClicks, OrganSupervision, PetloopBase):
     dice_smooth = 0.0
 
 
+class PetloopScribbleTrainer(OnlineScribbles, OrganSupervision, PetloopBase):
+    """Scribbles (autoPET V): organ supervision like V3/V4, 0-5 interactions per sample, each
+    a stroke of the case's pool, the stroke voxels as 1 in the click channels (the encoding of
+    the challenge's baseline)."""
+
+    dice_smooth = 0.0
+
+
+class PetloopScribbleGaussianTrainer(PetloopScribbleTrainer):
+    """Scribbles as the point models see clicks (Gaussian heatmaps, sigma 3, a lone voxel
+    peaking at 1): a point model fine-tunes into it without a change of input."""
+
+    click_settings = ClickEncoding()
+
+
 class PetloopOrganPretrainTrainer(PetloopBase):
     """Single-channel pretraining: organs from CT alone (the multi-dataset pretraining's
     analogue on phantoms); its weights start V2-V4 through channel expansion."""
@@ -384,10 +420,12 @@ class nnUNetTrainer_finetune(PetloopBase):  # noqa: N801 - the published name
 RECIPES = {
     "v0": PetloopV0Trainer, "v1": PetloopV1Trainer, "v2": PetloopV2Trainer,
     "v3": PetloopV3Trainer, "v4": PetloopV4Trainer, "pretrain": PetloopOrganPretrainTrainer,
+    "scribbles": PetloopScribbleTrainer, "scribbles_gaussian": PetloopScribbleGaussianTrainer,
 }
 
 __all__ = [
-    "RECIPES", "PetloopOrganPretrainTrainer", "PetloopV0Trainer",
+    "RECIPES", "PetloopOrganPretrainTrainer", "PetloopScribbleGaussianTrainer",
+    "PetloopScribbleTrainer", "PetloopV0Trainer",
     "PetloopV1Trainer", "PetloopV2Trainer", "PetloopV3Trainer", "PetloopV4Trainer",
     "autoPET3_Trainer", "nnUNetTrainer_finetune",
 ]
