@@ -26,6 +26,8 @@ BudgetMode = Literal["tiles", "birth"]
 WINDOWS: tuple[str, ...] = get_args(Window)
 CROPS: tuple[str, ...] = get_args(Crop)
 CLICK_MODES: tuple[str, ...] = get_args(ClickMode)
+Interaction = Literal["clicks", "scribbles"]  # what a step's guidance is, for routing
+INTERACTIONS: tuple[str, ...] = get_args(Interaction)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 BUDGET_MODES: tuple[str, ...] = get_args(BudgetMode)
 

@@ -25,7 +25,7 @@ from petloop.inference.calibrate import (
 from petloop.inference.modelset import load_model_set
 from petloop.inference.pipeline import Pipeline, Session
 from petloop.inference.postprocess import PostProcessing
-from petloop.inference.routing import Route, Routing
+from petloop.inference.routing import NoRoute, Route, Routing
 from petloop.io.clicks import Clicks
 from petloop.io.layouts import find_cases
 
@@ -105,6 +105,23 @@ def test_handover_moves_the_first_route_only():
     for k, model in enumerate(want):
         np.testing.assert_array_equal(got[k], masks[model][k])
 
+
+def test_scribble_routes_answer_scribbles_and_leave_the_handover_alone():
+    birth_fg = Routing.of(Route("v4", max_background_clicks=4),
+                          Route("v3", min_foreground_clicks=1), Route("v4"))
+    both = Routing((Route("s", interaction="scribbles"), *birth_fg.routes))
+    for n_bg, n_fg in ((0, 0), (7, 0), (7, 3), (300, 40)):
+        assert both.model_for(n_bg, n_fg, interaction="scribbles") == "s"
+        assert both.model_for(n_bg, n_fg) == birth_fg.model_for(n_bg, n_fg)
+    assert both.handover == 5 and both.models == ("s", "v4", "v3")
+    assert both.with_handover(2).routes == (Route("s", interaction="scribbles"),
+                                            *birth_fg.with_handover(2).routes)
+    assert both.to_json()[0] == {"model": "s", "interaction": "scribbles"}
+    clicks_only = Routing.of(Route("p", interaction="clicks"))
+    with pytest.raises(NoRoute, match="no route admits 2 background and 9 lesion scribble"):
+        clicks_only.model_for(2, 9, interaction="scribbles")
+    with pytest.raises(ValueError, match="interaction is one of"):
+        Route("x", interaction="strokes")
 
 def test_a_threshold_applied_afterwards_equals_a_run_with_it(model_set, work):
     """Calibration scores each candidate on masks predicted without a threshold."""

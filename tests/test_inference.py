@@ -468,6 +468,43 @@ def test_autopet5_loop_fails_as_the_official_loop_where_nothing_is_over_segmente
     assert all(truth[p] and not first[p] for p in fixed[1].scribbles.tumor)
 
 
+def test_scribble_models_added_to_a_set_answer_scribble_steps(model_set, trained, case,
+                                                               tmp_path):
+    from petloop.clicks.clicklist import ClickList
+    from petloop.inference.autopet5 import scribble_steps
+
+    ms = tmp_path / "set"
+    shutil.copytree(model_set, ms)
+    result = runner.invoke(app, ["models", "add-scribbles", "--models", str(ms), "--fdg",
+                                 str(trained["scribbles"].parent)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((ms / "manifest.json").read_text())
+    assert manifest["routing"]["fdg"][0] == {"model": "fdg_scribbles",
+                                             "interaction": "scribbles"}
+    assert manifest["routing"]["psma"] == [{"model": "psma_v2"}]  # untouched
+    loaded = load_model_set(ms)
+    assert loaded.route("fdg", 0, 0, interaction="scribbles").name == "fdg_scribbles"
+    assert loaded.route("fdg", 0, 0).name == "fdg_v4"
+    session = Session(Pipeline(loaded), background=False)
+    session.set_case(case.ct, case.pet, "fdg")
+    stroke = ClickList().add_stroke("tumor", [(20, 20, 30), (21, 20, 30), (22, 21, 30)])
+    assert session.change(stroke).model == "fdg_scribbles"  # a drawn stroke is a scribble
+    assert session.set_clicks(stroke.clicks).model == "fdg_v4"  # a click file: clicks
+    assert session.set_clicks(stroke.clicks, interaction="scribbles").model == "fdg_scribbles"
+    loop_case = case if case.label.array.any() else None
+    steps = list(scribble_steps(session, loop_case, strategy="random", steps=2, tracer="fdg",
+                                empty_region="fixed"))
+    assert {s.result.model for s in steps} == {"fdg_scribbles"}
+    steps = list(scribble_steps(session, loop_case, strategy="random", steps=2, tracer="fdg",
+                                empty_region="fixed", interaction="clicks"))
+    assert {s.result.model for s in steps} <= {"fdg_v4", "fdg_v3"}  # the click routes
+    # a manifest with an unknown interaction is refused, naming the key
+    manifest["routing"]["fdg"][0]["interaction"] = "strokes"
+    (ms / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelSetError, match=r"routing.fdg\[0\].interaction"):
+        load_model_set(ms)
+
+
 def test_predict_folder_parts_and_workers(model_set, work, tmp_path):
     root = work[0]
     for part, processes in ((0, "2"), (1, "0")):

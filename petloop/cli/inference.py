@@ -15,7 +15,15 @@ from petloop.cli.guard import check_device, existing_file, existing_folder, not_
 from petloop.io.outputs import OutputSet, safe_name
 
 # option sets from a light module: checked before torch loads
-from petloop.options import BUDGET_MODES, CLICK_MODES, CROPS, PRECISIONS, WINDOWS, RunOptions
+from petloop.options import (
+    BUDGET_MODES,
+    CLICK_MODES,
+    CROPS,
+    INTERACTIONS,
+    PRECISIONS,
+    WINDOWS,
+    RunOptions,
+)
 
 Models = Annotated[Path | None, typer.Option(
     help="Model set folder (manifest.json); default: $PETLOOP_MODELS, else the bundled set.")]
@@ -40,6 +48,10 @@ Series = Annotated[list[str] | None, typer.Option(
 Weight = Annotated[float | None, typer.Option(
     min=1, max=500, help="With a DICOM PET: the patient weight in kg, instead of "
     "PatientWeight (0010,1030).")]
+InteractionOpt = Annotated[str, typer.Option(
+    "--interaction", help="clicks or scribbles: what the click file's points are, for the "
+    "model set's routing (a set may route scribble steps to scribble models; the points reach "
+    "the model as clicks either way).")]
 TrustSuv = Annotated[bool, typer.Option(
     "--trust-suv", help="Take the PET as SUV even where it does not look like SUV (values "
     "far below 0, or a body median far above what SUV can be); NaN is refused all the same.")]
@@ -119,8 +131,9 @@ def predict(
     trust_suv: TrustSuv = False,
     series: Series = None,
     weight: Weight = None,
+    interaction: InteractionOpt = "clicks",
 ) -> None:
-    """Segment lesions in one PET/CT with the model set, given clicks."""
+    """Segment lesions in one PET/CT with the model set, given clicks (or scribbles)."""
     from petloop.io.checks import check_ct, check_pet
     from petloop.io.clicks import Clicks, read_clicks
     from petloop.io.dicom import load_image, read_image
@@ -131,6 +144,7 @@ def predict(
                           trust_suv=trust_suv)
     models = model_set(models)
     one_of(tracer, "--tracer", ("auto", "fdg", "psma"))
+    one_of(interaction, "--interaction", INTERACTIONS)
     outputs = OutputSet({"--ct": ct, "--pet": pet, "--clicks": clicks,
                          "--models": models / "manifest.json"})
     dicom_out = {"--out": out if out.name.endswith(".dcm") else None, "--seg": seg,
@@ -160,7 +174,8 @@ def predict(
         if step is not None:
             check_step(step, c, clicks)
             c = c.step(step)
-        result = _pipeline(models, options).predict(ct_vol, pet_vol, c, tracer)
+        result = _pipeline(models, options).predict(ct_vol, pet_vol, c, tracer,
+                                                    interaction=interaction)
         rep = seg_ds = sr_ds = None
         if report is not None or wanted:
             rep, labels = labelled_lesions(pet_vol, result.mask.array)
@@ -279,9 +294,11 @@ def grand_challenge(
     window: Window = None,
     mirrors: Mirrors = None,
     budget_mode: BudgetMode = None,
+    interaction: InteractionOpt = "clicks",
 ) -> None:
     """The challenge container's entry point: /input/images/{ct,pet}/<uuid>.mha and
-    /input/lesion-clicks.json in, /output/images/tumor-lesion-segmentation/<uuid>.mha out."""
+    /input/lesion-clicks.json in, /output/images/tumor-lesion-segmentation/<uuid>.mha out
+    (autoPET IV's clicks, or autoPET V's scribbles with --interaction scribbles)."""
     from petloop.io.checks import check_ct, check_pet
     from petloop.io.clicks import Clicks
     from petloop.io.layouts import LayoutError, read_gc
@@ -289,6 +306,7 @@ def grand_challenge(
     options = run_options(device=device, precision=precision, window=window, mirrors=mirrors,
                           time_budget=time_budget, budget_mode=budget_mode, auto=True)
     models = model_set(models)
+    one_of(interaction, "--interaction", INTERACTIONS)
     existing_folder(input_dir, "--input")
     if not (input_dir / "images" / "ct").is_dir() or not (input_dir / "images" / "pet").is_dir():
         fail(f"--input {input_dir}: a grand-challenge input holds images/ct/<uuid>.mha and "
@@ -311,7 +329,8 @@ def grand_challenge(
         check_pet(case.pet, str(files.pet))  # the challenge's PET is SUV
         check_ct(case.ct, str(files.ct))
         result = _pipeline(models, options).predict(case.ct, case.pet,
-                                                    case.clicks or Clicks(), "auto")
+                                                    case.clicks or Clicks(), "auto",
+                                                    interaction=interaction)
     except (*_errors(), LayoutError) as exc:
         fail(str(exc))
     with outputs.writing() as w:
@@ -478,6 +497,36 @@ def _score_table(title: str, last: int, first: str, scores, label, chosen, previ
         table.add_row(label(s), f"{s.dice_auc:.4f}", f"{s.dice_last:.4f}", f"{s.fpv_auc:.3f}",
                       f"{s.fnv_auc:.3f}", mark.strip())
     return table
+
+
+@models_app.command("add-scribbles")
+def models_add_scribbles(
+    models: Annotated[Path, typer.Option(help="The model set to add them to (changed in "
+                                         "place).")],
+    fdg: Annotated[Path | None, typer.Option(help="Trained nnU-Net model folder of the FDG "
+                                             "scribble model.")] = None,
+    psma: Annotated[Path | None, typer.Option(help="Trained nnU-Net model folder of the PSMA "
+                                              "scribble model.")] = None,
+) -> None:
+    """Add scribble models (recipe scribbles or scribbles_gaussian) to a model set: copied as
+    <tracer>_scribbles, and the set's scribble steps routed to them (autoPET V; clicks keep
+    their routes)."""
+    from petloop.inference.export import add_scribble_models
+    from petloop.inference.modelset import ModelSetError
+
+    folders = {t: f for t, f in (("fdg", fdg), ("psma", psma)) if f is not None}
+    if not folders:
+        fail("--fdg/--psma: give at least one scribble model folder")
+    existing_file(models / "manifest.json", "--models")
+    for option, folder in (("--fdg", fdg), ("--psma", psma)):
+        if folder is not None:
+            existing_folder(folder, option)
+    try:
+        manifest = add_scribble_models(models, folders)
+    except (ModelSetError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print(f"added {', '.join(f'{t}_scribbles' for t in folders)}; scribble steps route "
+                  f"to them ({manifest})")
 
 
 @models_app.command("calibrate")

@@ -87,6 +87,10 @@ def evaluate(
         help="autopet5 with --models: official (a step whose error region is empty fails and "
              "scores 0, as in the challenge's loop) or fixed (scribble the other region).")]
     = "official",
+    interaction: Annotated[str, typer.Option(
+        help="autopet5 with --models: scribbles (the set's scribble routes answer, where its "
+             "manifest has them) or clicks (its point models get the same scribbles).")]
+    = "scribbles",
     layout: Annotated[str, typer.Option(help="auto, autopet, nnunet or gc.")] = "auto",
     label: Annotated[int | None, typer.Option(
         min=0, help="Class to evaluate in non-binary masks.")] = None,
@@ -114,6 +118,7 @@ def evaluate(
     from petloop.metrics.plots import plot_curves
     from petloop.metrics.tables import (
         negative_table,
+        paired_table,
         ranking_table,
         step_table,
         strategy_table,
@@ -125,8 +130,10 @@ def evaluate(
     five = protocol == "autopet5"
     one_of(strategy, "--strategy", ("all", *STRATEGIES))
     one_of(empty_region, "--empty-region", EMPTY_REGIONS)
-    if not five and (strategy != "all" or empty_region != "official"):
-        fail("--strategy and --empty-region belong to --protocol autopet5")
+    one_of(interaction, "--interaction", ("clicks", "scribbles"))
+    if not five and (strategy != "all" or empty_region != "official"
+                     or interaction != "scribbles"):
+        fail("--strategy, --empty-region and --interaction belong to --protocol autopet5")
     if five and clicks != "official":
         fail("--clicks: --protocol autopet5 draws scribbles from the errors; --clicks is for "
              "autopet4")
@@ -177,7 +184,9 @@ def evaluate(
 
         try:
             model_set = load_model_set(models)
-            name = safe_name(f"{model_set.name}-{strategy if five else clicks}",
+            label = (f"{strategy}{'-as-clicks' if interaction == 'clicks' else ''}" if five
+                     else clicks)
+            name = safe_name(f"{model_set.name}-{label}",
                              f"the model set name {model_set.name!r} of {models}")
             for f in cases:
                 safe_name(f.case_id, f"case name {f.case_id!r} in {data}")
@@ -189,7 +198,7 @@ def evaluate(
                     ran = run_loop(Session(pipeline, background=False), cases,
                                    out / "predictions" / name, model=name, strategy=strategy,
                                    steps=steps, tracer=tracer, empty_region=empty_region,
-                                   time_budget=time_budget,
+                                   time_budget=time_budget, interaction=interaction,
                                    progress=lambda _: bar.advance(task))
                 else:
                     ran = run_steps(pipeline, cases, out / "predictions" / name,
@@ -235,6 +244,9 @@ def evaluate(
     console.print(ranking_table(summary))
     if five:
         console.print(strategy_table(summary))
+    paired = paired_table(summary)
+    if paired is not None:
+        console.print(paired)
     neg = negative_table(summary)
     if neg is not None:
         console.print(neg)

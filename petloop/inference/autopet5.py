@@ -4,7 +4,9 @@ Per case, as the challenge's ``interactive_loop.py`` runs it: step 0 predicts wi
 scribbles; each later step adds one scribble drawn from the previous prediction's errors
 (:func:`petloop.clicks.scribbles.next_scribbles`) and predicts again with every scribble so far.
 Scribbles reach the model as clicks: each stroke voxel is a point of the click file, encoded
-into the click channels the way the model set encodes clicks. An empty truth gets no scribble;
+into the click channels the way the model set encodes clicks, and the steps route as scribbles
+(to a set's scribble models where its manifest has them; ``interaction="clicks"`` gives the
+same scribbles to its point models). An empty truth gets no scribble;
 where an error region is empty the official loop fails, scores that step and (nothing changing)
 every later one 0 and 0, and saves nothing for them; ``empty_region="fixed"`` goes on instead.
 
@@ -45,6 +47,7 @@ from petloop.metrics.autopet5 import (
 )
 from petloop.metrics.interactive import Evaluation, StepRecord
 from petloop.metrics.official import MaskError, binarize
+from petloop.options import Interaction
 
 from .pipeline import Result, Session
 
@@ -85,8 +88,8 @@ class LoopStep:
 
 def scribble_steps(session: Session, case: Case, *, strategy: Strategy, steps: int = STEPS,
                    tracer: str | None = "auto", seed: int = SEED,
-                   empty_region: EmptyRegion = "official",
-                   time_budget: float | None = None) -> Iterator[LoopStep]:
+                   empty_region: EmptyRegion = "official", time_budget: float | None = None,
+                   interaction: Interaction = "scribbles") -> Iterator[LoopStep]:
     """Set ``case`` on ``session`` and run the loop's steps on it."""
     if case.label is None:
         raise ValueError(f"case {case.case_id} has no ground truth to draw scribbles from")
@@ -109,7 +112,7 @@ def scribble_steps(session: Session, case: Case, *, strategy: Strategy, steps: i
             if failed:
                 yield LoopStep(k, scribbles, None, LoopScore.failure(), None)
                 continue
-        result = session.set_clicks(scribbles, time_budget)
+        result = session.set_clicks(scribbles, time_budget, interaction=interaction)
         pred = np.asarray(result.mask.array)
         yield LoopStep(k, scribbles, added, score_step(pred, truth, spacing), result)
 
@@ -117,7 +120,7 @@ def scribble_steps(session: Session, case: Case, *, strategy: Strategy, steps: i
 def run_loop(session: Session, cases: Sequence[CaseFiles], out: str | Path, *, model: str,
              strategy: str = ALL, steps: int = STEPS, tracer: str | None = "auto",
              seed: int = SEED, empty_region: EmptyRegion = "official",
-             time_budget: float | None = None,
+             time_budget: float | None = None, interaction: Interaction = "scribbles",
              progress: Callable[[str], None] | None = None) -> Evaluation:
     """Run the loop on every case, write its output (module text) and return the records."""
     out = Path(out)
@@ -131,7 +134,7 @@ def run_loop(session: Session, cases: Sequence[CaseFiles], out: str | Path, *, m
         log = []
         for s in scribble_steps(session, case, strategy=plan[case.case_id], steps=steps,
                                 tracer=tracer, seed=seed, empty_region=empty_region,
-                                time_budget=time_budget):
+                                time_budget=time_budget, interaction=interaction):
             if s.result is not None:
                 write_clicks(s.scribbles, folder / f"iter_{s.step}_scribbles.json",
                              indent=SCRIBBLE_INDENT)
@@ -144,7 +147,8 @@ def run_loop(session: Session, cases: Sequence[CaseFiles], out: str | Path, *, m
                 plan[case.case_id]))
         write_json_atomic(folder / "steps.json", {"case": case.case_id,
                                                   "strategy": plan[case.case_id],
-                                                  "empty_region": empty_region, "steps": log})
+                                                  "empty_region": empty_region,
+                                                  "interaction": interaction, "steps": log})
         write_json_atomic(out / SCORES_FILE, loop_scores_json(curves), indent=4)
         write_json_atomic(out / AUC_FILE, loop_auc_json(curves), indent=4)
         if progress:
@@ -164,10 +168,10 @@ def score_loop_output(cases: Sequence[CaseFiles], folder: str | Path, model: str
                       steps: int = STEPS, strategy: str = ALL, label: int | None = None,
                       progress: Callable[[], None] | None = None) -> Evaluation:
     """Score a loop's saved predictions (``<folder>/<case>/iter_{k}.nii.gz``, the case folder
-    also as ``<case>_0000``) under autoPET V's protocol. A missing step is listed as missing
-    (the loop saves none for a step where it failed). The strategy of a case comes from its
-    ``steps.json`` where there is one, else from ``strategy``. ``label`` picks a class of
-    non-binary masks."""
+    also as ``<case>_0000``) under autoPET V's protocol. petloop's ``steps.json`` beside them
+    gives each case's strategy (else ``strategy`` does) and the steps where the loop failed
+    (scored 0 and 0, as the loop scores them); any other missing step is listed as missing.
+    ``label`` picks a class of non-binary masks."""
     import json
 
     folder = Path(folder)
@@ -180,12 +184,20 @@ def score_loop_output(cases: Sequence[CaseFiles], folder: str | Path, model: str
         truth = binarize(gt_vol.array, label, name=f"ground truth {files.label}")
         case_folder = next((folder / n for n in (files.case_id, f"{files.case_id}_0000")
                             if (folder / n).is_dir()), folder / files.case_id)
-        used = plan[files.case_id]
+        used, failed = plan[files.case_id], set()
         log = case_folder / "steps.json"
         if log.is_file():
-            used = str(json.loads(log.read_text(encoding="utf-8")).get("strategy", used))
+            saved = json.loads(log.read_text(encoding="utf-8"))
+            used = str(saved.get("strategy", used))
+            failed = {s["step"] for s in saved.get("steps", []) if s["score"].get("failed")}
         for k in range(steps):
             path = _iter_path(case_folder, k)
+            if path is None and k in failed:
+                s = LoopScore.failure()
+                ev.records.append(StepRecord(model, files.case_id, files.tracer or "unknown",
+                                             not truth.any(), k, s.dice, s.fpv, s.fnv, s.dmm,
+                                             used))
+                continue
             if path is None:
                 ev.missing.append(f"{model}: {case_folder / f'iter_{k}.nii.gz'}")
                 continue

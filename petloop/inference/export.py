@@ -152,3 +152,37 @@ def folder_size(path: Path) -> int:
 
 
 __all__ = ["copy_model", "export_model_set", "folder_size", "slim_checkpoint"]
+
+
+def add_scribble_models(root: str | Path, folders: dict[str, Path], half: bool = True) -> Path:
+    """Copy trained scribble models into a model set (``<tracer>_scribbles``) and route its
+    scribble steps to them: a first route ``{"model": ..., "interaction": "scribbles"}`` per
+    tracer, before the click routes (an earlier scribble route of that tracer is replaced).
+    The manifest is checked by loading the set before it replaces the old one."""
+    import json
+
+    root = Path(root)
+    manifest_path = root / MANIFEST
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    for tracer, folder in folders.items():
+        if tracer not in manifest.get("routing", {}):
+            raise ValueError(f"{manifest_path}: no routing for tracer {tracer!r} to add a "
+                             "scribble model to")
+        key = f"{tracer}_scribbles"
+        target = root / key / Path(folder).name
+        if target.exists():
+            shutil.rmtree(target)
+        folds = copy_model(Path(folder), target, half)
+        manifest["models"][key] = {"folder": f"{key}/{Path(folder).name}",
+                                   "folds": [f if f == "all" else int(f) for f in folds]}
+        routes = [r for r in manifest["routing"][tracer] if r.get("interaction") != "scribbles"]
+        manifest["routing"][tracer] = [{"model": key, "interaction": "scribbles"}, *routes]
+    staged = root / f".{MANIFEST}.new"
+    write_json_atomic(staged, manifest)
+    try:
+        load_model_set(root, manifest=staged)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    staged.replace(manifest_path)
+    return manifest_path

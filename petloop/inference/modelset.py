@@ -72,7 +72,7 @@ from petloop.options import (
 from petloop.tracer.classifier import TRACERS
 
 from .postprocess import DEFAULT_THRESHOLDS, PostProcessing
-from .routing import Route, Routing
+from .routing import INTERACTIONS, Interaction, Route, Routing
 
 
 class ModelSetError(ValueError):
@@ -146,11 +146,13 @@ class ModelSet:
     tracer_classifier: Path | None = None
     inference: InferenceSettings = field(default_factory=InferenceSettings)
 
-    def route(self, tracer: str, n_background: int, n_foreground: int) -> ModelEntry:
+    def route(self, tracer: str, n_background: int, n_foreground: int, *,
+              interaction: Interaction = "clicks") -> ModelEntry:
         if tracer not in self.routing:
             raise ModelSetError(f"model set {self.root} has no model for tracer {tracer!r}")
-        return self.models[self.routing[tracer].model_for(n_background, n_foreground,
-                                                          f"model set {self.root}, {tracer}: ")]
+        return self.models[self.routing[tracer].model_for(
+            n_background, n_foreground, f"model set {self.root}, {tracer}: ",
+            interaction=interaction)]
 
     @property
     def postprocessing(self) -> PostProcessing:
@@ -175,10 +177,11 @@ def _need(obj: dict, key: str, where: str):
     return obj[key]
 
 
-def load_model_set(root: str | Path) -> ModelSet:
-    """Read and check a model set; every error names the missing file or key."""
+def load_model_set(root: str | Path, *, manifest: str | Path | None = None) -> ModelSet:
+    """Read and check a model set; every error names the missing file or key. ``manifest``
+    reads another manifest file for the set in ``root`` (one about to replace it, say)."""
     root = Path(root)
-    manifest = root / MANIFEST
+    manifest = root / MANIFEST if manifest is None else Path(manifest)
     if not manifest.is_file():
         raise ModelSetError(f"{manifest}: no model set manifest here")
     obj = read_json(manifest, ModelSetError, what="model set manifest")
@@ -223,7 +226,11 @@ def load_model_set(root: str | Path) -> ModelSet:
                     raise ModelSetError(f"{manifest}: routing.{tracer}[{n}].{key} must be a "
                                         f"whole number of clicks, got {v!r}")
                 limits[key] = v
-            parsed.append(Route(model, **limits))
+            interaction = r.get("interaction")
+            if interaction is not None and interaction not in INTERACTIONS:
+                raise ModelSetError(f"{manifest}: routing.{tracer}[{n}].interaction must be one "
+                                    f"of {list(INTERACTIONS)}, got {interaction!r}")
+            parsed.append(Route(model, **limits, interaction=interaction))
         if not parsed:
             raise ModelSetError(f"{manifest}: routing.{tracer} has no route")
         routing[tracer] = Routing(tuple(parsed))

@@ -59,7 +59,7 @@ from petloop.tracer.classifier import TracerClassifier, TracerPrediction, resolv
 from .engine import CACHE_BYTES, MIRROR_ORDER, Engine, TTAChoice
 from .modelset import ModelEntry, ModelSet, ModelSetError
 from .postprocess import PostProcessing, apply_suv_threshold
-from .routing import NoRoute, Routing
+from .routing import Interaction, NoRoute, Routing
 
 __all__ = ["MIRROR_ORDER", "PRECISIONS", "WHOLE_MAX_PATCHES", "Pipeline", "PostProcessing",
            "Result", "Routing", "Session", "TTAChoice", "apply_suv_threshold", "cpu_has_bf16",
@@ -184,14 +184,16 @@ class Pipeline:
             other.postprocessing = postprocessing
         return other
 
-    def route(self, tracer: str, n_background: int, n_foreground: int) -> ModelEntry:
-        """The model that answers a step of ``tracer`` with these click counts."""
+    def route(self, tracer: str, n_background: int, n_foreground: int, *,
+              interaction: Interaction = "clicks") -> ModelEntry:
+        """The model that answers a step of ``tracer`` with these click counts (of voxels, for
+        scribbles)."""
         if tracer not in self.routing:
             raise ModelSetError(f"model set {self.model_set.root} has no model for tracer "
                                 f"{tracer!r}")
         where = f"model set {self.model_set.root}, {tracer}: "
-        return self.model_set.models[self.routing[tracer].model_for(n_background,
-                                                                    n_foreground, where)]
+        return self.model_set.models[self.routing[tracer].model_for(
+            n_background, n_foreground, where, interaction=interaction)]
 
     @property
     def classifier(self) -> TracerClassifier | None:
@@ -211,12 +213,13 @@ class Pipeline:
 
     def predict(self, ct: Volume, pet: Volume, clicks: Clicks | ClickList | None = None,
                 tracer: str | None = "auto", time_budget: float | None = None, *,
-                probabilities: bool = False) -> Result:
+                probabilities: bool = False, interaction: Interaction | None = None) -> Result:
         """One prediction from files' volumes: everything checked, nothing kept."""
         session = Session(self, background=False)
         try:
             session.set_case(ct, pet, tracer)
-            return session.set_clicks(clicks, time_budget, probabilities=probabilities)
+            return session.set_clicks(clicks, time_budget, probabilities=probabilities,
+                                      interaction=interaction)
         finally:
             session.close()
 
@@ -277,12 +280,14 @@ class Session:
         return self._engine
 
     def change(self, new: ClickList, time_budget: float | None = None, *,
-               probabilities: bool = False) -> Result:
+               probabilities: bool = False, interaction: Interaction | None = None) -> Result:
         """Make ``new`` the session's click list and predict; a list with a click outside the
-        image leaves the session as it was."""
+        image leaves the session as it was. ``interaction`` says what the guidance is for
+        routing (``clicks`` or ``scribbles``); by default scribbles where the list holds a
+        stroke, else clicks."""
         self._require_case()
         new.clicks.check_inside(self.pet.shape, "click")
-        result = self._step(new, time_budget, probabilities)
+        result = self._step(new, time_budget, probabilities, interaction)
         self._clicks = new
         return result
 
@@ -308,23 +313,28 @@ class Session:
         return self.change(self._clicks.reset(), time_budget, probabilities=probabilities)
 
     def set_clicks(self, clicks: Clicks | ClickList | None, time_budget: float | None = None,
-                   *, probabilities: bool = False) -> Result:
-        """Jump to other clicks (click-file clicks or a list); undo comes back."""
+                   *, probabilities: bool = False,
+                   interaction: Interaction | None = None) -> Result:
+        """Jump to other clicks (click-file clicks or a list; ``interaction="scribbles"`` for
+        a scribble file's voxels); undo comes back."""
         self._require_case()
         return self.change(self._clicks.replace(ClickList.of(clicks)), time_budget,
-                           probabilities=probabilities)
+                           probabilities=probabilities, interaction=interaction)
 
     def run(self, time_budget: float | None = None, *, probabilities: bool = False) -> Result:
         """The mask for the current clicks."""
         return self.change(self._clicks, time_budget, probabilities=probabilities)
 
-    def _step(self, clicks: ClickList, time_budget: float | None,
-              probabilities: bool) -> Result:
+    def _step(self, clicks: ClickList, time_budget: float | None, probabilities: bool,
+              interaction: Interaction | None = None) -> Result:
         engine = self._require_case()
         t0 = time.perf_counter()
         tracer = self.tracer.tracer
         pts = clicks.clicks
-        entry = self.pipeline.route(tracer, len(pts.background), len(pts.tumor))
+        if interaction is None:
+            interaction = "scribbles" if any(c.stroke for c in clicks) else "clicks"
+        entry = self.pipeline.route(tracer, len(pts.background), len(pts.tumor),
+                                    interaction=interaction)
         adapter = self.pipeline.model(entry)
         settings = self.pipeline.settings
         budget = settings.budget if time_budget is None else time_budget
@@ -343,18 +353,20 @@ class Session:
         self.last = Result(mask, self.tracer, entry.name, work.choice, seconds, clicks, changed,
                            prob)
         if self.background:
-            engine.warm(self._next_models(pts, entry), pts, mirrors=settings.mirrors,
-                        budget=budget, budget_mode=settings.budget_mode)
+            engine.warm(self._next_models(pts, entry, interaction), pts,
+                        mirrors=settings.mirrors, budget=budget,
+                        budget_mode=settings.budget_mode)
         return self.last
 
-    def _next_models(self, pts: Clicks, current: ModelEntry) -> list:
+    def _next_models(self, pts: Clicks, current: ModelEntry,
+                     interaction: Interaction = "clicks") -> list:
         """The models one more click (of either kind) would route to, other than ``current``."""
         tracer = self.tracer.tracer
         out = []
         for n_bg, n_fg in ((len(pts.background) + 1, len(pts.tumor)),
                            (len(pts.background), len(pts.tumor) + 1)):
             try:
-                entry = self.pipeline.route(tracer, n_bg, n_fg)
+                entry = self.pipeline.route(tracer, n_bg, n_fg, interaction=interaction)
             except NoRoute:
                 continue
             if entry != current and entry.name not in [n for n, _ in out]:

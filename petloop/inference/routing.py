@@ -2,8 +2,9 @@
 
 A tracer's :class:`Routing` is an ordered tuple of :class:`Route` s; the first whose conditions
 admit the step's clicks answers: ``max_background_clicks`` (at most that many background
-clicks) and ``min_foreground_clicks`` (at least that many lesion clicks), each optional.
-:meth:`Routing.model_for` is the one place that refuses a step no route admits.
+clicks), ``min_foreground_clicks`` (at least that many lesion clicks) and ``interaction``
+(``clicks`` or ``scribbles``: what the step's guidance is; a scribble's voxels count as clicks),
+each optional. :meth:`Routing.model_for` is the one place that refuses a step no route admits.
 
 BIRTH's FDG rule is a routing of the *hand-over* form: its first model answers below a number of
 background clicks (5) and the next routes from there on. Calibration moves that hand-over
@@ -13,6 +14,8 @@ background clicks (5) and the next routes from there on. Calibration moves that 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+
+from petloop.options import INTERACTIONS, Interaction
 
 
 class NoRoute(ValueError):
@@ -24,16 +27,26 @@ class Route:
     model: str
     max_background_clicks: int | None = None
     min_foreground_clicks: int | None = None
+    interaction: str | None = None  # None: any
 
-    def admits(self, n_background: int, n_foreground: int) -> bool:
-        return ((self.max_background_clicks is None or n_background <= self.max_background_clicks)
+    def __post_init__(self):
+        if self.interaction is not None and self.interaction not in INTERACTIONS:
+            raise ValueError(f"a route's interaction is one of {INTERACTIONS}, got "
+                             f"{self.interaction!r}")
+
+    def admits(self, n_background: int, n_foreground: int,
+               interaction: Interaction = "clicks") -> bool:
+        return ((self.interaction is None or self.interaction == interaction)
+                and (self.max_background_clicks is None
+                     or n_background <= self.max_background_clicks)
                 and (self.min_foreground_clicks is None
                      or n_foreground >= self.min_foreground_clicks))
 
     def to_json(self) -> dict:
         return {"model": self.model,
                 **{k: v for k, v in (("max_background_clicks", self.max_background_clicks),
-                                     ("min_foreground_clicks", self.min_foreground_clicks))
+                                     ("min_foreground_clicks", self.min_foreground_clicks),
+                                     ("interaction", self.interaction))
                    if v is not None}}
 
 
@@ -62,37 +75,48 @@ class Routing:
         """The models the routes name, each once, in route order."""
         return tuple(dict.fromkeys(r.model for r in self.routes))
 
-    def first_admitting(self, n_background: int, n_foreground: int) -> str | None:
-        """The model of the first route that admits the clicks, or None."""
-        return next((r.model for r in self.routes if r.admits(n_background, n_foreground)),
-                    None)
+    def first_admitting(self, n_background: int, n_foreground: int,
+                        interaction: Interaction = "clicks") -> str | None:
+        """The model of the first route that admits the step, or None."""
+        return next((r.model for r in self.routes
+                     if r.admits(n_background, n_foreground, interaction)), None)
 
-    def model_for(self, n_background: int, n_foreground: int, where: str = "") -> str:
-        """The model of the first route that admits the clicks; :class:`NoRoute` (``where``
+    def model_for(self, n_background: int, n_foreground: int, where: str = "", *,
+                  interaction: Interaction = "clicks") -> str:
+        """The model of the first route that admits the step; :class:`NoRoute` (``where``
         names the routing in the message) when none does."""
-        model = self.first_admitting(n_background, n_foreground)
+        model = self.first_admitting(n_background, n_foreground, interaction)
         if model is None:
+            what = "lesion clicks" if interaction == "clicks" else "lesion scribble voxels"
             raise NoRoute(f"{where}no route admits {n_background} background and "
-                          f"{n_foreground} lesion clicks")
+                          f"{n_foreground} {what}")
         return model
+
+    def _split(self) -> tuple[tuple[Route, ...], tuple[Route, ...]]:
+        """(the routes for scribbles only, the others)."""
+        only = tuple(r for r in self.routes if r.interaction == "scribbles")
+        return only, tuple(r for r in self.routes if r.interaction != "scribbles")
 
     @property
     def handover(self) -> int | None:
-        """Where a routing of the BIRTH form hands over: its first model answers below this many
-        background clicks and the next routes from there on (None: not of that form)."""
-        first = self.routes[0]
-        if len(self.routes) < 2 or first.max_background_clicks is None or len(self.models) < 2:
+        """Where a routing of the BIRTH form hands over: its first model (of the routes that
+        answer clicks) answers below this many background clicks and the next routes from
+        there on (None: not of that form)."""
+        clicks = self._split()[1]
+        if len(clicks) < 2 or clicks[0].max_background_clicks is None \
+                or len({r.model for r in clicks}) < 2:
             return None
-        return first.max_background_clicks + 1
+        return clicks[0].max_background_clicks + 1
 
     def with_handover(self, at: int) -> Routing:
         """The same routing handing over at ``at`` background clicks (0: the first route goes,
-        so the next routes answer from the first step)."""
+        so the next routes answer from the first step); scribble routes stay as they are."""
         if self.handover is None:
             raise ValueError("the routing has no first model answering below a number of "
                              "background clicks to move")
-        first = () if at == 0 else (replace(self.routes[0], max_background_clicks=at - 1),)
-        return Routing(first + self.routes[1:])
+        scribbles, clicks = self._split()
+        first = () if at == 0 else (replace(clicks[0], max_background_clicks=at - 1),)
+        return Routing(scribbles + first + clicks[1:])
 
     def to_json(self) -> list[dict]:
         return [r.to_json() for r in self.routes]
@@ -116,4 +140,5 @@ def birth_routing(fdg_stochastic: str, fdg_full: str, psma: str, variant: str = 
     return {"fdg": fdg, "psma": [{"model": psma}]}
 
 
-__all__ = ["ROUTINGS", "NoRoute", "Route", "Routing", "birth_routing"]
+__all__ = ["INTERACTIONS", "ROUTINGS", "Interaction", "NoRoute", "Route", "Routing",
+           "birth_routing"]

@@ -184,12 +184,20 @@ class ModelSummary(TypedDict):
     negative_fpv: NotRequired[list[StepStat]]  # only where there are negative controls
 
 
+class Paired(TypedDict):
+    """Each model against the first, paired by case: the difference of each metric's AUC."""
+
+    baseline: str
+    models: dict[str, dict[str, dict]]  # model -> "{metric}_auc" -> PairedDifference.to_json()
+
+
 class Summary(TypedDict):
     n_steps: int
     models: dict[str, ModelSummary]
     missing: list[str]
     protocol: NotRequired[str]  # autopet4 where absent
     metrics: NotRequired[list[str]]  # METRICS where absent
+    paired: NotRequired[Paired]  # with two models or more
 
 
 def summary_metrics(summary: Summary) -> tuple[str, ...]:
@@ -335,7 +343,32 @@ def summarize(ev: Evaluation) -> Summary:
         if negatives:
             entry["negative_fpv"] = per_step(negatives, n, metrics)["fpv"]
         summary["models"][model] = entry
+    if len(ev.models) > 1:
+        summary["paired"] = paired_aucs(ev)
     return summary
+
+
+def case_aucs(records: Sequence[StepRecord], n_steps: int,
+              metrics: Sequence[str] = METRICS) -> dict[str, dict[str, float]]:
+    """metric -> {case: AUC} for the cases with every step."""
+    curves = case_curves(records, n_steps, metrics)
+    steps_seen: dict[str, int] = {}
+    for r in records:
+        steps_seen[r.case] = steps_seen.get(r.case, 0) + 1
+    return {m: {case: auc(c[m]) for case, c in curves.items() if steps_seen[case] == n_steps}
+            for m in metrics}
+
+
+def paired_aucs(ev: Evaluation) -> Paired:
+    """Each model's AUCs minus the first model's, paired by case, with Student t intervals."""
+    base, *others = ev.models
+    ref = case_aucs(ev.select(base), ev.n_steps, ev.metrics)
+    out: dict[str, dict[str, dict]] = {}
+    for model in others:
+        mine = case_aucs(ev.select(model), ev.n_steps, ev.metrics)
+        out[model] = {f"{m}_auc": paired_difference(mine[m], ref[m]).to_json()
+                      for m in ev.metrics}
+    return Paired(baseline=base, models=out)
 
 
 def records_csv(records: Sequence[StepRecord], protocol: Protocol = "autopet4") -> str:
@@ -367,7 +400,8 @@ def to_json_safe(obj):
 
 
 __all__ = [
-    "PROTOCOLS", "PROTOCOL_METRICS", "Protocol", "summary_metrics",
+    "PROTOCOLS", "PROTOCOL_METRICS", "Paired", "Protocol", "case_aucs", "paired_aucs",
+    "summary_metrics",
     "Evaluation", "MaskError", "ModelSummary", "PairedDifference", "PerStep", "Ranking",
     "RankingNumber", "StepRecord", "StepStat", "Summary", "TracerSummary", "VolumeError",
     "case_curves",

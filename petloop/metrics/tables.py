@@ -92,6 +92,31 @@ def strategy_table(summary: Summary) -> Table:
     return table
 
 
+def paired_table(summary: Summary) -> Table | None:
+    """Each model's AUCs minus the first model's, paired by case, with 95 % intervals."""
+    paired = summary.get("paired")
+    if not paired:
+        return None
+    metrics = summary_metrics(summary)
+    table = Table(title=f"Against {paired['baseline']}: difference of the AUCs, paired by case "
+                        "(95 % CI; * where it excludes 0)", title_justify="left")
+    table.add_column("model")
+    for m in metrics:
+        table.add_column(f"{HEAD[m].split(' ')[0]} AUC", justify="right")
+    for model, diffs in paired["models"].items():
+        cells = [model]
+        for m in metrics:
+            d = diffs[f"{m}_auc"]
+            if d["n"] < 2:
+                cells.append(f"{_fmt(d['mean'])} (n={d['n']})")
+                continue
+            star = "*" if d["separates"] else ""
+            cells.append(f"{d['mean']:+.3f} ({d['lo']:+.3f} to {d['hi']:+.3f}){star} "
+                         f"n={d['n']}")
+        table.add_row(*cells)
+    return table
+
+
 def negative_table(summary: Summary) -> Table | None:
     rows = {m: e["negative_fpv"] for m, e in summary["models"].items() if "negative_fpv" in e}
     if not rows:
