@@ -240,15 +240,28 @@ def demo(
         "--paper-column/--no-paper-column",
         help="Also run the paper's exact configuration (BIRTH's routing, SUV thresholds 1.5 / "
         "1.0, a 40 s test-time augmentation budget): the slowest column by far.")] = True,
+    protocol: Annotated[str, typer.Option(
+        help="autopet4: the paper's click experiment; autopet5: autoPET V's scribble loop "
+             "(the set's scribble models against its point models, paired by case).")]
+    = "autopet4",
+    empty_region: Annotated[str, typer.Option(
+        help="autopet5: official or fixed rule where an error region is empty (see "
+             "evaluate).")] = "official",
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
-    tables per click step, plots and a report."""
+    tables per click step, plots and a report (autoPET V's loop with --protocol autopet5)."""
     run_options(device=device, precision=precision, window=window, mirrors=mirrors,
                 time_budget=time_budget)
     one_of(clicks, "--clicks", CLICK_MODES)
     one_of(grid, "--grid", DEMO_GRIDS)
+    one_of(protocol, "--protocol", ("autopet4", "autopet5"))
+    one_of(empty_region, "--empty-region", ("official", "fixed"))
     models = model_set(models)
     OutputSet({"--models": models}).add_folder("--out", out)
+    if protocol == "autopet5":
+        _demo_autopet5(models, out, cases, device, precision, seed, grid, time_budget, window,
+                       mirrors, empty_region)
+        return
     from petloop.experiments.demo import PAIRED_NOTE, DemoConfig, reference_line, run_demo
     from petloop.inference.modelset import ModelSetError
     from petloop.metrics.tables import negative_table, ranking_table, step_table
@@ -283,5 +296,37 @@ def demo(
         table.add_row(f.claim, f.observed, "[green]yes[/green]" if f.holds else "[red]no[/red]")
     console.print(table)
     console.print(PAIRED_NOTE)
+    console.print(f"report: {result['report']}; plots: "
+                  + ", ".join(str(p) for p in result["plots"].values()))
+
+
+def _demo_autopet5(models, out, cases, device, precision, seed, grid, time_budget, window,
+                   mirrors, empty_region) -> None:
+    from petloop.experiments.demo import DemoConfig
+    from petloop.experiments.demo5 import run_demo_autopet5
+    from petloop.inference.modelset import ModelSetError
+    from petloop.metrics.tables import paired_table, ranking_table, step_table, strategy_table
+
+    config = DemoConfig(models=models, out=out, cases=cases, device=device, seed=seed,
+                        grid=grid, precision=precision, time_budget=time_budget, window=window,
+                        mirrors=mirrors, steps=6)
+    try:
+        with progress() as bar:
+            task = bar.add_task("scribble steps", total=None)
+            result = run_demo_autopet5(config, empty_region=empty_region,
+                                       progress=lambda text, i, n: bar.update(
+                                           task, completed=i, total=n, description=text))
+    except (ModelSetError, ValueError) as exc:
+        fail(str(exc))
+    summary = result["summary"]
+    for tracer in ("fdg", "psma"):
+        if any(tracer in e["tracers"] for e in summary["models"].values()):
+            console.print(step_table(summary, tracer, f"{tracer.upper()} phantoms: mean per "
+                                                      "scribble step"))
+    console.print(ranking_table(summary))
+    console.print(strategy_table(summary))
+    paired = paired_table(summary)
+    if paired is not None:
+        console.print(paired)
     console.print(f"report: {result['report']}; plots: "
                   + ", ".join(str(p) for p in result["plots"].values()))

@@ -34,10 +34,12 @@ from petloop.metrics.interactive import (
     merge,
     records_csv,
     summarize,
+    summary_metrics,
     to_json_safe,
 )
 from petloop.metrics.plots import plot_curves
 from petloop.metrics.reference import EANM_FRACTION, MARGIN, ReferenceScore, reference_metrics
+from petloop.metrics.tables import HEAD
 from petloop.options import MAX_MIRRORS, BudgetMode
 from petloop.phantom import PRESETS, PhantomConfig, write_phantoms
 
@@ -253,12 +255,14 @@ def markdown_table(summary: Summary, tracer: str | None, title: str) -> str:
               if tracer is None or tracer in e["tracers"]]
     if not models:
         return ""
-    head = "| clicks | " + " | ".join(f"Dice {m}" for m in models) + " | " + " | ".join(
-        f"FPV {m}" for m in models) + " | " + " | ".join(f"FNV {m}" for m in models) + " |"
-    lines = [f"**{title}**", "", head, "|" + "---|" * (1 + 3 * len(models))]
+    metrics = summary_metrics(summary)
+    word = "step" if summary.get("protocol") == "autopet5" else "clicks"
+    head = f"| {word} | " + " | ".join(f"{HEAD[metric].split(' ')[0]} {m}" for metric in metrics
+                                      for m in models) + " |"
+    lines = [f"**{title}**", "", head, "|" + "---|" * (1 + len(metrics) * len(models))]
     for step in range(summary["n_steps"]):
         cells = []
-        for metric in ("dice", "fpv", "fnv"):
+        for metric in metrics:
             for m in models:
                 src = summary["models"][m]
                 src = src if tracer is None else src["tracers"][tracer]
@@ -268,12 +272,9 @@ def markdown_table(summary: Summary, tracer: str | None, title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | None = None
-             ) -> dict:
-    out = Path(config.out)
-    model_set = load_model_set(config.models)
-    config = replace(config, mirrors=demo_mirrors(model_set, config.mirrors))
-    settings = model_set.inference.override(window=config.window, mirrors=config.mirrors)
+def held_out_cases(config: DemoConfig, out: Path) -> tuple[list, dict[str, list]]:
+    """The demo's held-out phantoms, written under ``out/phantoms`` (each tracer its own
+    folder): all cases, and the cases by tracer."""
     phantoms = out / "phantoms"
     if phantoms.exists():
         shutil.rmtree(phantoms)
@@ -285,7 +286,16 @@ def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | Non
                                                 negative_fraction=config.negative_fraction),
                            phantoms / tracer, count)
             cases += find_cases(phantoms / tracer)
-    by_tracer = {t: [c for c in cases if c.tracer == t] for t in ("fdg", "psma")}
+    return cases, {t: [c for c in cases if c.tracer == t] for t in ("fdg", "psma")}
+
+
+def run_demo(config: DemoConfig, progress: Callable[[str, int, int], None] | None = None
+             ) -> dict:
+    out = Path(config.out)
+    model_set = load_model_set(config.models)
+    config = replace(config, mirrors=demo_mirrors(model_set, config.mirrors))
+    settings = model_set.inference.override(window=config.window, mirrors=config.mirrors)
+    cases, by_tracer = held_out_cases(config, out)
     cols = columns(model_set)
     if config.clicks == "official" and config.compare_error_driven and by_tracer["fdg"] and \
             "fdg" in model_set.routing:
