@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from petloop.experiments.demo import (
@@ -87,3 +89,28 @@ def test_the_paper_column_runs(model_set, tmp_path):
     masks = sorted(p.name for p in (out / "predictions" / f"fdg_{BIRTH}").glob("*.nii.gz"))
     assert len(masks) == 2 and all(m.startswith(case) for m in masks)
     assert BIRTH in (out / "report.md").read_text()
+
+
+def test_the_autopet5_part_pairs_scribble_and_point_models(model_set, trained, tmp_path):
+    """With scribble models in the set, the loop runs twice on the same held-out phantoms and
+    the report pairs the two by case."""
+    import shutil
+
+    from petloop.experiments.demo5 import POINT_MODELS, SCRIBBLE_MODELS, run_demo_autopet5
+    from petloop.inference.export import add_scribble_models
+
+    ms = tmp_path / "set"
+    shutil.copytree(model_set, ms)
+    add_scribble_models(ms, {"fdg": trained["scribbles"].parent})
+    out = tmp_path / "demo5"
+    result = run_demo_autopet5(DemoConfig(models=ms, out=out, cases=2, steps=6),
+                               empty_region="fixed")
+    summary = result["summary"]
+    assert summary["protocol"] == "autopet5" and summary["n_steps"] == 6
+    assert set(summary["models"]) == {SCRIBBLE_MODELS, POINT_MODELS}
+    assert summary["paired"]["baseline"] == POINT_MODELS
+    logs = sorted((out / "predictions" / "scribble_models").glob("*/steps.json"))
+    models = {s.get("model") for log in logs for s in json.loads(log.read_text())["steps"]}
+    assert "fdg_scribbles" in models  # the FDG case's scribble steps went to the scribble model
+    report = (out / "report.md").read_text()
+    assert "Against point models" in report and "| step |" in report

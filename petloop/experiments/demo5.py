@@ -54,8 +54,9 @@ def run_demo_autopet5(config: DemoConfig, *, empty_region: str = "official",
     cases, by_tracer = held_out_cases(config, out)
     scribble_routes = any(r.interaction == "scribbles" for routing in model_set.routing.values()
                           for r in routing.routes)
-    runs = ([(SCRIBBLE_MODELS, "scribbles")] if scribble_routes else []) + \
-        [(POINT_MODELS, "clicks")]
+    # the point models first: the paired differences are the scribble models' gain over them
+    runs = [(POINT_MODELS, "clicks")] + ([(SCRIBBLE_MODELS, "scribbles")] if scribble_routes
+                                         else [])
     pipeline = Pipeline(model_set, device=config.device, precision=config.precision,
                         window=config.window, mirrors=config.mirrors, budget=config.time_budget)
     total, done, evaluations = len(runs) * len(cases), 0, []
