@@ -262,27 +262,15 @@ def demo(
         _demo_autopet5(models, out, cases, device, precision, seed, grid, time_budget, window,
                        mirrors, empty_region)
         return
-    from petloop.experiments.demo import PAIRED_NOTE, DemoConfig, reference_line, run_demo
-    from petloop.inference.modelset import ModelSetError
-    from petloop.metrics.tables import negative_table, ranking_table, step_table
+    from petloop.experiments.demo import PAIRED_NOTE, DemoConfig, run_demo
+    from petloop.metrics.tables import negative_table, ranking_table
 
     config = DemoConfig(models=models, out=out, cases=cases, clicks=clicks, device=device,
                         seed=seed, grid=grid, precision=precision, time_budget=time_budget,
                         window=window, mirrors=mirrors, paper_column=paper_column)
-    try:
-        with progress() as bar:
-            task = bar.add_task("click steps", total=None)
-            result = run_demo(config, lambda text, i, n: bar.update(
-                task, completed=i, total=n, description=text))
-    except (ModelSetError, ValueError) as exc:
-        fail(str(exc))
+    result = _with_progress("click steps", lambda tick: run_demo(config, tick))
     summary = result["summary"]
-    for tracer in ("fdg", "psma"):
-        if any(tracer in e["tracers"] for e in summary["models"].values()):
-            console.print(step_table(summary, tracer, f"{tracer.upper()} phantoms: mean per "
-                                                      "click step"))
-            if tracer in result["references"]:
-                console.print(reference_line(result["references"][tracer]))
+    _step_tables(summary, "click step", result["references"])
     console.print(ranking_table(summary))
     neg = negative_table(summary)
     if neg is not None:
@@ -300,29 +288,44 @@ def demo(
                   + ", ".join(str(p) for p in result["plots"].values()))
 
 
+def _with_progress(what: str, run):
+    """``run(tick)`` under a progress bar; a model set or input error ends the command."""
+    from petloop.inference.modelset import ModelSetError
+
+    try:
+        with progress() as bar:
+            task = bar.add_task(what, total=None)
+            return run(lambda text, i, n: bar.update(task, completed=i, total=n,
+                                                     description=text))
+    except (ModelSetError, ValueError) as exc:
+        fail(str(exc))
+
+
+def _step_tables(summary, unit: str, references: dict | None = None) -> None:
+    from petloop.experiments.demo import reference_line
+    from petloop.metrics.tables import step_table
+
+    for tracer in ("fdg", "psma"):
+        if any(tracer in e["tracers"] for e in summary["models"].values()):
+            console.print(step_table(summary, tracer, f"{tracer.upper()} phantoms: mean per "
+                                                      f"{unit}"))
+            if references and tracer in references:
+                console.print(reference_line(references[tracer]))
+
+
 def _demo_autopet5(models, out, cases, device, precision, seed, grid, time_budget, window,
                    mirrors, empty_region) -> None:
     from petloop.experiments.demo import DemoConfig
     from petloop.experiments.demo5 import run_demo_autopet5
-    from petloop.inference.modelset import ModelSetError
-    from petloop.metrics.tables import paired_table, ranking_table, step_table, strategy_table
+    from petloop.metrics.tables import paired_table, ranking_table, strategy_table
 
     config = DemoConfig(models=models, out=out, cases=cases, device=device, seed=seed,
                         grid=grid, precision=precision, time_budget=time_budget, window=window,
                         mirrors=mirrors, steps=6)
-    try:
-        with progress() as bar:
-            task = bar.add_task("scribble steps", total=None)
-            result = run_demo_autopet5(config, empty_region=empty_region,
-                                       progress=lambda text, i, n: bar.update(
-                                           task, completed=i, total=n, description=text))
-    except (ModelSetError, ValueError) as exc:
-        fail(str(exc))
+    result = _with_progress("scribble steps", lambda tick: run_demo_autopet5(
+        config, empty_region=empty_region, progress=tick))
     summary = result["summary"]
-    for tracer in ("fdg", "psma"):
-        if any(tracer in e["tracers"] for e in summary["models"].values()):
-            console.print(step_table(summary, tracer, f"{tracer.upper()} phantoms: mean per "
-                                                      "scribble step"))
+    _step_tables(summary, "scribble step")
     console.print(ranking_table(summary))
     console.print(strategy_table(summary))
     paired = paired_table(summary)
