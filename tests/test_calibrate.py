@@ -117,6 +117,7 @@ def test_scribble_routes_answer_scribbles_and_leave_the_handover_alone():
     assert both.with_handover(2).routes == (Route("s", interaction="scribbles"),
                                             *birth_fg.with_handover(2).routes)
     assert both.to_json()[0] == {"model": "s", "interaction": "scribbles"}
+    assert both.clicks == birth_fg and birth_fg.clicks == birth_fg
     clicks_only = Routing.of(Route("p", interaction="clicks"))
     with pytest.raises(NoRoute, match="no route admits 2 background and 9 lesion scribble"):
         clicks_only.model_for(2, 9, interaction="scribbles")

@@ -100,7 +100,7 @@ class Column:
 
 def birth_column(model_set: ModelSet) -> Column | None:
     """The paper's exact configuration over the set's two FDG models, or None without two."""
-    models = model_set.routing["fdg"].models if "fdg" in model_set.routing else ()
+    models = model_set.routing["fdg"].clicks.models if "fdg" in model_set.routing else ()
     if len(models) != 2:
         return None
     stochastic, full = models  # the routing lists the stochastic model first
@@ -175,6 +175,7 @@ def routing_text(model_set: ModelSet) -> str:
     fitted, reader = _calibrated(model_set), _calibrated(model_set, "handover")
     parts = []
     for tracer, routing in model_set.routing.items():
+        routing = routing.clicks  # the demo's clicks; scribble routes are autopet5's
         if len(routing.models) < 2:
             continue
         rules = []
@@ -202,6 +203,7 @@ def columns(model_set: ModelSet) -> list[Column]:
     tracer's routing has several models."""
     out = []
     for tracer, routing in model_set.routing.items():
+        routing = routing.clicks
         out += [Column(short_name(m), tracer, Routing.single(m)) for m in routing.models]
         if len(routing.models) > 1:
             out.append(Column(HYBRID, tracer, None))

@@ -58,7 +58,7 @@ class Roles:
         """The roles in ``routing`` (None: one model, or no hand-over)."""
         if routing is None or routing.handover is None:
             return None
-        first, *rest = routing.models
+        first, *rest = routing.clicks.models
         return cls(short_name(first), short_name(rest[0]))
 
 

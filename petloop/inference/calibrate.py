@@ -264,7 +264,7 @@ def calibrate_thresholds(pipeline: Pipeline, cases: Sequence[CaseFiles], *,
         per_case: dict[int | None, list[np.ndarray]] = {at: [] for at in options}
         # fitting: every model on every step, each routing picks from them; else the set's
         # routing, once
-        runs = [session_for(m) for m in routes.models] if fit else [routed]
+        runs = [session_for(m) for m in routes.clicks.models] if fit else [routed]
         lesions = 0
         for files in group:
             masks, counts, case = _case_masks(runs, files, t, steps)
@@ -298,7 +298,7 @@ def _fit_error_driven(t: str, group: Sequence[CaseFiles], pipeline: Pipeline,
     threshold = float(pipeline.postprocessing.threshold(t))
     options = {at: routes.with_handover(at)
                for at in sorted(set(range(steps + 1)) | {previous})}
-    sessions = {m: session_for(m) for m in routes.models}
+    sessions = {m: session_for(m) for m in routes.clicks.models}
     per_case: dict[int | None, list[np.ndarray]] = {at: [] for at in options}
     used = []
     for files in group:

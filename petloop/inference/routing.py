@@ -92,6 +92,12 @@ class Routing:
                           f"{n_foreground} {what}")
         return model
 
+    @property
+    def clicks(self) -> Routing:
+        """The routes that answer clicks (all of them where none is for scribbles only)."""
+        rest = self._split()[1]
+        return Routing(rest) if rest and len(rest) < len(self.routes) else self
+
     def _split(self) -> tuple[tuple[Route, ...], tuple[Route, ...]]:
         """(the routes for scribbles only, the others)."""
         only = tuple(r for r in self.routes if r.interaction == "scribbles")
