@@ -29,8 +29,12 @@ def demo(tmp_path_factory):
 
 def test_the_bundled_set_is_complete_and_small():
     ms = load_model_set(BUNDLED)
-    assert set(ms.models) == {"fdg_v4", "fdg_v3", "psma_v2"} and ms.tracer_classifier
-    assert folder_size(BUNDLED) <= 60 * 10**6
+    assert set(ms.models) == {"fdg_v4", "fdg_v3", "psma_v2", "fdg_scribbles",
+                              "psma_scribbles"} and ms.tracer_classifier
+    for tracer in ("fdg", "psma"):  # scribble steps go to the scribble models, clicks do not
+        assert ms.route(tracer, 3, 3, interaction="scribbles").name == f"{tracer}_scribbles"
+        assert "scribbles" not in ms.route(tracer, 3, 3).name
+    assert folder_size(BUNDLED) <= 70 * 10**6  # five networks of 5 MB and the classifier
     manifest = json.loads((BUNDLED / "manifest.json").read_text())
     assert "not for patients" in manifest["description"]
 

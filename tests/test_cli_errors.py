@@ -322,7 +322,7 @@ def test_predict_interrupted_between_mask_and_report_writes_neither(d, tmp_path,
     pet = read_volume(d / "pet.nii.gz")
 
     class Pipeline:
-        def predict(self, ct, pet_vol, clicks, tracer):
+        def predict(self, ct, pet_vol, clicks, tracer, *, interaction="clicks"):
             mask = pet_vol.with_array((pet_vol.array > 4).astype(np.uint8))
             return SimpleNamespace(mask=mask, model="fake", tta=SimpleNamespace(
                 describe=lambda: "none"), tracer=SimpleNamespace(tracer="fdg", probability=1.0))

@@ -14,8 +14,10 @@ from petloop.cli.guard import one_of
 from petloop.cli.inference import (
     CLICK_MODES,
     DEFAULT_MODELS,
+    EmptyRegionOpt,
     Models,
     Precision,
+    ProtocolOpt,
     Window,
     model_set,
     run_options,
@@ -240,13 +242,8 @@ def demo(
         "--paper-column/--no-paper-column",
         help="Also run the paper's exact configuration (BIRTH's routing, SUV thresholds 1.5 / "
         "1.0, a 40 s test-time augmentation budget): the slowest column by far.")] = True,
-    protocol: Annotated[str, typer.Option(
-        help="autopet4: the paper's click experiment; autopet5: autoPET V's scribble loop "
-             "(the set's scribble models against its point models, paired by case).")]
-    = "autopet4",
-    empty_region: Annotated[str, typer.Option(
-        help="autopet5: official or fixed rule where an error region is empty (see "
-             "evaluate).")] = "official",
+    protocol: ProtocolOpt = "autopet4",
+    empty_region: EmptyRegionOpt = "official",
 ) -> None:
     """The paper's interactive experiment on held-out phantoms with the bundled model set:
     tables per click step, plots and a report (autoPET V's loop with --protocol autopet5)."""

@@ -48,6 +48,14 @@ Series = Annotated[list[str] | None, typer.Option(
 Weight = Annotated[float | None, typer.Option(
     min=1, max=500, help="With a DICOM PET: the patient weight in kg, instead of "
     "PatientWeight (0010,1030).")]
+ProtocolOpt = Annotated[str, typer.Option(
+    "--protocol", help="autopet4: autoPET IV's clicks, 11 steps; autopet5: autoPET V's scribble "
+    "loop (a prediction, then one simulated scribble per step, 6 steps), scored with Dice and "
+    "DMM.")]
+EmptyRegionOpt = Annotated[str, typer.Option(
+    "--empty-region", help="autopet5: official (a step whose error region is empty fails and "
+    "scores 0, as in the challenge's loop, and so does every later one) or fixed (scribble the "
+    "other region).")]
 InteractionOpt = Annotated[str, typer.Option(
     "--interaction", help="clicks or scribbles: what the click file's points are, for the "
     "model set's routing (a set may route scribble steps to scribble models; the points reach "

@@ -10,7 +10,14 @@ import typer
 
 from petloop.cli import app, console, err_console, fail, progress
 from petloop.cli.guard import one_of
-from petloop.cli.inference import CLICK_MODES, BudgetMode, TrustSuv, run_options
+from petloop.cli.inference import (
+    CLICK_MODES,
+    BudgetMode,
+    EmptyRegionOpt,
+    ProtocolOpt,
+    TrustSuv,
+    run_options,
+)
 from petloop.io.outputs import OutputSet, safe_name
 
 
@@ -76,17 +83,11 @@ def evaluate(
     steps: Annotated[int | None, typer.Option(
         min=1, help="Number of steps (0..steps-1); default 11 (autopet4), 6 (autopet5).")]
     = None,
-    protocol: Annotated[str, typer.Option(
-        help="autopet4: the official clicks, 11 steps; autopet5: the official scribble loop "
-             "(a prediction, then one scribble per step), scored with Dice and DMM.")]
-    = "autopet4",
+    protocol: ProtocolOpt = "autopet4",
     strategy: Annotated[str, typer.Option(
         help="autopet5: centerline, random, boundary, or all (one third of the cases each, "
              "in turn over the sorted case names).")] = "all",
-    empty_region: Annotated[str, typer.Option(
-        help="autopet5 with --models: official (a step whose error region is empty fails and "
-             "scores 0, as in the challenge's loop) or fixed (scribble the other region).")]
-    = "official",
+    empty_region: EmptyRegionOpt = "official",
     interaction: Annotated[str, typer.Option(
         help="autopet5 with --models: scribbles (the set's scribble routes answer, where its "
              "manifest has them) or clicks (its point models get the same scribbles).")]
