@@ -28,6 +28,12 @@ CROPS: tuple[str, ...] = get_args(Crop)
 CLICK_MODES: tuple[str, ...] = get_args(ClickMode)
 Interaction = Literal["clicks", "scribbles"]  # what a step's guidance is, for routing
 INTERACTIONS: tuple[str, ...] = get_args(Interaction)
+#: the interactive protocols: autoPET IV's click steps, autoPET V's scribble loop
+Protocol = Literal["autopet4", "autopet5"]
+PROTOCOLS: tuple[str, ...] = get_args(Protocol)
+#: autoPET V's loop where an error region is empty: fail as the challenge's does, or go on
+EmptyRegion = Literal["official", "fixed"]
+EMPTY_REGIONS: tuple[str, ...] = get_args(EmptyRegion)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 BUDGET_MODES: tuple[str, ...] = get_args(BudgetMode)
 

@@ -24,6 +24,7 @@ from petloop.cli.inference import (
 )
 from petloop.io.layouts import LAYOUTS
 from petloop.io.outputs import OutputSet
+from petloop.options import EMPTY_REGIONS, PROTOCOLS
 
 # petloop.experiments.demo.GRIDS, named before torch loads
 DEMO_GRIDS = ("trunk", "quick", "autopet")
@@ -251,8 +252,8 @@ def demo(
                 time_budget=time_budget)
     one_of(clicks, "--clicks", CLICK_MODES)
     one_of(grid, "--grid", DEMO_GRIDS)
-    one_of(protocol, "--protocol", ("autopet4", "autopet5"))
-    one_of(empty_region, "--empty-region", ("official", "fixed"))
+    one_of(protocol, "--protocol", PROTOCOLS)
+    one_of(empty_region, "--empty-region", EMPTY_REGIONS)
     models = model_set(models)
     OutputSet({"--models": models}).add_folder("--out", out)
     if protocol == "autopet5":

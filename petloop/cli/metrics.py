@@ -19,6 +19,7 @@ from petloop.cli.inference import (
     run_options,
 )
 from petloop.io.outputs import OutputSet, safe_name
+from petloop.options import EMPTY_REGIONS, INTERACTIONS, PROTOCOLS
 
 
 @app.command("metrics")
@@ -104,11 +105,10 @@ def evaluate(
     With autopet5, --pred folders hold a loop's output (<case>/iter_{k}.nii.gz, the case folder
     also as <case>_0000); --models runs the loop and writes that output, with the loop's
     metric_scores.json and metric_scores_AUC.json, under OUT/predictions."""
-    from petloop.clicks.scribbles import EMPTY_REGIONS, STRATEGIES
+    from petloop.clicks.scribbles import STRATEGIES
     from petloop.io.layouts import LayoutError, find_cases
     from petloop.io.volume import VolumeError
     from petloop.metrics.interactive import (
-        PROTOCOLS,
         MaskError,
         evaluate_model,
         merge,
@@ -131,7 +131,7 @@ def evaluate(
     five = protocol == "autopet5"
     one_of(strategy, "--strategy", ("all", *STRATEGIES))
     one_of(empty_region, "--empty-region", EMPTY_REGIONS)
-    one_of(interaction, "--interaction", ("clicks", "scribbles"))
+    one_of(interaction, "--interaction", INTERACTIONS)
     if not five and (strategy != "all" or empty_region != "official"
                      or interaction != "scribbles"):
         fail("--strategy, --empty-region and --interaction belong to --protocol autopet5")

@@ -23,7 +23,7 @@ import cc3d
 import numpy as np
 from scipy import ndimage
 
-from petloop.clicks.scribbles import STRATEGIES, simulate_scribble
+from petloop.clicks.scribbles import STRATEGIES, largest_slice_region, scribble_on_slice
 from petloop.io.clicks import Clicks, Point
 
 SEEDS = (42, 7, 1234)  # for the random and boundary strokes (centerline has no draw)
@@ -80,12 +80,13 @@ def _largest(labels: np.ndarray, n: int, limit: int) -> list[int]:
 
 
 def _strokes(region: np.ndarray, offset, name: str, seeds: Sequence[int]) -> list[PoolStroke]:
+    found = largest_slice_region(region)  # once: every stroke is drawn on that slice
+    if found is None:
+        return []
     out, seen = [], set()
     for strategy in STRATEGIES:
         for seed in (seeds[:1] if strategy == "centerline" else seeds):
-            s = simulate_scribble(region, strategy, seed=seed)  # type: ignore[arg-type]
-            if s is None:
-                continue
+            s = scribble_on_slice(*found, strategy, seed=seed)  # type: ignore[arg-type]
             pts = tuple((i + offset[0], j + offset[1], k + offset[2]) for i, j, k in s.points)
             if pts not in seen:
                 seen.add(pts)

@@ -46,11 +46,10 @@ import cc3d
 import numpy as np
 
 from petloop.io.clicks import Clicks, Point
+from petloop.options import EMPTY_REGIONS, EmptyRegion
 
 Strategy = Literal["centerline", "random", "boundary"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
-EmptyRegion = Literal["official", "fixed"]
-EMPTY_REGIONS: tuple[str, ...] = get_args(EmptyRegion)
 SEED = 42
 TRIM_FRACTION = 0.1  # centerline: trimmed from each end of a path longer than TRIM_ABOVE
 TRIM_ABOVE = 10
@@ -218,9 +217,13 @@ def simulate_scribble(mask: np.ndarray, strategy: Strategy = "centerline", *,
     challenge returns two values instead of three)."""
     _check_strategy(strategy)
     found = largest_slice_region(mask)
-    if found is None:
-        return None
-    k, region = found
+    return None if found is None else scribble_on_slice(*found, strategy, seed=seed)
+
+
+def scribble_on_slice(k: int, region: np.ndarray, strategy: Strategy, *,
+                      seed: int = SEED) -> Scribble:
+    """The scribble of ``strategy`` on ``region``, the 2D component on slice ``k`` that
+    :func:`largest_slice_region` found (several strokes on one region find it once)."""
     drawn = stroke(region, strategy, seed)
     points = tuple((int(i), int(j), k) for i, j in np.argwhere(drawn > 0).tolist())
     return Scribble(points, k, strategy)
@@ -317,6 +320,7 @@ def next_scribbles(truth: np.ndarray, pred: np.ndarray, scribbles: Clicks,
 __all__ = [
     "EMPTY_REGIONS", "SEED", "STRATEGIES", "EmptyRegion", "OfficialLoopFailure", "Scribble",
     "ScribbleStep", "Strategy", "as_loop_mask", "error_regions", "largest_slice_region",
-    "next_scribbles", "simulate_scribble", "stroke", "stroke_boundary", "stroke_centerline",
+    "next_scribbles", "scribble_on_slice", "simulate_scribble", "stroke", "stroke_boundary",
+    "stroke_centerline",
     "stroke_random", "stroke_voxels",
 ]

@@ -18,6 +18,7 @@ case).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ from petloop.metrics.autopet5 import (
     loop_scores_json,
     score_step,
 )
-from petloop.metrics.interactive import Evaluation, StepRecord
+from petloop.metrics.interactive import PRED_SUFFIXES, Evaluation, StepRecord
 from petloop.metrics.official import MaskError, binarize
 from petloop.options import Interaction
 
@@ -157,7 +158,7 @@ def run_loop(session: Session, cases: Sequence[CaseFiles], out: str | Path, *, m
 
 
 def _iter_path(case_folder: Path, step: int) -> Path | None:
-    for suffix in (".nii.gz", ".nii", ".mha"):
+    for suffix in PRED_SUFFIXES:
         p = case_folder / f"iter_{step}{suffix}"
         if p.is_file():
             return p
@@ -172,8 +173,6 @@ def score_loop_output(cases: Sequence[CaseFiles], folder: str | Path, model: str
     gives each case's strategy (else ``strategy`` does) and the steps where the loop failed
     (scored 0 and 0, as the loop scores them); any other missing step is listed as missing.
     ``label`` picks a class of non-binary masks."""
-    import json
-
     folder = Path(folder)
     ev = Evaluation(n_steps=steps, protocol="autopet5")
     plan = case_strategies([f.case_id for f in cases], strategy)

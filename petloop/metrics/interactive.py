@@ -23,19 +23,18 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, NotRequired, TypedDict, get_args
+from typing import NotRequired, TypedDict
 
 import numpy as np
 
 from petloop.io.layouts import CaseFiles
 from petloop.io.volume import Volume, VolumeError, read_volume
 from petloop.metrics.official import MaskError, auc, binarize, compute_metrics
+from petloop.options import PROTOCOLS, Protocol
 
 N_STEPS = 11
 PRED_SUFFIXES = (".nii.gz", ".nii", ".mha")
 METRICS = ("dice", "fpv", "fnv")
-Protocol = Literal["autopet4", "autopet5"]
-PROTOCOLS: tuple[str, ...] = get_args(Protocol)
 PROTOCOL_METRICS = {"autopet4": METRICS, "autopet5": ("dice", "dmm", "fpv", "fnv")}
 
 

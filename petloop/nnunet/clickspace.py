@@ -174,6 +174,12 @@ class ClickChannels:
         return out if dtype is None else out.astype(dtype)
 
 
+def _worker_rng() -> np.random.Generator:
+    """A generator for one training sample: data-loading workers are seeded by
+    batchgenerators through NumPy's global state."""
+    return np.random.default_rng(np.random.randint(2**31))  # noqa: NPY002
+
+
 @dataclass(frozen=True)
 class ClickSource:
     """Where a preprocessed dataset's clicks are, and how a trainer shows them."""
@@ -191,9 +197,7 @@ class ClickSource:
     def sample(self, identifier: str, properties: dict, shape, k: int | None) -> Clicks:
         """Clicks of step ``k`` (drawn from the schedule when None) in preprocessed indices."""
         if k is None:
-            # data-loading workers are seeded by batchgenerators through NumPy's global state
-            seed = np.random.randint(2**31)  # noqa: NPY002
-            k = int(self.schedule.sample(np.random.default_rng(seed)))
+            k = int(self.schedule.sample(_worker_rng()))
         return clicks_in_preprocessed(self.clicks_for(identifier).step(k), properties,
                                       self.transpose_forward, shape)
 
@@ -223,8 +227,7 @@ class ScribbleSource:
         """Scribbles of ``k`` interactions (drawn from the schedule when None; a fixed ``k``,
         as in validation, draws the same strokes for a case every time)."""
         if k is None:
-            # data-loading workers are seeded by batchgenerators through NumPy's global state
-            rng = np.random.default_rng(np.random.randint(2**31))  # noqa: NPY002
+            rng = _worker_rng()
             k = int(self.schedule.sample(rng))
         else:
             rng = np.random.default_rng(zlib.crc32(identifier.encode()))
